@@ -1,1 +1,17 @@
+//! What the API and the operator share: the job model, the job store (SQLite, PostgreSQL), the
+//! object store (local directory, S3), signed links, and the worker that turns one job into
+//! thumbnails. The image pipeline itself is the pure `thumbnail-engine` crate, re-exported here.
 #![forbid(unsafe_code)]
+
+pub mod error;
+pub mod jobstore;
+pub mod keys;
+pub mod metrics;
+pub mod model;
+pub mod objects;
+pub mod runner;
+pub mod signing;
+pub mod worker;
+
+pub use error::{CoreError, Result};
+pub use thumbnail_engine as engine;

@@ -1,0 +1,78 @@
+//! Where jobs live: SQLite for the embedded default, PostgreSQL in production.
+//!
+//! Every state change is conditional: `start` only moves an unfinished job, and `finish` only
+//! lands when the attempt it belongs to is still the current one, so a stale or duplicate writer
+//! can never overwrite a newer state, and a finished job never goes back to running.
+use crate::model::{JobError, JobOutput, JobRecord, JobStatus, ListQuery, NewJob};
+use crate::{CoreError, Result};
+use async_trait::async_trait;
+use std::sync::Arc;
+use uuid::Uuid;
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresJobStore;
+pub use sqlite::SqliteJobStore;
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success(Vec<JobOutput>),
+    Failure(JobError),
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Insert a new job in `PENDING`.
+    async fn create(&self, job: &NewJob) -> Result<JobRecord>;
+
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>>;
+
+    /// Newest first, at most `query.limit` jobs, strictly after `query.after`.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>>;
+
+    /// Move an unfinished job to `STARTED` and count an attempt. `None` when the job is already
+    /// finished (or unknown): the caller must not process it.
+    async fn start(&self, id: Uuid) -> Result<Option<JobRecord>>;
+
+    /// Finish the job, but only if `attempt` is still its current attempt and it is unfinished.
+    /// Returns whether this write landed.
+    async fn finish(&self, id: Uuid, attempt: u32, outcome: &Outcome) -> Result<bool>;
+
+    /// Unfinished jobs (`PENDING` or `STARTED`), oldest first: the work to resume after a restart.
+    async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>>;
+
+    /// Remove a job row entirely (used to undo an upload that failed half-way).
+    async fn delete(&self, id: Uuid) -> Result<bool>;
+
+    /// Number of jobs per status, for metrics.
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;
+
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<()>;
+
+    /// Which backend this is ("sqlite" or "postgres"), for logs and `/ready`.
+    fn backend(&self) -> &'static str;
+}
+
+pub type DynJobStore = Arc<dyn JobStore>;
+
+/// Open the job store named by a URL: `sqlite://...` or `postgres://...`, applying migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DynJobStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteJobStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresJobStore::connect(url, max_connections).await?))
+    } else {
+        Err(CoreError::Config(format!(
+            "DATABASE_URL must start with sqlite: or postgres:, got '{}'",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+pub(crate) fn status_from_db(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|e: String| CoreError::Corrupt(format!("job status in the database: {e}")))
+}

@@ -1,0 +1,210 @@
+//! The production job store: PostgreSQL, migrations embedded and applied at start-up.
+use super::{JobStore, Outcome, status_from_db};
+use crate::model::{JobError, JobRecord, JobStatus, ListQuery, NewJob, now};
+use crate::{CoreError, Result};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PostgresJobStore {
+    pool: PgPool,
+}
+
+const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
+    source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
+    version, created_at, started_at, finished_at";
+
+impl PostgresJobStore {
+    /// Connect and apply migrations. Fails fast when the server is unreachable; callers that
+    /// must wait for the database retry around this.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = Self::pool(url, max_connections)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PostgresJobStore { pool })
+    }
+
+    /// A lazily connecting pool, without running migrations.
+    pub fn pool(url: &str, max_connections: u32) -> Result<PgPool> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| CoreError::Config(format!("DATABASE_URL: {e}")))?;
+        Ok(PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options))
+    }
+
+    /// Apply the embedded migrations (the `migrate` subcommand).
+    pub async fn migrate(url: &str) -> Result<()> {
+        let pool = Self::pool(url, 1)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(())
+    }
+}
+
+fn row_to_record(row: &PgRow) -> Result<JobRecord> {
+    let status: String = row.try_get("status")?;
+    let format: String = row.try_get("source_format")?;
+    let Json(outputs_requested) = row.try_get("outputs_requested")?;
+    let Json(outputs) = row.try_get("outputs")?;
+    let error_reason: Option<String> = row.try_get("error_reason")?;
+    let error_message: Option<String> = row.try_get("error_message")?;
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        status: status_from_db(&status)?,
+        owner: row.try_get("owner")?,
+        source_bucket: row.try_get("source_bucket")?,
+        source_key: row.try_get("source_key")?,
+        source_format: serde_json::from_value(serde_json::Value::String(format))
+            .map_err(|e| CoreError::Corrupt(format!("source format: {e}")))?,
+        source_width: row.try_get::<i32, _>("source_width")? as u32,
+        source_height: row.try_get::<i32, _>("source_height")? as u32,
+        source_bytes: row.try_get::<i64, _>("source_bytes")? as u64,
+        outputs_requested,
+        outputs,
+        error: error_reason.map(|reason| JobError {
+            reason,
+            message: error_message.unwrap_or_default(),
+        }),
+        attempts: row.try_get::<i32, _>("attempts")? as u32,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+#[async_trait]
+impl JobStore for PostgresJobStore {
+    async fn create(&self, job: &NewJob) -> Result<JobRecord> {
+        let sql = format!(
+            "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
+             source_height, source_bytes, outputs_requested, created_at) \
+             VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(job.id)
+            .bind(&job.owner)
+            .bind(&job.source_bucket)
+            .bind(&job.source_key)
+            .bind(job.source_format.as_str())
+            .bind(job.source_width as i32)
+            .bind(job.source_height as i32)
+            .bind(job.source_bytes as i64)
+            .bind(Json(&job.outputs))
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await?;
+        row_to_record(&row)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(row_to_record).transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>> {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {COLUMNS} FROM jobs WHERE TRUE"));
+        if let Some(status) = query.status {
+            qb.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(owner) = &query.owner {
+            qb.push(" AND owner = ").push_bind(owner.clone());
+        }
+        if let Some(after) = query.after {
+            qb.push(" AND (created_at, id) < (")
+                .push_bind(after.created_at)
+                .push(", ")
+                .push_bind(after.id)
+                .push(")");
+        }
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn start(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'STARTED', attempts = attempts + 1, version = version + 1, \
+             started_at = COALESCE(started_at, $1) \
+             WHERE id = $2 AND status IN ('PENDING', 'STARTED') RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(now())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_record).transpose()
+    }
+
+    async fn finish(&self, id: Uuid, attempt: u32, outcome: &Outcome) -> Result<bool> {
+        let empty = Vec::new();
+        let (status, outputs, reason, message) = match outcome {
+            Outcome::Success(outputs) => (JobStatus::Success, outputs, None, None),
+            Outcome::Failure(err) => (JobStatus::Failure, &empty, Some(&err.reason), Some(&err.message)),
+        };
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $1, outputs = $2, error_reason = $3, error_message = $4, \
+             finished_at = $5, version = version + 1 \
+             WHERE id = $6 AND attempts = $7 AND status IN ('PENDING', 'STARTED')",
+        )
+        .bind(status.as_str())
+        .bind(Json(outputs))
+        .bind(reason)
+        .bind(message)
+        .bind(now())
+        .bind(id)
+        .bind(attempt as i32)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "SELECT id FROM jobs WHERE status IN ('PENDING', 'STARTED') ORDER BY created_at ASC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let n: i64 = row.try_get("n")?;
+                Ok((status_from_db(&status)?, n as u64))
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}

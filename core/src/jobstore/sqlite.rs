@@ -1,0 +1,241 @@
+//! The embedded default's job store: one SQLite file in the data directory, WAL mode.
+use super::{JobStore, Outcome, status_from_db};
+use crate::model::{JobRecord, JobStatus, ListQuery, NewJob, now};
+use crate::{CoreError, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteJobStore {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
+    source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
+    version, created_at, started_at, finished_at";
+
+impl SqliteJobStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| CoreError::Config(format!("DATABASE_URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteJobStore { pool })
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.and_then(DateTime::from_timestamp_micros)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> CoreError {
+    CoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn row_to_record(row: &SqliteRow) -> Result<JobRecord> {
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let format: String = row.try_get("source_format")?;
+    let requested: String = row.try_get("outputs_requested")?;
+    let outputs: String = row.try_get("outputs")?;
+    let error_reason: Option<String> = row.try_get("error_reason")?;
+    let error_message: Option<String> = row.try_get("error_message")?;
+    Ok(JobRecord {
+        id: Uuid::parse_str(&id).map_err(|e| corrupt("job id", e))?,
+        status: status_from_db(&status)?,
+        owner: row.try_get("owner")?,
+        source_bucket: row.try_get("source_bucket")?,
+        source_key: row.try_get("source_key")?,
+        source_format: serde_json::from_value(serde_json::Value::String(format))
+            .map_err(|e| corrupt("source format", e))?,
+        source_width: row.try_get::<i64, _>("source_width")? as u32,
+        source_height: row.try_get::<i64, _>("source_height")? as u32,
+        source_bytes: row.try_get::<i64, _>("source_bytes")? as u64,
+        outputs_requested: serde_json::from_str(&requested).map_err(|e| corrupt("requested outputs", e))?,
+        outputs: serde_json::from_str(&outputs).map_err(|e| corrupt("outputs", e))?,
+        error: match (error_reason, error_message) {
+            (Some(reason), message) => Some(crate::model::JobError {
+                reason,
+                message: message.unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        version: row.try_get("version")?,
+        created_at: from_micros(Some(row.try_get("created_at")?))
+            .ok_or_else(|| corrupt("created_at", "out of range"))?,
+        started_at: from_micros(row.try_get("started_at")?),
+        finished_at: from_micros(row.try_get("finished_at")?),
+    })
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn create(&self, job: &NewJob) -> Result<JobRecord> {
+        let requested =
+            serde_json::to_string(&job.outputs).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let sql = format!(
+            "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
+             source_height, source_bytes, outputs_requested, created_at) \
+             VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(job.id.to_string())
+            .bind(&job.owner)
+            .bind(&job.source_bucket)
+            .bind(&job.source_key)
+            .bind(job.source_format.as_str())
+            .bind(i64::from(job.source_width))
+            .bind(i64::from(job.source_height))
+            .bind(job.source_bytes as i64)
+            .bind(requested)
+            .bind(micros(now()))
+            .fetch_one(&self.pool)
+            .await?;
+        row_to_record(&row)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_record).transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>> {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {COLUMNS} FROM jobs WHERE 1 = 1"));
+        if let Some(status) = query.status {
+            qb.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(owner) = &query.owner {
+            qb.push(" AND owner = ").push_bind(owner.clone());
+        }
+        if let Some(after) = query.after {
+            let at = micros(after.created_at);
+            qb.push(" AND (created_at < ")
+                .push_bind(at)
+                .push(" OR (created_at = ")
+                .push_bind(at)
+                .push(" AND id < ")
+                .push_bind(after.id.to_string())
+                .push("))");
+        }
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn start(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'STARTED', attempts = attempts + 1, version = version + 1, \
+             started_at = COALESCE(started_at, ?) \
+             WHERE id = ? AND status IN ('PENDING', 'STARTED') RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(micros(now()))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_record).transpose()
+    }
+
+    async fn finish(&self, id: Uuid, attempt: u32, outcome: &Outcome) -> Result<bool> {
+        let (status, outputs, reason, message) = match outcome {
+            Outcome::Success(outputs) => (
+                JobStatus::Success,
+                serde_json::to_string(outputs).map_err(|e| CoreError::Internal(e.to_string()))?,
+                None,
+                None,
+            ),
+            Outcome::Failure(err) => (
+                JobStatus::Failure,
+                "[]".to_owned(),
+                Some(err.reason.clone()),
+                Some(err.message.clone()),
+            ),
+        };
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?, outputs = ?, error_reason = ?, error_message = ?, \
+             finished_at = ?, version = version + 1 \
+             WHERE id = ? AND attempts = ? AND status IN ('PENDING', 'STARTED')",
+        )
+        .bind(status.as_str())
+        .bind(outputs)
+        .bind(reason)
+        .bind(message)
+        .bind(micros(now()))
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "SELECT id FROM jobs WHERE status IN ('PENDING', 'STARTED') ORDER BY created_at ASC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                Uuid::parse_str(&id).map_err(|e| corrupt("job id", e))
+            })
+            .collect()
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let n: i64 = row.try_get("n")?;
+                Ok((status_from_db(&status)?, n as u64))
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}

@@ -1,0 +1,218 @@
+//! The job as every component sees it: the row in the job store and the object the API returns.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use thumbnail_engine::{ImageFormat, ThumbnailOptions};
+use uuid::Uuid;
+
+/// The API's job states, exactly the original service's (Celery's) names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    Pending,
+    Started,
+    Success,
+    Failure,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 4] = [
+        JobStatus::Pending,
+        JobStatus::Started,
+        JobStatus::Success,
+        JobStatus::Failure,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "PENDING",
+            JobStatus::Started => "STARTED",
+            JobStatus::Success => "SUCCESS",
+            JobStatus::Failure => "FAILURE",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Success | JobStatus::Failure)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "PENDING" => Ok(JobStatus::Pending),
+            "STARTED" => Ok(JobStatus::Started),
+            "SUCCESS" => Ok(JobStatus::Success),
+            "FAILURE" => Ok(JobStatus::Failure),
+            other => Err(format!(
+                "'{other}' is not one of PENDING, STARTED, SUCCESS, FAILURE"
+            )),
+        }
+    }
+}
+
+/// One thumbnail a job produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutput {
+    /// The output's name within the job ("default" for the original single thumbnail).
+    pub name: String,
+    pub bucket: String,
+    pub key: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub content_type: String,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
+}
+
+/// Why a job failed: a stable machine-readable reason and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub reason: String,
+    pub message: String,
+}
+
+/// A named output request (the API makes one, named "default"; a ThumbnailJob may ask for several).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub options: ThumbnailOptions,
+}
+
+impl OutputSpec {
+    pub fn default_output(options: ThumbnailOptions) -> Self {
+        OutputSpec {
+            name: DEFAULT_OUTPUT.to_owned(),
+            options,
+        }
+    }
+}
+
+pub const DEFAULT_OUTPUT: &str = "default";
+
+/// What the API knows when it accepts an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub owner: Option<String>,
+    pub source_bucket: String,
+    pub source_key: String,
+    pub source_format: ImageFormat,
+    pub source_width: u32,
+    pub source_height: u32,
+    pub source_bytes: u64,
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub status: JobStatus,
+    pub owner: Option<String>,
+    pub source_bucket: String,
+    pub source_key: String,
+    pub source_format: ImageFormat,
+    pub source_width: u32,
+    pub source_height: u32,
+    pub source_bytes: u64,
+    pub outputs_requested: Vec<OutputSpec>,
+    pub outputs: Vec<JobOutput>,
+    pub error: Option<JobError>,
+    /// How many times processing started (1 on the first run; more after crashes or retries).
+    pub attempts: u32,
+    /// Bumped on every write; conditional updates compare it.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Position in the newest-first list: the last item of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl ListCursor {
+    pub fn after(job: &JobRecord) -> Self {
+        ListCursor {
+            created_at: job.created_at,
+            id: job.id,
+        }
+    }
+
+    /// Opaque text form: `{microseconds since epoch}_{uuid}`, URL-safe.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.created_at.timestamp_micros(), self.id.simple())
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (micros, id) = s.split_once('_')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        Some(ListCursor {
+            created_at,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+/// A page request for the list endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub limit: u32,
+    pub status: Option<JobStatus>,
+    pub owner: Option<String>,
+    pub after: Option<ListCursor>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            limit: 100,
+            status: None,
+            owner: None,
+            after: None,
+        }
+    }
+}
+
+/// Timestamps are kept at microsecond precision so that every store round-trips them exactly.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips() {
+        let cursor = ListCursor {
+            created_at: now(),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(ListCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(ListCursor::decode("nonsense"), None);
+        assert_eq!(ListCursor::decode("12_notauuid"), None);
+    }
+
+    #[test]
+    fn status_names_are_the_originals() {
+        assert_eq!(serde_json::to_string(&JobStatus::Success).unwrap(), "\"SUCCESS\"");
+        assert_eq!("started".parse::<JobStatus>().unwrap(), JobStatus::Started);
+        assert!("DONE".parse::<JobStatus>().is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Objects as files under a directory; download links are HMAC-signed URLs served by the API.
+use super::ObjectStore;
+use crate::signing::LinkSigner;
+use crate::{CoreError, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub struct LocalObjectStore {
+    root: PathBuf,
+    /// Base of the links handed to clients, e.g. `http://localhost:8080`.
+    public_url: String,
+    signer: LinkSigner,
+}
+
+/// The bucket name the embedded store reports in job results.
+pub const LOCAL_BUCKET: &str = "local";
+
+impl LocalObjectStore {
+    pub fn new(root: impl Into<PathBuf>, public_url: &str, signer: LinkSigner) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(LocalObjectStore {
+            root,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            signer,
+        })
+    }
+
+    pub fn signer(&self) -> &LinkSigner {
+        &self.signer
+    }
+
+    /// The file behind a key. Keys are relative paths of plain components only: anything that
+    /// could escape the root (`..`, absolute paths) is refused.
+    pub fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let relative = Path::new(key);
+        let plain = !key.is_empty() && relative.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Err(CoreError::InvalidKey(key.to_owned()));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    /// Write through a temporary file in the same directory and rename: readers never see a
+    /// half-written object.
+    async fn write_atomically(&self, key: &str, write: impl AsyncFnOnce(&Path) -> Result<()>) -> Result<()> {
+        let path = self.path_of(key)?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| CoreError::InvalidKey(key.to_owned()))?;
+        tokio::fs::create_dir_all(dir).await?;
+        let tmp = dir.join(format!(".tmp-{}", Uuid::new_v4().simple()));
+        let written = write(&tmp).await;
+        let renamed = match written {
+            Ok(()) => tokio::fs::rename(&tmp, &path).await.map_err(CoreError::from),
+            Err(e) => Err(e),
+        };
+        if renamed.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        renamed
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalObjectStore {
+    async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> Result<()> {
+        self.write_atomically(key, async |tmp: &Path| {
+            tokio::fs::copy(path, tmp).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<()> {
+        self.write_atomically(key, async |tmp: &Path| {
+            tokio::fs::write(tmp, &bytes).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        match tokio::fs::read(self.path_of(key)?).await {
+            Ok(bytes) => Ok(Bytes::from(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(CoreError::ObjectNotFound(key.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.path_of(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(tokio::fs::try_exists(self.path_of(key)?).await?)
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String> {
+        self.path_of(key)?;
+        let expires = chrono::Utc::now().timestamp() + expires_in.as_secs() as i64;
+        let signature = self.signer.sign(key, expires);
+        Ok(format!(
+            "{}/files/{key}?expires={expires}&signature={signature}",
+            self.public_url
+        ))
+    }
+
+    fn bucket(&self) -> &str {
+        LOCAL_BUCKET
+    }
+
+    fn endpoint_url(&self) -> &str {
+        &self.public_url
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let meta = tokio::fs::metadata(&self.root).await?;
+        if !meta.is_dir() {
+            return Err(CoreError::Config(format!(
+                "{} is not a directory",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> LocalObjectStore {
+        LocalObjectStore::new(dir, "http://localhost:8080/", LinkSigner::new(vec![7; 32])).unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_refuses_escaping_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store
+            .put_bytes("images/thumbnail/a.png", Bytes::from_static(b"abc"), "image/png")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("images/thumbnail/a.png").await.unwrap(),
+            Bytes::from_static(b"abc")
+        );
+        assert!(store.exists("images/thumbnail/a.png").await.unwrap());
+        store.delete("images/thumbnail/a.png").await.unwrap();
+        store.delete("images/thumbnail/a.png").await.unwrap();
+        assert!(matches!(
+            store.get("images/thumbnail/a.png").await,
+            Err(CoreError::ObjectNotFound(_))
+        ));
+        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", ""] {
+            assert!(
+                matches!(store.path_of(bad), Err(CoreError::InvalidKey(_))),
+                "{bad}"
+            );
+        }
+        let url = store
+            .presign_get("images/x.png", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(
+            url.starts_with("http://localhost:8080/files/images/x.png?expires="),
+            "{url}"
+        );
+    }
+}

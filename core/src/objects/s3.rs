@@ -1,0 +1,286 @@
+//! Objects in an S3-compatible store (AWS S3, MinIO, Garage, s3s).
+//!
+//! Path-style addressing and checksums only when the operation requires them: the SDK's default
+//! CRC32 checksums are refused by several S3-compatible servers. Presigned URLs are signed for the
+//! *public* endpoint, because the signature covers the Host header: a URL signed for the in-cluster
+//! name (`http://minio:9000`) does not work from a laptop, and rewriting its host breaks it.
+use super::ObjectStore;
+use crate::{CoreError, Result};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use std::path::Path;
+use std::time::Duration;
+
+/// Connection settings; the environment variable names are the original service's.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// `S3_ENDPOINT_URL`: where this process reaches S3 (e.g. `http://minio:9000`); unset for AWS.
+    pub endpoint_url: Option<String>,
+    /// `S3_PUBLIC_ENDPOINT_URL`: the endpoint clients use to open presigned URLs; defaults to
+    /// `endpoint_url`.
+    pub public_endpoint_url: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Create the bucket at start-up when it does not exist.
+    pub create_bucket: bool,
+}
+
+pub struct S3ObjectStore {
+    client: Client,
+    /// Same credentials, configured with the public endpoint: used only to presign.
+    presigner: Client,
+    bucket: String,
+    endpoint_url: String,
+}
+
+fn client_for(config: &S3Config, endpoint: Option<&str>, credentials: Option<Credentials>) -> Client {
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    if let Some(credentials) = credentials {
+        builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+    }
+    Client::from_conf(builder.build())
+}
+
+fn s3_error<E, R>(operation: &str, err: SdkError<E, R>) -> CoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    CoreError::ObjectStore(format!("{operation}: {}", DisplayErrorContext(&err)))
+}
+
+impl S3ObjectStore {
+    /// Build the clients (no network I/O); call [`S3ObjectStore::ensure_bucket`] to check the bucket.
+    pub async fn new(config: &S3Config) -> Result<Self> {
+        if config.bucket.is_empty() {
+            return Err(CoreError::Config("S3_BUCKET_NAME is empty".into()));
+        }
+        let credentials = match (&config.access_key_id, &config.secret_access_key) {
+            (Some(id), Some(secret)) => Some(Credentials::new(id, secret, None, None, "thumbnail-config")),
+            (None, None) => None,
+            _ => {
+                return Err(CoreError::Config(
+                    "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".into(),
+                ));
+            }
+        };
+        // Without explicit keys, use the SDK's default chain (environment, profile, web identity, IMDS).
+        let credentials = match credentials {
+            Some(c) => Some(c),
+            None => {
+                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                match shared.credentials_provider() {
+                    Some(provider) => {
+                        use aws_credential_types::provider::ProvideCredentials;
+                        provider.provide_credentials().await.ok()
+                    }
+                    None => None,
+                }
+            }
+        };
+        let endpoint = config.endpoint_url.as_deref();
+        let public = config.public_endpoint_url.as_deref().or(endpoint);
+        let client = client_for(config, endpoint, credentials.clone());
+        let presigner = client_for(config, public, credentials);
+        let endpoint_url = public
+            .map(|e| e.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        Ok(S3ObjectStore {
+            client,
+            presigner,
+            bucket: config.bucket.clone(),
+            endpoint_url,
+        })
+    }
+
+    /// Check that the bucket exists, creating it when `create` is set.
+    pub async fn ensure_bucket(&self, create: bool) -> Result<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let missing = err.as_service_error().map(|e| e.is_not_found()).unwrap_or(false)
+                    || err
+                        .raw_response()
+                        .map(|r| r.status().as_u16() == 404)
+                        .unwrap_or(false);
+                if missing && create {
+                    self.client
+                        .create_bucket()
+                        .bucket(&self.bucket)
+                        .send()
+                        .await
+                        .map_err(|e| s3_error("create bucket", e))?;
+                    Ok(())
+                } else if missing {
+                    Err(CoreError::Config(format!(
+                        "bucket '{}' does not exist",
+                        self.bucket
+                    )))
+                } else {
+                    Err(s3_error("head bucket", err))
+                }
+            }
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3ObjectStore {
+    async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<()> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| CoreError::Internal(format!("reading {}: {e}", path.display())))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| s3_error("put object", e))?;
+        Ok(())
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| s3_error("put object", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .map(|e| e.is_no_such_key())
+                    .unwrap_or(false) =>
+            {
+                return Err(CoreError::ObjectNotFound(key.to_owned()));
+            }
+            Err(err) => return Err(s3_error("get object", err)),
+        };
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| CoreError::ObjectStore(format!("get object body: {e}")))?;
+        Ok(data.into_bytes())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("delete object", e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().map(|e| e.is_not_found()).unwrap_or(false) => Ok(false),
+            Err(err)
+                if err
+                    .raw_response()
+                    .map(|r| r.status().as_u16() == 404)
+                    .unwrap_or(false) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(s3_error("head object", err)),
+        }
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String> {
+        let config = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| CoreError::Config(format!("presigned URL expiry: {e}")))?;
+        let request = self
+            .presigner
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| s3_error("presign", e))?;
+        Ok(request.uri().to_owned())
+    }
+
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn endpoint_url(&self) -> &str {
+        &self.endpoint_url
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| s3_error("head bucket", e))?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "s3"
+    }
+}
