@@ -1,1 +1,15 @@
+//! The thumbnail service's REST API: the original Python service's contract, served by axum.
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod views;
+
+pub use startup::Application;

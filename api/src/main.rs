@@ -1,1 +1,6 @@
-fn main() {}
+//! `thumbnail-api`: see `thumbnail_api::cli`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    thumbnail_api::cli::main()
+}

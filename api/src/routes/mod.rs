@@ -1,0 +1,5 @@
+//! HTTP routes, one module per area, each with its own `router()`.
+pub mod files;
+pub mod health;
+pub mod jobs;
+pub mod thumbnails;

@@ -1,0 +1,211 @@
+//! Wiring: build every part from the configuration, then serve until told to stop.
+//! `Application::build` on port 0 is what the tests use.
+use crate::config::{ApiConfig, JobRunnerKind};
+use crate::error::ApiError;
+use crate::metrics::{ApiMetrics, track};
+use crate::openapi::ApiDoc;
+use crate::routes;
+use crate::state::{AppState, EmbeddedLauncher, JobLauncher, SharedState};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thumbnail_core::jobstore::{self, DynJobStore};
+use thumbnail_core::keys::KeyLayout;
+use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
+use thumbnail_core::runner::Runner;
+use thumbnail_core::signing::LinkSigner;
+use thumbnail_core::worker::{CpuPool, Worker};
+use thumbnail_core::{CoreError, Result};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{info, warn};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    runner: Option<Runner>,
+    port: u16,
+    public_url: String,
+    grace: Duration,
+    state: SharedState,
+}
+
+/// Retry `connect` until it succeeds or `timeout` passes: a dependency that starts after us (a
+/// database pod still booting) must not make us crash in a loop.
+pub async fn with_startup_retries<T, F, Fut>(what: &str, timeout: Duration, mut connect: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                warn!(dependency = what, error = %e, retry_in_ms = delay.as_millis() as u64, "dependency not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(crate::error::ErrorBody {
+            detail: "Not Found".into(),
+        }),
+    )
+}
+
+impl Application {
+    pub async fn build(config: ApiConfig) -> Result<Self> {
+        let data_dir = config.store.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)?;
+        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let port = listener.local_addr()?.port();
+        let public_url = config
+            .public_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| format!("http://localhost:{port}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let startup = Duration::from_secs(config.startup_timeout_seconds);
+
+        let db_url = config.store.database_url();
+        let max_conn = config.store.database_max_connections;
+        let jobs: DynJobStore =
+            with_startup_retries("database", startup, || jobstore::connect(&db_url, max_conn)).await?;
+
+        let (objects, local_objects): (DynObjectStore, Option<Arc<LocalObjectStore>>) =
+            match config.store.s3_config() {
+                Some(s3) => {
+                    let store = S3ObjectStore::new(&s3).await?;
+                    with_startup_retries("object store", startup, || store.ensure_bucket(s3.create_bucket))
+                        .await?;
+                    (Arc::new(store), None)
+                }
+                None => {
+                    let signer = LinkSigner::load_or_create(config.signing_key.as_deref(), &data_dir)?;
+                    let local = Arc::new(LocalObjectStore::new(
+                        data_dir.join("objects"),
+                        &public_url,
+                        signer,
+                    )?);
+                    (local.clone(), Some(local))
+                }
+            };
+
+        let metrics = Arc::new(ApiMetrics::new());
+        let limits = config.limits.limits();
+        let keys = KeyLayout::new(&config.store.s3_key_prefix);
+        let (launcher, runner): (Arc<dyn JobLauncher>, Option<Runner>) = match config.job_runner {
+            JobRunnerKind::Embedded => {
+                let workers = config.worker_count();
+                let worker = Arc::new(Worker {
+                    jobs: jobs.clone(),
+                    objects: objects.clone(),
+                    keys: keys.clone(),
+                    limits,
+                    cpu: CpuPool::new(workers),
+                    metrics: metrics.job.clone(),
+                });
+                let (runner, handle) = Runner::start(worker, workers).await?;
+                (Arc::new(EmbeddedLauncher(handle)), Some(runner))
+            }
+            JobRunnerKind::Kubernetes => {
+                return Err(CoreError::Config(
+                    "JOB_RUNNER=kubernetes is not available in this build; use embedded".into(),
+                ));
+            }
+        };
+
+        let state: SharedState = Arc::new(AppState {
+            jobs,
+            objects,
+            local_objects,
+            keys,
+            limits,
+            launcher,
+            url_expiry: config.url_expiry(),
+            spool_dir: data_dir.join("spool"),
+            metrics: metrics.clone(),
+        });
+        let router = Self::router(state.clone());
+        info!(
+            port,
+            public_url = %public_url,
+            job_store = state.jobs.backend(),
+            object_store = state.objects.backend(),
+            runner = state.launcher.name(),
+            "thumbnail API ready"
+        );
+        Ok(Application {
+            listener,
+            router,
+            runner,
+            port,
+            public_url,
+            grace: config.shutdown_grace(),
+            state,
+        })
+    }
+
+    pub fn router(state: SharedState) -> axum::Router {
+        let metrics = state.metrics.clone();
+        let api = axum::Router::new()
+            .merge(routes::thumbnails::router())
+            .merge(routes::jobs::router())
+            .merge(routes::files::router())
+            .merge(routes::health::router())
+            .fallback(not_found)
+            .with_state(state);
+        axum::Router::new()
+            .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+            .merge(api)
+            .layer(axum::middleware::from_fn_with_state(metrics, track))
+            .layer(TraceLayer::new_for_http())
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::Internal("handler panicked".into()).into_response()
+            }))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, finish in-flight requests, give
+    /// running jobs the grace period, and return.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        info!("stopped accepting requests");
+        if let Some(runner) = self.runner {
+            runner.shutdown(self.grace).await;
+        }
+        info!("shutdown complete");
+        served
+    }
+}

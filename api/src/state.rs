@@ -1,0 +1,54 @@
+//! The one shared state of the API (no globals), and who runs accepted jobs.
+use crate::error::ApiResult;
+use crate::metrics::ApiMetrics;
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use thumbnail_core::jobstore::DynJobStore;
+use thumbnail_core::keys::KeyLayout;
+use thumbnail_core::model::JobRecord;
+use thumbnail_core::objects::{DynObjectStore, LocalObjectStore};
+use thumbnail_core::runner::RunnerHandle;
+use thumbnail_engine::Limits;
+
+/// Hands an accepted job to whoever processes it.
+#[async_trait]
+pub trait JobLauncher: Send + Sync + 'static {
+    /// Called after the original is stored and the row exists. An error undoes the upload.
+    async fn launch(&self, job: &JobRecord) -> ApiResult<()>;
+    fn name(&self) -> &'static str;
+}
+
+/// The embedded default: queue the job on this process's runner.
+pub struct EmbeddedLauncher(pub RunnerHandle);
+
+#[async_trait]
+impl JobLauncher for EmbeddedLauncher {
+    async fn launch(&self, job: &JobRecord) -> ApiResult<()> {
+        // A stopped runner (shutdown in progress) is fine: the job is stored and resumes at the
+        // next start.
+        if !self.0.enqueue(job.id) {
+            tracing::info!(job_id = %job.id, "runner stopping; job will resume at the next start");
+        }
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+pub struct AppState {
+    pub jobs: DynJobStore,
+    pub objects: DynObjectStore,
+    /// Set in the embedded object mode: serves the signed `/files/...` links.
+    pub local_objects: Option<Arc<LocalObjectStore>>,
+    pub keys: KeyLayout,
+    pub limits: Limits,
+    pub launcher: Arc<dyn JobLauncher>,
+    pub url_expiry: Duration,
+    pub spool_dir: PathBuf,
+    pub metrics: Arc<ApiMetrics>,
+}
+
+pub type SharedState = Arc<AppState>;
