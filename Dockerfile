@@ -29,9 +29,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY --from=build --chown=65532:65532 /out/data /data
+# Listen on all interfaces (each binary keeps its own default PORT: 8080 API, 8081 operator).
 ENV DATA_DIR=/data \
-    HOST=0.0.0.0 \
-    PORT=8080
+    HOST=0.0.0.0
 WORKDIR /data
 USER 65532:65532
 EXPOSE 8080 8081
