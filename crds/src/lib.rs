@@ -45,7 +45,7 @@ pub const LABEL_THUMBNAILJOB: &str = "thumbnailer.dev/thumbnailjob";
 /// Where the committed CRD lives, relative to the repository root.
 pub const CRD_PATH: &str = "helm-charts/files/thumbnailjobs.thumbnailer.dev.yaml";
 /// Where the committed RBAC table lives, relative to the repository root.
-pub const RBAC_TABLE_PATH: &str = "helm-charts/tests/rbac-table.json";
+pub const RBAC_TABLE_PATH: &str = "helm-charts/files/rbac-table.json";
 
 /// The CustomResourceDefinition.
 pub fn crd() -> CustomResourceDefinition {
@@ -57,7 +57,7 @@ pub fn crd() -> CustomResourceDefinition {
 pub fn crd_yaml() -> String {
     let yaml = serde_yaml::to_string(&crd()).expect("the CRD serializes to YAML");
     format!(
-        "# Generated from crds/src by `cargo run -p thumbnail-crds --features crdgen --bin crdgen`.\n\
+        "# Generated from crds/src by `cargo run -p thumbnail-crds --features crdgen --bin crdgen -- --write`.\n\
          # Do not edit: change the Rust types and regenerate (see crds/README.md).\n{yaml}"
     )
 }

@@ -1,8 +1,9 @@
 //! The one table of Kubernetes permissions each component needs.
 //!
-//! The Helm chart's Roles and ClusterRoles grant exactly these (the chart test compares them with
-//! `crdgen --rbac`, through `helm-charts/tests/rbac-table.json`), and the binaries can check them
-//! at start-up with `SelfSubjectAccessReview`s built from [`Permission::checks`].
+//! The Helm chart's Roles and ClusterRoles are built from this table (`crdgen --rbac`, committed as
+//! `helm-charts/files/rbac-table.json`, which `templates/rbac.yaml` reads; the chart test checks the
+//! result), and the binaries can check it at start-up with `SelfSubjectAccessReview`s built from
+//! [`Permission::checks`].
 
 use serde::Serialize;
 

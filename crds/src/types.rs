@@ -27,6 +27,8 @@ pub const DEFAULT_OUTPUT_SIZE: u32 = 100;
 
 /// What to make of one image: a `ThumbnailJob` reads `source` from the object store and writes one
 /// object per entry of `outputs`.
+// Each `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "thumbnailer.dev",

@@ -5,7 +5,7 @@
   and the newest version the package knows;
 - the values schema refuses wrong types and unknown keys;
 - the example ThumbnailJobs validate against the CRD's openAPIV3Schema (and its CEL rules);
-- RBAC grants exactly the table of crds/src/rbac.rs (committed as tests/rbac-table.json);
+- RBAC grants exactly the table of crds/src/rbac.rs (committed as files/rbac-table.json, which templates/rbac.yaml reads);
 - Deployments carry the hardened securityContext; selectors use only immutable labels.
 """
 
@@ -26,7 +26,7 @@ from conftest import VALIDATED
 CHART = pathlib.Path(__file__).resolve().parent.parent
 REPO = CHART.parent
 CRD_FILE = CHART / "files" / "thumbnailjobs.thumbnailer.dev.yaml"
-RBAC_TABLE = CHART / "tests" / "rbac-table.json"
+RBAC_TABLE = CHART / "files" / "rbac-table.json"
 EXAMPLES = sorted((REPO / "deployment" / "examples").glob("*.yaml"))
 RELEASE = "thumbnail"
 NAMESPACE = "thumbnails"
