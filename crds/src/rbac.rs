@@ -1,0 +1,220 @@
+//! The one table of Kubernetes permissions each component needs.
+//!
+//! The Helm chart's Roles and ClusterRoles are built from this table (`crdgen --rbac`, committed as
+//! `helm-charts/files/rbac-table.json`, which `templates/rbac.yaml` reads; the chart test checks the
+//! result), and the binaries can check it at start-up with `SelfSubjectAccessReview`s built from
+//! [`Permission::checks`].
+
+use serde::Serialize;
+
+/// A process of the system, each with its own ServiceAccount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    /// `thumbnail-operator`: reconciles ThumbnailJobs.
+    Operator,
+    /// `thumbnail-api`: creates ThumbnailJobs for uploads.
+    Api,
+    /// Render Jobs (`thumbnail-operator render`): no Kubernetes access at all; their
+    /// ServiceAccount has `automountServiceAccountToken: false`.
+    Render,
+}
+
+impl Component {
+    /// Every component.
+    pub const ALL: [Component; 3] = [Component::Operator, Component::Api, Component::Render];
+
+    /// The name used in the chart (`<release>-thumbnail-<name>` ServiceAccounts) and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Operator => "operator",
+            Component::Api => "api",
+            Component::Render => "render",
+        }
+    }
+}
+
+/// Where a permission applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Scope {
+    /// The namespaces holding the ThumbnailJobs the component works on: for the operator every
+    /// namespace (ClusterRole) unless `WATCH_NAMESPACE` is set (Role there); for the API its
+    /// `KUBE_NAMESPACE` (Role).
+    Workload,
+    /// Only the component's own namespace (`POD_NAMESPACE`), e.g. the leader-election Lease.
+    OwnNamespace,
+}
+
+/// One RBAC rule: some verbs on one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission {
+    /// API group, `""` for the core group.
+    pub api_group: &'static str,
+    /// Resource, with `/subresource` where it applies (`thumbnailjobs/status`).
+    pub resource: &'static str,
+    /// Verbs, as in RBAC rules.
+    pub verbs: &'static [&'static str],
+    /// Where the rule applies.
+    pub scope: Scope,
+}
+
+/// One access check: what a `SelfSubjectAccessReview`'s `resourceAttributes` carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessCheck {
+    /// API group.
+    pub group: &'static str,
+    /// Resource without the subresource.
+    pub resource: &'static str,
+    /// Subresource, `""` when none.
+    pub subresource: &'static str,
+    /// One verb.
+    pub verb: &'static str,
+}
+
+impl Permission {
+    /// One access check per verb.
+    pub fn checks(&self) -> impl Iterator<Item = AccessCheck> + '_ {
+        let (resource, subresource) = self.resource.split_once('/').unwrap_or((self.resource, ""));
+        self.verbs.iter().map(move |verb| AccessCheck {
+            group: self.api_group,
+            resource,
+            subresource,
+            verb,
+        })
+    }
+}
+
+const GROUP: &str = crate::GROUP;
+
+const OPERATOR: &[Permission] = &[
+    Permission {
+        api_group: GROUP,
+        resource: "thumbnailjobs",
+        verbs: &["get", "list", "watch", "patch"],
+        scope: Scope::Workload,
+    },
+    Permission {
+        api_group: GROUP,
+        resource: "thumbnailjobs/status",
+        verbs: &["patch"],
+        scope: Scope::Workload,
+    },
+    Permission {
+        api_group: GROUP,
+        resource: "thumbnailjobs/finalizers",
+        verbs: &["update"],
+        scope: Scope::Workload,
+    },
+    Permission {
+        api_group: "batch",
+        resource: "jobs",
+        verbs: &["get", "list", "watch", "create", "delete"],
+        scope: Scope::Workload,
+    },
+    Permission {
+        api_group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        scope: Scope::Workload,
+    },
+    Permission {
+        api_group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "update", "patch"],
+        scope: Scope::OwnNamespace,
+    },
+];
+
+const API: &[Permission] = &[Permission {
+    api_group: GROUP,
+    resource: "thumbnailjobs",
+    verbs: &["create", "get", "list", "delete"],
+    scope: Scope::Workload,
+}];
+
+/// The permissions `component` needs, and nothing more.
+pub fn permissions(component: Component) -> &'static [Permission] {
+    match component {
+        Component::Operator => OPERATOR,
+        Component::Api => API,
+        Component::Render => &[],
+    }
+}
+
+/// The whole table as JSON: `{"operator": [...], "api": [...], "render": []}`, each rule as
+/// `{"apiGroup", "resource", "verbs", "scope"}` (what `crdgen --rbac` prints).
+pub fn table_json() -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = Component::ALL
+        .iter()
+        .map(|c| {
+            let rules = serde_json::to_value(permissions(*c)).expect("permissions serialize");
+            (c.name().to_owned(), rules)
+        })
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_needs_nothing() {
+        assert!(permissions(Component::Render).is_empty());
+    }
+
+    #[test]
+    fn checks_split_subresources() {
+        let status = permissions(Component::Operator)
+            .iter()
+            .find(|p| p.resource == "thumbnailjobs/status")
+            .unwrap();
+        let checks: Vec<AccessCheck> = status.checks().collect();
+        assert_eq!(
+            checks,
+            [AccessCheck {
+                group: "thumbnailer.dev",
+                resource: "thumbnailjobs",
+                subresource: "status",
+                verb: "patch"
+            }]
+        );
+        assert_eq!(permissions(Component::Api)[0].checks().count(), 4);
+    }
+
+    #[test]
+    fn json_shape() {
+        let v = table_json();
+        assert_eq!(v["render"], serde_json::json!([]));
+        assert_eq!(v["api"][0]["apiGroup"], "thumbnailer.dev");
+        assert_eq!(v["api"][0]["scope"], "workload");
+        let lease = v["operator"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "leases")
+            .unwrap();
+        assert_eq!(lease["scope"], "ownNamespace");
+        assert_eq!(
+            lease["verbs"],
+            serde_json::json!(["get", "create", "update", "patch"])
+        );
+    }
+
+    #[test]
+    fn no_wildcards_and_no_duplicate_rules() {
+        for c in Component::ALL {
+            let mut seen = std::collections::HashSet::new();
+            for p in permissions(c) {
+                assert!(
+                    seen.insert((p.api_group, p.resource)),
+                    "{c:?} lists {} twice",
+                    p.resource
+                );
+                assert!(!p.verbs.contains(&"*") && p.resource != "*");
+            }
+        }
+    }
+}
