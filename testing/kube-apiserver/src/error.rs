@@ -18,7 +18,12 @@ pub struct ApiError {
 impl ApiError {
     /// Builds an error.
     pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        Self { code, reason: reason.to_owned(), message: message.into(), details: None }
+        Self {
+            code,
+            reason: reason.to_owned(),
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub(crate) fn with_details(mut self, details: Value) -> Self {
@@ -40,8 +45,12 @@ impl ApiError {
 
     pub(crate) fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
         let q = qualified(group, plural);
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {q} \"{name}\": {why}"))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {q} \"{name}\": {why}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
     pub(crate) fn stale(group: &str, plural: &str, name: &str) -> Self {
@@ -99,5 +108,9 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_owned() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_owned()
+    } else {
+        format!("{plural}.{group}")
+    }
 }

@@ -24,7 +24,12 @@ pub(crate) fn router(store: Store) -> axum::Router {
 
 fn json_response(code: u16, v: &Value) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 fn error_response(e: &ApiError) -> Response {
@@ -60,7 +65,11 @@ struct Target {
 }
 
 fn parse_resource_path(path: &str) -> Option<Target> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => (String::new(), (*v).to_owned(), rest),
         ["apis", g, v, rest @ ..] => ((*g).to_owned(), (*v).to_owned(), rest),
@@ -117,10 +126,13 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
-    let query: HashMap<String, String> =
-        Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
-    let content_type =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let query: HashMap<String, String> = Query::<HashMap<String, String>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut record = RequestRecord {
         verb: "other".into(),
         method: method.to_string(),
@@ -156,13 +168,18 @@ async fn handle(
         record.name = t.name.clone();
         match store.take_fault(&record.verb, &record.resource) {
             Some(code) => error_response(&fault_error(code)),
-            None => match resource_request(&store, &method, &t, watch, &query, &headers, content_type, &body) {
+            None => match resource_request(&store, &method, &t, watch, &query, &headers, content_type, &body)
+            {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             },
         }
     } else {
-        error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))
+        error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ))
     };
     record.status = resp.status().as_u16();
     tracing::debug!(verb = %record.verb, path = %record.path, status = record.status, "request");
@@ -173,7 +190,11 @@ async fn handle(
 fn discovery(store: &Store, path: &str, headers: &HeaderMap) -> Option<Response> {
     let types = store.resource_types();
     let path = path.trim_end_matches('/');
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
     let v = match path {
         "/version" => json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0-kube-test-apiserver",
@@ -230,18 +251,31 @@ fn discovery(store: &Store, path: &str, headers: &HeaderMap) -> Option<Response>
 }
 
 fn api_group(g: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
     json!({"kind": "APIGroup", "name": g, "versions": vs, "preferredVersion": vs[0].clone()})
 }
 
 fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Option<Value> {
-    let matching: Vec<&ResourceType> =
-        types.iter().filter(|t| t.group == group && t.version == version).collect();
-    if matching.is_empty() {
+    let matching: Vec<&ResourceType> = types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .collect();
+    if matching.is_empty() && !(group.is_empty() && version == "v1") {
         return None;
     }
-    let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
+    let verbs = json!([
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch"
+    ]);
     let mut resources = Vec::new();
     for t in matching {
         resources.push(json!({
@@ -255,7 +289,11 @@ fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Option<V
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
@@ -288,7 +326,10 @@ fn dry_run(query: &HashMap<String, String>) -> bool {
 
 fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
     let limit = match query.get("limit") {
-        Some(l) => Some(l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?),
+        Some(l) => Some(
+            l.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        ),
         None => None,
     };
     Ok(ListOptions {
@@ -302,7 +343,9 @@ fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError
 }
 
 fn delete_options(query: &HashMap<String, String>, body: &Value) -> DeleteOptions {
-    let policy = body["propagationPolicy"].as_str().or(query.get("propagationPolicy").map(String::as_str));
+    let policy = body["propagationPolicy"]
+        .as_str()
+        .or(query.get("propagationPolicy").map(String::as_str));
     let propagation = match policy {
         Some("Orphan") => Propagation::Orphan,
         Some("Foreground") => Propagation::Foreground,
@@ -311,9 +354,13 @@ fn delete_options(query: &HashMap<String, String>, body: &Value) -> DeleteOption
     };
     DeleteOptions {
         dry_run: dry_run(query)
-            || body["dryRun"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some("All"))),
+            || body["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("All"))),
         uid: body["preconditions"]["uid"].as_str().map(str::to_owned),
-        resource_version: body["preconditions"]["resourceVersion"].as_str().map(str::to_owned),
+        resource_version: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned),
         propagation,
     }
 }
@@ -329,8 +376,16 @@ fn resource_request(
     content_type: Option<String>,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
-    let rt = store.with_state(|s| s.find_type(&t.group, &t.version, &t.plural)).ok_or_else(not_found)?;
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
+    let rt = store
+        .with_state(|s| s.find_type(&t.group, &t.version, &t.plural))
+        .ok_or_else(not_found)?;
     if !rt.namespaced && t.namespace.is_some() {
         return Err(not_found());
     }
@@ -363,8 +418,10 @@ fn resource_request(
             let opts = list_options(query)?;
             let mut list = store.with_state(|s| s.list(&rt, t.namespace.as_deref(), &opts))?;
             if meta_only {
-                let items: Vec<Value> =
-                    list["items"].as_array().map(|a| a.iter().map(to_partial).collect()).unwrap_or_default();
+                let items: Vec<Value> = list["items"]
+                    .as_array()
+                    .map(|a| a.iter().map(to_partial).collect())
+                    .unwrap_or_default();
                 list["items"] = Value::Array(items);
                 list["kind"] = json!("PartialObjectMetadataList");
                 list["apiVersion"] = json!("meta.k8s.io/v1");
@@ -382,13 +439,16 @@ fn resource_request(
             Ok(json_response(200, &render(v)))
         }
         ("PATCH", Some(name)) => {
-            let ptype = content_type.as_deref().and_then(PatchType::from_content_type).ok_or_else(|| {
-                ApiError::new(
-                    415,
-                    "UnsupportedMediaType",
-                    format!("the body of the request was in an unknown format: {content_type:?}"),
-                )
-            })?;
+            let ptype = content_type
+                .as_deref()
+                .and_then(PatchType::from_content_type)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!("the body of the request was in an unknown format: {content_type:?}"),
+                    )
+                })?;
             let patch = parse_body(body, ptype == PatchType::Apply)?;
             let (v, created) = store.with_state(|s| s.patch(&rt, &ns, name, sub, ptype, patch, &wopts()))?;
             Ok(json_response(if created { 201 } else { 200 }, &render(v)))
@@ -406,7 +466,10 @@ fn resource_request(
             })?;
             Ok(json_response(200, &v))
         }
-        _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {}", t.plural))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {}",
+            t.plural
+        ))),
     }
 }
 
@@ -421,7 +484,10 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    event_line("BOOKMARK", &json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": meta}))
+    event_line(
+        "BOOKMARK",
+        &json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": meta}),
+    )
 }
 
 fn start_watch(

@@ -73,7 +73,10 @@ impl TestApiServerBuilder {
     /// Registers the kinds declared by a CustomResourceDefinition, e.g. `MyKind::crd()`.
     ///
     /// (Does not create the CRD object itself; POST/apply the CRD for that.)
-    pub fn crd(mut self, crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Self {
+    pub fn crd(
+        mut self,
+        crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    ) -> Self {
         self.resources.extend(ResourceType::from_crd(crd));
         self
     }
@@ -112,7 +115,11 @@ impl TestApiServerBuilder {
 
     /// Starts serving.
     pub async fn try_start(self) -> std::io::Result<TestApiServer> {
-        let mut types = if self.builtins { ResourceType::builtins() } else { Vec::new() };
+        let mut types = if self.builtins {
+            ResourceType::builtins()
+        } else {
+            Vec::new()
+        };
         types.extend(self.resources);
         let state = store::State::new(types, self.history_limit);
         let store = Store::new(state, self.bookmark_interval);
@@ -134,7 +141,11 @@ impl TestApiServerBuilder {
                 tracing::warn!("test API server stopped: {e}");
             }
         });
-        Ok(TestApiServer { addr, store, task: Some(task) })
+        Ok(TestApiServer {
+            addr,
+            store,
+            task: Some(task),
+        })
     }
 }
 
@@ -172,7 +183,11 @@ impl TestApiServer {
     }
 
     /// A `kube::Client` talking to this server.
+    ///
+    /// Installs rustls' `ring` crypto provider as the process default if none is installed yet
+    /// (kube builds a TLS connector even for plain-HTTP URLs).
     pub fn client(&self) -> kube::Client {
+        install_crypto_provider();
         kube::Client::try_from(self.config()).expect("build kube client")
     }
 
@@ -224,6 +239,13 @@ impl Drop for TestApiServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// Installs rustls' `ring` provider as the process-wide default unless one is already installed.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

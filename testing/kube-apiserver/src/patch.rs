@@ -43,7 +43,10 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
         "ownerReferences" => &["uid"],
         _ => return None,
     };
-    candidates.iter().copied().find(|k| items.iter().all(|i| i.get(*k).is_some()))
+    candidates
+        .iter()
+        .copied()
+        .find(|k| items.iter().all(|i| i.get(*k).is_some()))
 }
 
 /// Strategic merge patch: a merge patch, except that lists with a well-known merge key (containers,
@@ -78,7 +81,11 @@ pub(crate) fn strategic_merge_patch(doc: &mut Value, patch: &Value) {
             Value::Array(items) => {
                 let merged = match d.get(k) {
                     Some(Value::Array(existing)) => merge_list(k, existing, items),
-                    _ => items.iter().filter(|i| !is_delete_directive(i)).cloned().collect(),
+                    _ => items
+                        .iter()
+                        .filter(|i| !is_delete_directive(i))
+                        .cloned()
+                        .collect(),
                 };
                 d.insert(k.clone(), Value::Array(merged));
             }
@@ -192,7 +199,9 @@ pub(crate) fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Removes the value at a path, if present.
 pub(crate) fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for seg in parents {
         match cur.get_mut(seg) {
@@ -234,7 +243,9 @@ pub(crate) fn encode_fields(set: &FieldSet) -> Value {
     for path in set {
         let mut cur = &mut root;
         for seg in path {
-            let entry = cur.entry(format!("f:{seg}")).or_insert_with(|| Value::Object(Map::new()));
+            let entry = cur
+                .entry(format!("f:{seg}"))
+                .or_insert_with(|| Value::Object(Map::new()));
             cur = match entry {
                 Value::Object(m) => m,
                 _ => unreachable!("field trie nodes are objects"),

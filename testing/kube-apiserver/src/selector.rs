@@ -37,7 +37,10 @@ fn split_top_level(s: &str) -> Vec<String> {
         }
     }
     out.push(cur);
-    out.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn valid_key(k: &str) -> bool {
@@ -141,7 +144,10 @@ impl FieldSelector {
 
     /// The value required for `metadata.name`, if the selector pins it.
     pub fn name(&self) -> Option<&str> {
-        self.0.iter().find(|(p, eq, _)| *eq && p == "metadata.name").map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(p, eq, _)| *eq && p == "metadata.name")
+            .map(|(_, _, v)| v.as_str())
     }
 
     /// Whether an object matches.

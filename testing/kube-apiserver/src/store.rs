@@ -262,7 +262,13 @@ fn valid_name(n: &str) -> bool {
 fn normalize(v: &mut Value) {
     patch::strip_nulls(v);
     let m = meta_mut(v);
-    for k in ["finalizers", "ownerReferences", "labels", "annotations", "managedFields"] {
+    for k in [
+        "finalizers",
+        "ownerReferences",
+        "labels",
+        "annotations",
+        "managedFields",
+    ] {
         let empty = match m.get(k) {
             Some(Value::Array(a)) => a.is_empty(),
             Some(Value::Object(o)) => o.is_empty(),
@@ -289,7 +295,9 @@ fn generate_suffix() -> String {
     use rand::Rng as _;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn crd_key() -> ResourceKey {
@@ -303,7 +311,9 @@ fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
 
 fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
     let bad = || ApiError::bad_request(format!("invalid continue token {token:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok((
         v["rv"].as_u64().ok_or_else(bad)?,
@@ -354,7 +364,8 @@ impl State {
     }
 
     pub(crate) fn register(&mut self, rt: ResourceType) {
-        self.types.retain(|t| !(t.group == rt.group && t.version == rt.version && t.plural == rt.plural));
+        self.types
+            .retain(|t| !(t.group == rt.group && t.version == rt.version && t.plural == rt.plural));
         self.types.push(rt);
     }
 
@@ -363,13 +374,24 @@ impl State {
     }
 
     pub(crate) fn find_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
     }
 
     fn type_for_key(&self, key: &ResourceKey) -> Result<ResourceType, ApiError> {
-        self.types.iter().find(|t| t.key() == *key).cloned().ok_or_else(|| {
-            ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({key})"))
-        })
+        self.types
+            .iter()
+            .find(|t| t.key() == *key)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({key})"),
+                )
+            })
     }
 
     pub(crate) fn rv(&self) -> u64 {
@@ -427,7 +449,12 @@ impl State {
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
     }
 
-    pub(crate) fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOptions) -> Result<Value, ApiError> {
+    pub(crate) fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Value, ApiError> {
         let sel = Selectors::parse(opts.label_selector.as_deref(), opts.field_selector.as_deref())?;
         let mut after: Option<(String, String)> = None;
         let snapshot = if let Some(token) = opts.continue_token.as_deref().filter(|t| !t.is_empty()) {
@@ -441,7 +468,11 @@ impl State {
             after = Some((ns, name));
             rv
         } else {
-            match opts.resource_version.as_deref().filter(|r| !r.is_empty() && *r != "0") {
+            match opts
+                .resource_version
+                .as_deref()
+                .filter(|r| !r.is_empty() && *r != "0")
+            {
                 Some(r) => {
                     let want: u64 = r
                         .parse()
@@ -513,7 +544,9 @@ impl State {
             }
             let ns = if ns.is_empty() { body_ns } else { ns.to_owned() };
             if ns.is_empty() {
-                return Err(ApiError::bad_request("a namespace is required for namespaced resources"));
+                return Err(ApiError::bad_request(
+                    "a namespace is required for namespaced resources",
+                ));
             }
             ns
         } else {
@@ -805,7 +838,9 @@ impl State {
             )
         })?;
         if !cfg.is_object() {
-            return Err(ApiError::bad_request("the applied configuration must be an object"));
+            return Err(ApiError::bad_request(
+                "the applied configuration must be an object",
+            ));
         }
         patch::strip_nulls(&mut cfg);
         let sub_name = if sub == Subresource::Status { "status" } else { "" };
@@ -842,7 +877,10 @@ impl State {
         };
         let mut entries = managed_entries(&cur);
         let mut conflicts = Vec::new();
-        for e in entries.iter_mut().filter(|e| e.apply && !(e.manager == manager && e.subresource == sub_name)) {
+        for e in entries
+            .iter_mut()
+            .filter(|e| e.apply && !(e.manager == manager && e.subresource == sub_name))
+        {
             let mut lost = Vec::new();
             for q in &e.fields {
                 for p in &fields_new {
@@ -887,8 +925,9 @@ impl State {
         let old_fields: FieldSet = mine.iter().flat_map(|e| e.fields.iter().cloned()).collect();
         let mut doc = cur.clone();
         for r in old_fields.difference(&fields_new) {
-            let owned_elsewhere =
-                others.iter().any(|e| e.apply && e.fields.iter().any(|q| patch::overlaps(q, r)));
+            let owned_elsewhere = others
+                .iter()
+                .any(|e| e.apply && e.fields.iter().any(|q| patch::overlaps(q, r)));
             if !owned_elsewhere {
                 patch::remove_path(&mut doc, r);
             }
@@ -912,7 +951,8 @@ impl State {
             }
         }
         meta_mut(&mut doc).insert("managedFields".into(), Value::Array(new_entries));
-        self.update_with(rt, ns, name, sub, opts, false, move |_| Ok(doc)).map(|v| (v, false))
+        self.update_with(rt, ns, name, sub, opts, false, move |_| Ok(doc))
+            .map(|v| (v, false))
     }
 
     /// Removes an object (finalizers already empty), records DELETED, and garbage-collects dependents.
@@ -949,10 +989,15 @@ impl State {
 
     fn drop_crd(&mut self, crd: &Value) {
         let types = ResourceType::from_crd_value(crd);
-        let Some(first) = types.first().cloned() else { return };
+        let Some(first) = types.first().cloned() else {
+            return;
+        };
         let key = first.key();
-        let ids: Vec<(String, String)> =
-            self.objects.get(&key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let ids: Vec<(String, String)> = self
+            .objects
+            .get(&key)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         for (ns, name) in ids {
             if let Some(o) = self.get_obj(&key, &ns, &name).cloned() {
                 self.commit(&first, &ns, &name, EventType::Deleted, o);
@@ -977,13 +1022,21 @@ impl State {
             let Ok(rt) = self.type_for_key(&key) else { continue };
             if prop == Propagation::Orphan {
                 let uid = owner_uid.to_owned();
-                let _ = self.update_with(&rt, &ns, &name, Subresource::Main, &WriteOptions::default(), true, |cur| {
-                    let mut d = cur.clone();
-                    if let Some(refs) = d["metadata"]["ownerReferences"].as_array_mut() {
-                        refs.retain(|r| r["uid"].as_str() != Some(uid.as_str()));
-                    }
-                    Ok(d)
-                });
+                let _ = self.update_with(
+                    &rt,
+                    &ns,
+                    &name,
+                    Subresource::Main,
+                    &WriteOptions::default(),
+                    true,
+                    |cur| {
+                        let mut d = cur.clone();
+                        if let Some(refs) = d["metadata"]["ownerReferences"].as_array_mut() {
+                            refs.retain(|r| r["uid"].as_str() != Some(uid.as_str()));
+                        }
+                        Ok(d)
+                    },
+                );
             } else {
                 let _ = self.delete(&rt, &ns, &name, &DeleteOptions::default());
             }
@@ -1057,7 +1110,15 @@ impl State {
         lopts: &ListOptions,
         dopts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
-        let list = self.list(rt, ns, &ListOptions { limit: None, continue_token: None, ..lopts.clone() })?;
+        let list = self.list(
+            rt,
+            ns,
+            &ListOptions {
+                limit: None,
+                continue_token: None,
+                ..lopts.clone()
+            },
+        )?;
         let mut deleted = Vec::new();
         for item in list["items"].as_array().cloned().unwrap_or_default() {
             let ins = meta_str(&item, "namespace").unwrap_or_default().to_owned();
@@ -1091,7 +1152,10 @@ impl State {
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
             if want < self.floor {
-                return Err(ApiError::gone(format!("too old resource version: {want} ({})", self.floor)));
+                return Err(ApiError::gone(format!(
+                    "too old resource version: {want} ({})",
+                    self.floor
+                )));
             }
             return Ok((want.min(self.rv), Vec::new()));
         }
@@ -1117,7 +1181,10 @@ impl State {
         pos: u64,
     ) -> Result<(Vec<(EventType, Value)>, u64), ApiError> {
         if pos < self.floor {
-            return Err(ApiError::gone(format!("too old resource version: {pos} ({})", self.floor)));
+            return Err(ApiError::gone(format!(
+                "too old resource version: {pos} ({})",
+                self.floor
+            )));
         }
         let key = rt.key();
         let start = self.history.partition_point(|e| e.rv <= pos);
@@ -1223,7 +1290,15 @@ impl Store {
     pub fn replace(&self, key: &ResourceKey, ns: &str, name: &str, obj: Value) -> Result<Value, ApiError> {
         let rt = self.rt(key)?;
         self.with_state(|s| {
-            s.update_with(&rt, ns, name, Subresource::Main, &WriteOptions::default(), true, |_| Ok(obj))
+            s.update_with(
+                &rt,
+                ns,
+                name,
+                Subresource::Main,
+                &WriteOptions::default(),
+                true,
+                |_| Ok(obj),
+            )
         })
     }
 
@@ -1238,13 +1313,27 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let rt = self.rt(key)?;
         self.with_state(|s| {
-            s.patch(&rt, ns, name, sub, PatchType::Merge, merge_patch, &WriteOptions::default())
+            s.patch(
+                &rt,
+                ns,
+                name,
+                sub,
+                PatchType::Merge,
+                merge_patch,
+                &WriteOptions::default(),
+            )
         })
         .map(|(v, _)| v)
     }
 
     /// Sets (merge-patches) `.status` through the status subresource, as a kubelet/controller would.
-    pub fn patch_status(&self, key: &ResourceKey, ns: &str, name: &str, status: Value) -> Result<Value, ApiError> {
+    pub fn patch_status(
+        &self,
+        key: &ResourceKey,
+        ns: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ApiError> {
         self.patch(key, ns, name, Subresource::Status, json!({ "status": status }))
     }
 
@@ -1259,7 +1348,8 @@ impl Store {
     where
         K: kube::Resource<DynamicType = ()> + DeserializeOwned,
     {
-        self.get(&ResourceKey::of::<K>(), ns, name).and_then(|v| serde_json::from_value(v).ok())
+        self.get(&ResourceKey::of::<K>(), ns, name)
+            .and_then(|v| serde_json::from_value(v).ok())
     }
 
     /// Typed [`Store::list`].

@@ -54,12 +54,21 @@ impl ResourceType {
 
     /// The `ThumbnailJob` custom resource (`thumbnailer.dev/v1alpha1`, namespaced, with status).
     pub fn thumbnail_job() -> Self {
-        Self::new("thumbnailer.dev", "v1alpha1", "ThumbnailJob", "thumbnailjobs", true, true)
+        Self::new(
+            "thumbnailer.dev",
+            "v1alpha1",
+            "ThumbnailJob",
+            "thumbnailjobs",
+            true,
+            true,
+        )
     }
 
     /// The resource types (one per served version) declared by a CustomResourceDefinition.
     pub fn from_crd(crd: &CustomResourceDefinition) -> Vec<Self> {
-        serde_json::to_value(crd).map(|v| Self::from_crd_value(&v)).unwrap_or_default()
+        serde_json::to_value(crd)
+            .map(|v| Self::from_crd_value(&v))
+            .unwrap_or_default()
     }
 
     /// Like [`ResourceType::from_crd`], from the CRD's JSON.
@@ -147,7 +156,10 @@ pub struct ResourceKey {
 impl ResourceKey {
     /// Builds a key.
     pub fn new(group: &str, plural: &str) -> Self {
-        Self { group: group.to_owned(), plural: plural.to_owned() }
+        Self {
+            group: group.to_owned(),
+            plural: plural.to_owned(),
+        }
     }
 
     /// The key of a Rust type implementing [`kube::Resource`].
