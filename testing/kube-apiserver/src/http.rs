@@ -531,6 +531,7 @@ fn start_watch(
         let deadline = tokio::time::Instant::now() + timeout;
         let interval = store.inner.bookmark_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow_and_update() {
                 return;

@@ -74,7 +74,8 @@ pub enum Propagation {
     /// Dependents are deleted after the owner (the default here for every kind).
     #[default]
     Background,
-    /// Treated like `Background`.
+    /// The owner gets `deletionTimestamp` and the `foregroundDeletion` finalizer, and is removed once
+    /// all its dependents are gone.
     Foreground,
     /// Dependents are kept and their ownerReference to the owner is removed.
     Orphan,
@@ -299,6 +300,8 @@ fn generate_suffix() -> String {
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
 }
+
+const FOREGROUND: &str = "foregroundDeletion";
 
 fn crd_key() -> ResourceKey {
     ResourceKey::new("apiextensions.k8s.io", "customresourcedefinitions")
@@ -736,6 +739,7 @@ impl State {
     }
 
     /// Applies an update computed from the current object.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn update_with(
         &mut self,
         rt: &ResourceType,
@@ -793,6 +797,7 @@ impl State {
         Ok(Self::with_type_meta(rt, out))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn patch(
         &mut self,
         rt: &ResourceType,
@@ -968,7 +973,65 @@ impl State {
         if !uid.is_empty() {
             self.collect_garbage(&uid, prop);
         }
+        let owners: Vec<String> = out["metadata"]["ownerReferences"]
+            .as_array()
+            .map(|refs| {
+                refs.iter()
+                    .filter_map(|r| r["uid"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for owner in owners {
+            self.finish_foreground(&owner);
+        }
         out
+    }
+
+    fn dependents_of(&self, owner_uid: &str) -> Vec<(ResourceKey, String, String)> {
+        let mut out = Vec::new();
+        for (key, map) in &self.objects {
+            for ((ns, name), o) in map {
+                let owned = o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(owner_uid)));
+                if owned {
+                    out.push((key.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes the `foregroundDeletion` finalizer of the owner with `owner_uid` once it has no dependents.
+    fn finish_foreground(&mut self, owner_uid: &str) {
+        if !self.dependents_of(owner_uid).is_empty() {
+            return;
+        }
+        let mut found = None;
+        for (key, map) in &self.objects {
+            for ((ns, name), o) in map {
+                if meta_str(o, "uid") == Some(owner_uid) && finalizers(o).iter().any(|f| f == FOREGROUND) {
+                    found = Some((key.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        let Some((key, ns, name)) = found else { return };
+        let Ok(rt) = self.type_for_key(&key) else { return };
+        let _ = self.update_with(
+            &rt,
+            &ns,
+            &name,
+            Subresource::Main,
+            &WriteOptions::default(),
+            true,
+            |cur| {
+                let mut d = cur.clone();
+                if let Some(f) = d["metadata"]["finalizers"].as_array_mut() {
+                    f.retain(|x| x.as_str() != Some(FOREGROUND));
+                }
+                Ok(d)
+            },
+        );
     }
 
     fn delete_namespace_contents(&mut self, ns: &str) {
@@ -1007,17 +1070,7 @@ impl State {
     }
 
     fn collect_garbage(&mut self, owner_uid: &str, prop: Propagation) {
-        let mut dependents = Vec::new();
-        for (key, map) in &self.objects {
-            for ((ns, name), o) in map {
-                let owned = o["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(owner_uid)));
-                if owned {
-                    dependents.push((key.clone(), ns.clone(), name.clone()));
-                }
-            }
-        }
+        let dependents = self.dependents_of(owner_uid);
         for (key, ns, name) in dependents {
             let Ok(rt) = self.type_for_key(&key) else { continue };
             if prop == Propagation::Orphan {
@@ -1077,6 +1130,33 @@ impl State {
                     "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"
                 ),
             ));
+        }
+        let uid = meta_str(&cur, "uid").unwrap_or_default().to_owned();
+        if opts.propagation == Propagation::Foreground
+            && !is_deleting(&cur)
+            && !opts.dry_run
+            && !self.dependents_of(&uid).is_empty()
+        {
+            let mut new = cur.clone();
+            let g = cur["metadata"]["generation"].as_i64().unwrap_or(0);
+            let mut fins = finalizers(&cur);
+            fins.push(FOREGROUND.to_owned());
+            let m = meta_mut(&mut new);
+            m.insert("deletionTimestamp".into(), Value::String(now()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            m.insert("finalizers".into(), json!(fins));
+            if g > 0 {
+                m.insert("generation".into(), json!(g + 1));
+            }
+            let out = self.commit(rt, ns, name, EventType::Modified, new);
+            for (key, dns, dname) in self.dependents_of(&uid) {
+                if let Ok(drt) = self.type_for_key(&key) {
+                    let _ = self.delete(&drt, &dns, &dname, &DeleteOptions::default());
+                }
+            }
+            self.finish_foreground(&uid);
+            let now_obj = self.get_obj(&rt.key(), ns, name).cloned().unwrap_or(out);
+            return Ok(Self::with_type_meta(rt, now_obj));
         }
         if !finalizers(&cur).is_empty() {
             if is_deleting(&cur) {
@@ -1373,6 +1453,27 @@ impl Store {
         serde_json::from_value(out).map_err(|e| ApiError::bad_request(e.to_string()))
     }
 
+    /// Typed [`Store::patch`] of the main resource with a merge patch.
+    pub fn patch_as<K>(&self, ns: &str, name: &str, merge_patch: Value) -> Result<K, ApiError>
+    where
+        K: kube::Resource<DynamicType = ()> + DeserializeOwned,
+    {
+        let out = self.patch(&ResourceKey::of::<K>(), ns, name, Subresource::Main, merge_patch)?;
+        serde_json::from_value(out).map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    /// Typed [`Store::replace`] (name and namespace from the object).
+    pub fn replace_as<K>(&self, obj: &K) -> Result<K, ApiError>
+    where
+        K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+    {
+        let v = serde_json::to_value(obj).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let out = self.replace(&ResourceKey::of::<K>(), &ns, &name, v)?;
+        serde_json::from_value(out).map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
     /// Typed [`Store::patch_status`].
     pub fn patch_status_as<K>(&self, ns: &str, name: &str, status: Value) -> Result<K, ApiError>
     where
@@ -1406,10 +1507,7 @@ impl Store {
     pub(crate) fn take_fault(&self, verb: &str, resource: &str) -> Option<u16> {
         let mut faults = lock(&self.inner.faults);
         let idx = faults.iter().position(|f| {
-            (f.verb == "*" || f.verb == verb)
-                && (f.resource == "*"
-                    || f.resource == resource
-                    || resource.split('/').next() == Some(f.resource.as_str()) && !resource.contains('/'))
+            (f.verb == "*" || f.verb == verb) && (f.resource == "*" || f.resource == resource)
         })?;
         let code = faults[idx].code;
         faults[idx].remaining -= 1;

@@ -869,6 +869,56 @@ async fn owner_reference_garbage_collection() {
         .unwrap();
     let kept = cms.get("kept").await.unwrap();
     assert!(kept.metadata.owner_references.unwrap_or_default().is_empty());
+
+    // Foreground: the owner waits (deletionTimestamp + foregroundDeletion) until its dependents are gone.
+    let owner3 = widgets
+        .create(&PostParams::default(), &widget("owner3", 1))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &owned_cm("blocker", &owner3, true))
+        .await
+        .unwrap();
+    widgets
+        .delete("owner3", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let waiting = widgets.get("owner3").await.unwrap();
+    assert!(waiting.meta().deletion_timestamp.is_some());
+    assert!(waiting.finalizers().iter().any(|f| f == "foregroundDeletion"));
+    assert!(
+        cms.get("blocker")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    cms.patch(
+        "blocker",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("owner3 removed after its dependent", || async {
+        widgets.get_opt("owner3").await.unwrap().is_none().then_some(())
+    })
+    .await;
+
+    // Deleting a namespace deletes its contents.
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(server.client());
+    let tmp: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap();
+    nss.create(&PostParams::default(), &tmp).await.unwrap();
+    let in_tmp: Api<Widget> = Api::namespaced(server.client(), "tmp");
+    let mut w = widget("inside", 1);
+    w.metadata.namespace = Some("tmp".into());
+    in_tmp.create(&PostParams::default(), &w).await.unwrap();
+    nss.delete("tmp", &DeleteParams::default()).await.unwrap();
+    eventually("namespace contents deleted", || async {
+        in_tmp.get_opt("inside").await.unwrap().is_none().then_some(())
+    })
+    .await;
     server.shutdown().await;
 }
 
