@@ -7,6 +7,22 @@
 //! server-side apply with field ownership, finalizers and deletionTimestamp, ownerReference garbage
 //! collection, label/field selectors, pagination, `generateName`, and discovery.
 //!
+//! Simplifications relative to a real API server:
+//! - no authn/authz, admission, defaulting (Jobs/Pods get no defaults) or schema validation
+//!   (only names, namespaces and a few metadata rules are checked); namespaces need not exist;
+//! - every kind gets `metadata.generation` (starts at 1; bumped by changes outside `metadata` and
+//!   `status`, and when `deletionTimestamp` is set);
+//! - continue tokens page over the current state (not a snapshot); lists with an explicit
+//!   resourceVersion return the current state (410 if it is compacted and the match is not
+//!   `NotOlderThan`); watches from a resourceVersion newer than the latest start at the latest;
+//! - server-side apply only tracks `Apply` managers (non-apply writes record no managedFields);
+//!   lists are atomic; conflicts arise when another applier owns an overlapping field and the value
+//!   differs;
+//! - strategic merge patch is a merge patch plus merge-by-key for well-known lists;
+//! - garbage collection is synchronous, defaults to `Background` for every kind (a real server
+//!   orphans for some), and `Foreground` waits for all dependents (not only `blockOwnerDeletion`);
+//! - discovery is the legacy (non-aggregated) one; no `/log`, `/scale`, `/exec`, tables.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! let server = kube_test_apiserver::TestApiServer::start().await;

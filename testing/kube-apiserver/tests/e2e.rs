@@ -1438,3 +1438,61 @@ async fn fault_injection_and_request_log() {
     let _: Value = store.get(&ResourceKey::of::<Widget>(), "default", "x").unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn dry_run_and_history_limit() {
+    let server = TestApiServer::builder()
+        .crd(&Widget::crd())
+        .history_limit(2)
+        .start()
+        .await;
+    let api: Api<Widget> = Api::namespaced(server.client(), "default");
+    let dry = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &widget("dry", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.name_any(), "dry");
+    assert!(
+        api.get_opt("dry").await.unwrap().is_none(),
+        "dry run does not persist"
+    );
+
+    let a = api.create(&PostParams::default(), &widget("a", 1)).await.unwrap();
+    for size in 2..5 {
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": size}})),
+        )
+        .await
+        .unwrap();
+    }
+    // Only the last two events are retained: watching from `a`'s creation is too old...
+    let mut old = api
+        .watch(&WatchParams::default(), &a.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
+    match next_change(&mut old).await {
+        WatchEvent::Error(s) => assert_eq!(s.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    // ...while watching from the second-to-last event replays the last one.
+    let rv = server.store().resource_version() - 1;
+    let mut recent = api
+        .watch(&WatchParams::default(), &rv.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    match next_change(&mut recent).await {
+        WatchEvent::Modified(w) => assert_eq!(w.spec.size, 4),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.shutdown().await;
+}
