@@ -149,7 +149,14 @@ async fn serve(config: ApiConfig, log: LogArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// kube and the AWS SDK bring different rustls crypto providers; with both compiled in, rustls
+/// cannot pick one by itself, so the process installs one default before any client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn main() -> ExitCode {
+    install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -69,6 +69,7 @@ async fn not_found() -> impl IntoResponse {
 
 impl Application {
     pub async fn build(config: ApiConfig) -> Result<Self> {
+        crate::cli::install_crypto_provider();
         let data_dir = config.store.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
