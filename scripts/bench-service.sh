@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Service benchmark: N concurrent clients each upload a JPEG and poll its job until SUCCESS,
+# against the embedded default (SQLite + local directory) and against PostgreSQL + an S3 server
+# (s3s-fs), with a release build. Prints uploads/s, jobs/s, p50/p99 upload and upload-to-SUCCESS
+# latency and the API's peak RSS; then the worst /health latency while S3 stalls, and the peak RSS
+# under 50 concurrent 25 MiB uploads.
+#
+#   scripts/bench-service.sh            # everything (about 5 minutes on 2 cores)
+#   JOBS=200 scripts/bench-service.sh   # fewer jobs per run
+#
+# The photos are fetched from Debian's packages (apt-get download), not read from anywhere else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# shellcheck source=scripts/lib/services.sh
+source scripts/lib/services.sh
+
+WORK="$ROOT/bench/work"
+JOBS="${JOBS:-400}"
+mkdir -p "$WORK"
+
+# --- inputs: r01 (1.3 MP) and r02 (4 MP) of the corpus, from their Debian packages ---------------
+fetch_photo() { # package, path inside the package, destination name
+    local pkg="$1" path="$2" dest="$WORK/$3"
+    [[ -s "$dest" ]] && return 0
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download "$pkg" >/dev/null 2>&1) || {
+        apt-get update >/dev/null && (cd "$tmp" && apt-get download "$pkg" >/dev/null)
+    }
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    cp "$tmp/x/$path" "$dest"
+    rm -rf "$tmp"
+}
+fetch_photo mate-backgrounds usr/share/backgrounds/mate/nature/GreenMeadow.jpg r01_greenmeadow_1280x1024.jpg
+fetch_photo plasma-workspace-wallpapers usr/share/wallpapers/EveningGlow/contents/images/2560x1600.jpg \
+    r02_eveningglow_2560x1600.jpg
+R01="$WORK/r01_greenmeadow_1280x1024.jpg"
+R02="$WORK/r02_eveningglow_2560x1600.jpg"
+
+cargo build --release --locked -p thumbnail-api --bin thumbnail-api --example loadgen >&2
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release/thumbnail-api"
+LOADGEN="$TARGET/release/examples/loadgen"
+
+API_PID=""
+STATE=""
+cleanup() {
+    [[ -n "$API_PID" ]] && kill "$API_PID" 2>/dev/null || true
+    [[ -n "$STATE" ]] && svc_stop_all "$STATE" || true
+}
+trap cleanup EXIT
+
+# Start the API with the given environment (VAR=value ...); sets API_PID and BASE.
+start_api() {
+    local port data
+    port=$(svc_free_port)
+    data=$(mktemp -d "$WORK/data.XXXXXX")
+    env "$@" LOG_LEVEL=warn "$BIN" --host 127.0.0.1 --port "$port" --data-dir "$data" \
+        >"$data/api.log" 2>&1 &
+    API_PID=$!
+    BASE="http://127.0.0.1:$port"
+    local deadline=$((SECONDS + 120))
+    until curl -sf "$BASE/health" >/dev/null; do
+        ((SECONDS < deadline)) || { cat "$data/api.log" >&2; svc_die "the API did not start"; }
+        sleep 0.1
+    done
+}
+stop_api() {
+    kill -TERM "$API_PID" 2>/dev/null || true
+    wait "$API_PID" 2>/dev/null || true
+    API_PID=""
+}
+
+RESULTS="$WORK/service-results.jsonl"
+: >"$RESULTS"
+scenario() { # label, env...
+    local label="$1"
+    shift
+    for image in "$R01" "$R02"; do
+        start_api "$@"
+        # One client: latency without queueing. Sixteen: throughput and tail latency.
+        "$LOADGEN" run --base "$BASE" --file "$image" --clients 1 --jobs 60 --pid "$API_PID" \
+            --label "$label" | tee -a "$RESULTS"
+        "$LOADGEN" run --base "$BASE" --file "$image" --clients 16 --jobs "$JOBS" --pid "$API_PID" \
+            --label "$label" | tee -a "$RESULTS"
+        stop_api
+    done
+}
+
+echo "== embedded default (SQLite + local directory)" >&2
+scenario embedded
+
+echo "== PostgreSQL + S3 (s3s-fs)" >&2
+STATE=$(mktemp -d "${SVC_PREFIX}.XXXXXX")
+svc_start_all "$STATE" "$$"
+S3_ENV=(DATABASE_URL="$TEST_DATABASE_URL" S3_ENDPOINT_URL="$TEST_S3_ENDPOINT" S3_BUCKET_NAME=bench
+    S3_CREATE_BUCKET=true AWS_ACCESS_KEY_ID="$TEST_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$TEST_S3_SECRET_KEY"
+    S3_REGION="$TEST_S3_REGION")
+scenario postgres+s3 "${S3_ENV[@]}"
+
+echo "== /health while S3 stalls (s3s-fs stopped with SIGSTOP; 8 uploads hang meanwhile)" >&2
+start_api "${S3_ENV[@]}"
+S3_PID=$(cat "$STATE/s3/s3s.pid")
+kill -STOP "$S3_PID"
+"$LOADGEN" health-probe --base "$BASE" --file "$R01" --uploads 8 --seconds 10 | tee -a "$RESULTS"
+kill -CONT "$S3_PID"
+stop_api
+
+echo "== 50 concurrent 25 MiB uploads (PostgreSQL + S3)" >&2
+start_api "${S3_ENV[@]}" MAX_UPLOAD_BYTES=27262976
+"$LOADGEN" big-uploads --base "$BASE" --clients 50 --mib 25 --pid "$API_PID" | tee -a "$RESULTS"
+stop_api
+
+echo
+echo "Service benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+python3 - "$RESULTS" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print("| backend | image | clients | jobs | jobs/s | uploads/s | upload p50 / p99 ms | upload→SUCCESS p50 / p99 ms | API peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if "jobs_per_s" in r:
+        rss = r["peak_rss_mib"].split(":")[-1]
+        print(f"| {r['label']} | {r['image'][:3]} | {r['clients']} | {r['jobs']} | {r['jobs_per_s']:.1f} | "
+              f"{r['uploads_per_s']:.1f} | {r['upload_p50_ms']:.1f} / {r['upload_p99_ms']:.1f} | "
+              f"{r['success_p50_ms']:.1f} / {r['success_p99_ms']:.1f} | {rss} |")
+for r in rows:
+    if "worst_ms" in r:
+        print(f"\n/health while S3 stalls: {r['health_probes']} probes, {r['failed']} failed, worst {r['worst_ms']:.1f} ms")
+    if "upload_mib" in r:
+        print(f"\n{r['uploads']} concurrent uploads of {r['upload_mib']:.1f} MiB: {r['accepted']} accepted in "
+              f"{r['seconds']:.1f} s; API peak RSS {r['peak_rss_mib'].split(':')[-1]} MiB")
+EOF
