@@ -41,7 +41,7 @@ conformance!(
 );
 
 fn micros_precision(t: DateTime<Utc>) -> bool {
-    t.timestamp_subsec_nanos() % 1000 == 0
+    t.timestamp_subsec_nanos().is_multiple_of(1000)
 }
 
 async fn create_and_get_round_trip_every_field(store: TestJobStore) {
@@ -140,7 +140,7 @@ fn ids(jobs: &[JobRecord]) -> Vec<Uuid> {
 
 /// The expected order: newest first, ties broken by id, descending (as the stores promise).
 fn newest_first(mut jobs: Vec<JobRecord>) -> Vec<JobRecord> {
-    jobs.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    jobs.sort_by_key(|j| std::cmp::Reverse((j.created_at, j.id)));
     jobs
 }
 
@@ -708,10 +708,6 @@ async fn unreachable_postgres_is_a_transient_job_store_error_and_fails_fast() {
         "took {:?}",
         started.elapsed()
     );
-
-    // A store whose server goes away: queries fail the same way.
-    let pool_only = thumbnail_core::jobstore::connect(&url, 1).await;
-    assert!(pool_only.is_err());
 }
 
 #[tokio::test]

@@ -125,6 +125,9 @@ pub fn read_credentials_file(path: &Path) -> Result<StaticKeys> {
     })
 }
 
+/// How long a readiness check ([`ObjectStore::ping`]) waits at most.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct S3ObjectStore {
     client: Client,
     /// Same credentials, configured with the public endpoint: used only to presign.
@@ -237,16 +240,13 @@ impl S3ObjectStore {
                 if missing && create {
                     match self.client.create_bucket().bucket(&self.bucket).send().await {
                         Ok(_) => Ok(()),
-                        // Another replica created it in the meantime.
-                        Err(err)
-                            if err
-                                .as_service_error()
-                                .map(|e| e.is_bucket_already_owned_by_you())
-                                .unwrap_or(false) =>
-                        {
-                            Ok(())
-                        }
-                        Err(err) => Err(s3_error("create bucket", err)),
+                        // Another replica created it in the meantime: S3 and MinIO answer
+                        // BucketAlreadyOwnedByYou, others BucketAlreadyExists. It is fine if
+                        // the bucket is there and ours now.
+                        Err(err) => match self.client.head_bucket().bucket(&self.bucket).send().await {
+                            Ok(_) => Ok(()),
+                            Err(_) => Err(s3_error("create bucket", err)),
+                        },
                     }
                 } else if missing {
                     Err(CoreError::Config(format!(
@@ -380,10 +380,23 @@ impl ObjectStore for S3ObjectStore {
         &self.endpoint_url
     }
 
+    /// One attempt with a short deadline: a readiness check must answer quickly even when the
+    /// server accepts connections but does not respond (the other operations retry for longer).
     async fn ping(&self) -> Result<()> {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .timeout_config(
+                        aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(3))
+                            .operation_timeout(PING_TIMEOUT)
+                            .build(),
+                    )
+                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| s3_error("head bucket", e))?;
