@@ -81,7 +81,7 @@ svc_log "TEST_DATABASE_URL=$TEST_DATABASE_URL"
 svc_log "TEST_S3_ENDPOINT=$TEST_S3_ENDPOINT"
 
 # shellcheck disable=SC2086
-step tests cargo test --workspace --all-targets ${CARGO_TEST_ARGS:-}
+step tests cargo test --workspace --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}
 
 if [[ -f "$ROOT/scripts/test-chart.sh" ]]; then
     step chart bash "$ROOT/scripts/test-chart.sh"
