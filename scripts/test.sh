@@ -80,12 +80,40 @@ TIMINGS+=("$(printf '%-12s %6ss  %s' services "$(svc_since "$t0")" ok)")
 svc_log "TEST_DATABASE_URL=$TEST_DATABASE_URL"
 svc_log "TEST_S3_ENDPOINT=$TEST_S3_ENDPOINT"
 
+# The test steps' output is also kept, to count the tests at the end.
+run_logged() {
+    local log="$1"
+    shift
+    "$@" 2>&1 | tee "$log"
+}
+
 # shellcheck disable=SC2086
-step tests cargo test --workspace --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}
+step tests run_logged "$STATE/cargo-test.log" \
+    cargo test --workspace --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}
 
 if [[ -f "$ROOT/scripts/test-chart.sh" ]]; then
-    step chart bash "$ROOT/scripts/test-chart.sh"
+    step chart run_logged "$STATE/chart.log" bash "$ROOT/scripts/test-chart.sh"
 fi
+
+# Tests passed and failed, over cargo's "test result:" lines and pytest's closing line.
+count_tests() {
+    local passed=0 failed=0 n
+    if [[ -f "$STATE/cargo-test.log" ]]; then
+        while read -r n; do passed=$((passed + n)); done \
+            < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$STATE/cargo-test.log")
+        while read -r n; do failed=$((failed + n)); done \
+            < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$STATE/cargo-test.log")
+    fi
+    if [[ -f "$STATE/chart.log" ]]; then
+        local last
+        last=$(grep -E '[0-9]+ (passed|failed)' "$STATE/chart.log" | tail -n 1 || true)
+        n=$(sed -nE 's/(.*[^0-9])?([0-9]+) passed.*/\2/p' <<<"$last")
+        passed=$((passed + ${n:-0}))
+        n=$(sed -nE 's/(.*[^0-9])?([0-9]+) failed.*/\2/p' <<<"$last")
+        failed=$((failed + ${n:-0}))
+    fi
+    printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
+}
 
 if [[ "${SKIP_LINT:-}" != 1 ]]; then
     step rustfmt cargo fmt --all --check
@@ -96,6 +124,8 @@ printf '\n==> summary (total %ss)\n' "$(svc_since "$T_START")" >&2
 printf '    %s\n' "${TIMINGS[@]}" >&2
 if ((${#FAILED[@]} > 0)); then
     printf '==> FAILED steps: %s\n' "${FAILED[*]}" >&2
+    count_tests
     exit 1
 fi
 printf '==> all steps passed\n' >&2
+count_tests

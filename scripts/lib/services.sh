@@ -112,8 +112,8 @@ svc_port_in_use() {
 
 # A free port on the loopback interface, picked at random in 20000-59999.
 svc_free_port() {
-    local port i
-    for i in $(seq 1 200); do
+    local port
+    for _ in $(seq 1 200); do
         port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         if ! svc_port_in_use "$port"; then
             printf '%s' "$port"
@@ -237,8 +237,8 @@ svc_stop_s3() {
     # Only the process this state directory started, and only if it still is s3s-fs.
     if svc_alive "$pid" && grep -qs s3s-fs "/proc/$pid/cmdline"; then
         kill "$pid" 2>/dev/null || true
-        local i
-        for i in $(seq 1 50); do svc_alive "$pid" || break; sleep 0.1; done
+        local _
+        for _ in $(seq 1 50); do svc_alive "$pid" || break; sleep 0.1; done
         if svc_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     fi
     rm -f "$pidfile"
