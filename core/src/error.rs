@@ -31,9 +31,8 @@ impl CoreError {
     /// worth retrying with backoff, and answered 503 at the API.
     pub fn is_transient(&self) -> bool {
         match self {
-            CoreError::JobStore(e) => {
-                !matches!(e, sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. })
-            }
+            CoreError::JobStore(e) => sqlx_is_transient(e),
+            CoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_is_transient(e),
             CoreError::ObjectStore(_) | CoreError::Io(_) => true,
             _ => false,
         }
@@ -46,6 +45,42 @@ impl CoreError {
             CoreError::ObjectStore(_) => Some("object store (S3)"),
             _ => None,
         }
+    }
+}
+
+/// Whether a database error may go away by itself: the server unreachable, restarting or
+/// overloaded, a pool exhausted, a serialization conflict, a busy SQLite file. Mistakes of the
+/// caller or of the data (constraint violations, decoding, bad configuration) are not.
+fn sqlx_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+                matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+            } else {
+                // SQLSTATE classes: connection exception, transaction rollback (serialization
+                // failure, deadlock), insufficient resources, operator intervention (admin
+                // shutdown, cannot connect now), system error; a lock not available; a read-only
+                // transaction (talking to a replica during a failover).
+                ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || code == "55P03"
+                    || code == "25006"
+            }
+        }
+        sqlx::Error::Migrate(m) => {
+            matches!(&**m, sqlx::migrate::MigrateError::Execute(inner) if sqlx_is_transient(inner))
+        }
+        _ => false,
     }
 }
 

@@ -11,6 +11,8 @@ pub mod model;
 pub mod objects;
 pub mod runner;
 pub mod signing;
+#[cfg(feature = "test-support")]
+pub mod testsupport;
 pub mod worker;
 
 pub use error::{CoreError, Result};

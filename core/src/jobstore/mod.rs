@@ -72,6 +72,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DynJobStore> {
     }
 }
 
+/// Migration errors that are really database errors (the server unreachable, a lost connection)
+/// are reported as such, so that callers see a transient `CoreError::JobStore` and retry.
+pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> CoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner) => CoreError::JobStore(inner),
+        other => CoreError::Migrate(other),
+    }
+}
+
 pub(crate) fn status_from_db(s: &str) -> Result<JobStatus> {
     s.parse()
         .map_err(|e: String| CoreError::Corrupt(format!("job status in the database: {e}")))

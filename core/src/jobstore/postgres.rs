@@ -1,5 +1,5 @@
 //! The production job store: PostgreSQL, migrations embedded and applied at start-up.
-use super::{JobStore, Outcome, status_from_db};
+use super::{JobStore, Outcome, migrate_error, status_from_db};
 use crate::model::{JobError, JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
@@ -25,7 +25,7 @@ impl PostgresJobStore {
     /// must wait for the database retry around this.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let pool = Self::pool(url, max_connections)?;
-        MIGRATOR.run(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(PostgresJobStore { pool })
     }
 
@@ -39,10 +39,24 @@ impl PostgresJobStore {
             .connect_lazy_with(options))
     }
 
+    /// The plan PostgreSQL picks for [`JobStore::list`] with this query (`EXPLAIN` output), to
+    /// check that the list is answered from the indexes.
+    pub async fn explain_list(&self, query: &ListQuery) -> Result<String> {
+        let rows = list_query("EXPLAIN ", query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        let lines = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lines.join("\n"))
+    }
+
     /// Apply the embedded migrations (the `migrate` subcommand).
     pub async fn migrate(url: &str) -> Result<()> {
         let pool = Self::pool(url, 1)?;
-        MIGRATOR.run(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(())
     }
 }
@@ -79,6 +93,28 @@ fn row_to_record(row: &PgRow) -> Result<JobRecord> {
     })
 }
 
+/// The list query, after `prefix` (empty, or `EXPLAIN ` to see its plan).
+fn list_query<'a>(prefix: &str, query: &'a ListQuery) -> QueryBuilder<'a, Postgres> {
+    let mut qb: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("{prefix}SELECT {COLUMNS} FROM jobs WHERE TRUE"));
+    if let Some(status) = query.status {
+        qb.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(owner) = &query.owner {
+        qb.push(" AND owner = ").push_bind(owner.clone());
+    }
+    if let Some(after) = query.after {
+        qb.push(" AND (created_at, id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(query.limit));
+    qb
+}
+
 #[async_trait]
 impl JobStore for PostgresJobStore {
     async fn create(&self, job: &NewJob) -> Result<JobRecord> {
@@ -110,24 +146,7 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>> {
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("SELECT {COLUMNS} FROM jobs WHERE TRUE"));
-        if let Some(status) = query.status {
-            qb.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(owner) = &query.owner {
-            qb.push(" AND owner = ").push_bind(owner.clone());
-        }
-        if let Some(after) = query.after {
-            qb.push(" AND (created_at, id) < (")
-                .push_bind(after.created_at)
-                .push(", ")
-                .push_bind(after.id)
-                .push(")");
-        }
-        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(query.limit));
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = list_query("", query).build().fetch_all(&self.pool).await?;
         rows.iter().map(row_to_record).collect()
     }
 

@@ -1,5 +1,5 @@
 //! The embedded default's job store: one SQLite file in the data directory, WAL mode.
-use super::{JobStore, Outcome, status_from_db};
+use super::{JobStore, Outcome, migrate_error, status_from_db};
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
@@ -34,7 +34,7 @@ impl SqliteJobStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(SqliteJobStore { pool })
     }
 }

@@ -65,6 +65,19 @@ impl LocalObjectStore {
     }
 }
 
+/// Whether an I/O error on `path` means "there is no object there": nothing at all, a directory
+/// (the prefix of other keys), or a file in place of one of the path's directories.
+async fn not_an_object(e: &std::io::Error, path: &Path) -> bool {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory => true,
+        _ => tokio::fs::metadata(path)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false),
+    }
+}
+
 #[async_trait]
 impl ObjectStore for LocalObjectStore {
     async fn put_file(&self, key: &str, path: &Path, _content_type: &str) -> Result<()> {
@@ -84,25 +97,32 @@ impl ObjectStore for LocalObjectStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        match tokio::fs::read(self.path_of(key)?).await {
+        let path = self.path_of(key)?;
+        match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(Bytes::from(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(CoreError::ObjectNotFound(key.to_owned()))
-            }
+            Err(e) if not_an_object(&e, &path).await => Err(CoreError::ObjectNotFound(key.to_owned())),
             Err(e) => Err(e.into()),
         }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        match tokio::fs::remove_file(self.path_of(key)?).await {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if not_an_object(&e, &path).await => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
+    /// Only files are objects: the directory of `a/b` is not an object `a`.
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(tokio::fs::try_exists(self.path_of(key)?).await?)
+        match tokio::fs::metadata(self.path_of(key)?).await {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            // A file where a directory of the key's path would be (`a` when asked for `a/b`).
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String> {

@@ -10,7 +10,9 @@ mod local;
 mod s3;
 
 pub use local::LocalObjectStore;
-pub use s3::{S3Config, S3ObjectStore};
+pub use s3::{
+    CREDENTIALS_FILE_ENV, PING_TIMEOUT, S3Config, S3ObjectStore, StaticKeys, read_credentials_file,
+};
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {

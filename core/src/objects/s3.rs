@@ -16,7 +16,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Connection settings; the environment variable names are the original service's.
@@ -31,9 +31,102 @@ pub struct S3Config {
     pub bucket: String,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// `S3_CREDENTIALS_FILE`: keys read from a file instead of the two variables above, e.g. a
+    /// Kubernetes Secret mounted as a file. See [`read_credentials_file`] for the format. When
+    /// set, it takes precedence over `access_key_id` and `secret_access_key`.
+    pub credentials_file: Option<PathBuf>,
     /// Create the bucket at start-up when it does not exist.
     pub create_bucket: bool,
 }
+
+/// The environment variable that names [`S3Config::credentials_file`].
+pub const CREDENTIALS_FILE_ENV: &str = "S3_CREDENTIALS_FILE";
+
+/// Static keys, as read from a credentials file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKeys")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Read S3 keys from `path`, which is either
+/// - a file of `NAME=value` lines, as an env file or a Kubernetes Secret with one multi-line
+///   entry would be: `AWS_ACCESS_KEY_ID=...`, `AWS_SECRET_ACCESS_KEY=...`, optionally
+///   `AWS_SESSION_TOKEN=...`. Blank lines, `#` comments, an `export ` prefix, spaces around `=`
+///   and quotes around the value are allowed; names are case-insensitive, so the
+///   `aws_access_key_id = ...` lines of an AWS credentials file work too. Other names are ignored.
+/// - or a directory holding one file per key (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+///   optionally `AWS_SESSION_TOKEN`), as a whole Kubernetes Secret mounted as a volume is.
+///
+/// Errors name the file and the missing key, never a secret value.
+pub fn read_credentials_file(path: &Path) -> Result<StaticKeys> {
+    let unreadable =
+        |e: std::io::Error| CoreError::Config(format!("{CREDENTIALS_FILE_ENV} {}: {e}", path.display()));
+    let mut access_key_id = None;
+    let mut secret_access_key = None;
+    let mut session_token = None;
+    if path.is_dir() {
+        let read = |name: &str| -> Result<Option<String>> {
+            match std::fs::read_to_string(path.join(name)) {
+                Ok(text) => Ok(Some(text.trim().to_owned()).filter(|v| !v.is_empty())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(unreadable(e)),
+            }
+        };
+        access_key_id = read("AWS_ACCESS_KEY_ID")?;
+        secret_access_key = read("AWS_SECRET_ACCESS_KEY")?;
+        session_token = read("AWS_SESSION_TOKEN")?;
+    } else {
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((name, value)) = line.split_once('=') else {
+                continue;
+            };
+            let value = value.trim();
+            let value = ['"', '\'']
+                .iter()
+                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+                .unwrap_or(value)
+                .to_owned();
+            let slot = match name.trim().to_ascii_uppercase().as_str() {
+                "AWS_ACCESS_KEY_ID" => &mut access_key_id,
+                "AWS_SECRET_ACCESS_KEY" => &mut secret_access_key,
+                "AWS_SESSION_TOKEN" => &mut session_token,
+                _ => continue,
+            };
+            *slot = Some(value).filter(|v| !v.is_empty());
+        }
+    }
+    let missing =
+        |name: &str| CoreError::Config(format!("{CREDENTIALS_FILE_ENV} {} has no {name}", path.display()));
+    Ok(StaticKeys {
+        access_key_id: access_key_id.ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
+        secret_access_key: secret_access_key.ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
+        session_token,
+    })
+}
+
+/// How long a readiness check ([`ObjectStore::ping`]) waits at most.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct S3ObjectStore {
     client: Client,
@@ -80,7 +173,21 @@ impl S3ObjectStore {
         if config.bucket.is_empty() {
             return Err(CoreError::Config("S3_BUCKET_NAME is empty".into()));
         }
+        let from_file = config
+            .credentials_file
+            .as_deref()
+            .map(read_credentials_file)
+            .transpose()?;
         let credentials = match (&config.access_key_id, &config.secret_access_key) {
+            _ if from_file.is_some() => from_file.map(|keys| {
+                Credentials::new(
+                    keys.access_key_id,
+                    keys.secret_access_key,
+                    keys.session_token,
+                    None,
+                    "thumbnail-credentials-file",
+                )
+            }),
             (Some(id), Some(secret)) => Some(Credentials::new(id, secret, None, None, "thumbnail-config")),
             (None, None) => None,
             _ => {
@@ -131,13 +238,16 @@ impl S3ObjectStore {
                         .map(|r| r.status().as_u16() == 404)
                         .unwrap_or(false);
                 if missing && create {
-                    self.client
-                        .create_bucket()
-                        .bucket(&self.bucket)
-                        .send()
-                        .await
-                        .map_err(|e| s3_error("create bucket", e))?;
-                    Ok(())
+                    match self.client.create_bucket().bucket(&self.bucket).send().await {
+                        Ok(_) => Ok(()),
+                        // Another replica created it in the meantime: S3 and MinIO answer
+                        // BucketAlreadyOwnedByYou, others BucketAlreadyExists. It is fine if
+                        // the bucket is there and ours now.
+                        Err(err) => match self.client.head_bucket().bucket(&self.bucket).send().await {
+                            Ok(_) => Ok(()),
+                            Err(_) => Err(s3_error("create bucket", err)),
+                        },
+                    }
                 } else if missing {
                     Err(CoreError::Config(format!(
                         "bucket '{}' does not exist",
@@ -270,10 +380,23 @@ impl ObjectStore for S3ObjectStore {
         &self.endpoint_url
     }
 
+    /// One attempt with a short deadline: a readiness check must answer quickly even when the
+    /// server accepts connections but does not respond (the other operations retry for longer).
     async fn ping(&self) -> Result<()> {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .timeout_config(
+                        aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(3))
+                            .operation_timeout(PING_TIMEOUT)
+                            .build(),
+                    )
+                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| s3_error("head bucket", e))?;

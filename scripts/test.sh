@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs exactly this, see .ci/run).
+#
+# Installs what is missing (PostgreSQL from Debian's packages, s3s-fs with cargo), starts a
+# throwaway PostgreSQL cluster and an S3 server on free loopback ports, runs every test of the
+# workspace against them, then the chart checks (scripts/test-chart.sh, when present), rustfmt
+# and clippy. The services are stopped and their files removed on exit, whatever happened.
+#
+# Every step runs even when an earlier one failed; the summary at the end says which failed, and
+# the exit status is non-zero if any did.
+#
+# Environment:
+#   KEEP_SERVICES=1   leave the state directory (data and logs) in place after the run
+#   SKIP_LINT=1       skip rustfmt and clippy
+#   CARGO_TEST_ARGS   extra arguments after `cargo test --workspace --all-targets`
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/lib/services.sh
+source "$ROOT/scripts/lib/services.sh"
+
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+T_START=$(svc_now)
+STATE=""
+FAILED=()
+TIMINGS=()
+
+cleanup() {
+    local status=$?
+    set +e
+    if [[ -n "$STATE" ]]; then
+        if ((status != 0)) || ((${#FAILED[@]} > 0)); then
+            svc_print_logs "$STATE"
+        fi
+        svc_stop_all "$STATE"
+        if [[ "${KEEP_SERVICES:-}" == 1 ]]; then
+            echo "0" >"$STATE/owner.pid"
+            svc_log "kept $STATE"
+        else
+            rm -rf "$STATE"
+        fi
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# step NAME COMMAND...: run a step, time it, remember a failure and go on.
+step() {
+    local name="$1" t0 rc
+    shift
+    printf '\n==> [%s] %s\n' "$name" "$*" >&2
+    t0=$(svc_now)
+    set +e
+    "$@"
+    rc=$?
+    set -e
+    TIMINGS+=("$(printf '%-12s %6ss  %s' "$name" "$(svc_since "$t0")" "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")")")
+    if ((rc != 0)); then
+        FAILED+=("$name")
+        printf '==> [%s] FAILED with exit status %s\n' "$name" "$rc" >&2
+    fi
+    return 0
+}
+
+command -v cargo >/dev/null 2>&1 || svc_die "cargo is not on PATH"
+
+svc_reap_stale
+STATE="$(mktemp -d "$SVC_PREFIX.XXXXXX")"
+svc_log "services state directory: $STATE"
+t0=$(svc_now)
+svc_start_all "$STATE" "$$"
+TIMINGS+=("$(printf '%-12s %6ss  %s' services "$(svc_since "$t0")" ok)")
+svc_log "TEST_DATABASE_URL=$TEST_DATABASE_URL"
+svc_log "TEST_S3_ENDPOINT=$TEST_S3_ENDPOINT"
+
+# The test steps' output is also kept, to count the tests at the end.
+run_logged() {
+    local log="$1"
+    shift
+    "$@" 2>&1 | tee "$log"
+}
+
+# shellcheck disable=SC2086
+step tests run_logged "$STATE/cargo-test.log" \
+    cargo test --workspace --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}
+
+if [[ -f "$ROOT/scripts/test-chart.sh" ]]; then
+    step chart run_logged "$STATE/chart.log" bash "$ROOT/scripts/test-chart.sh"
+fi
+
+# Tests passed and failed, over cargo's "test result:" lines and pytest's closing line.
+count_tests() {
+    local passed=0 failed=0 n
+    if [[ -f "$STATE/cargo-test.log" ]]; then
+        while read -r n; do passed=$((passed + n)); done \
+            < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$STATE/cargo-test.log")
+        while read -r n; do failed=$((failed + n)); done \
+            < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$STATE/cargo-test.log")
+    fi
+    if [[ -f "$STATE/chart.log" ]]; then
+        local last
+        last=$(grep -E '[0-9]+ (passed|failed)' "$STATE/chart.log" | tail -n 1 || true)
+        n=$(sed -nE 's/(.*[^0-9])?([0-9]+) passed.*/\2/p' <<<"$last")
+        passed=$((passed + ${n:-0}))
+        n=$(sed -nE 's/(.*[^0-9])?([0-9]+) failed.*/\2/p' <<<"$last")
+        failed=$((failed + ${n:-0}))
+    fi
+    printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
+}
+
+if [[ "${SKIP_LINT:-}" != 1 ]]; then
+    step rustfmt cargo fmt --all --check
+    step clippy cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+printf '\n==> summary (total %ss)\n' "$(svc_since "$T_START")" >&2
+printf '    %s\n' "${TIMINGS[@]}" >&2
+if ((${#FAILED[@]} > 0)); then
+    printf '==> FAILED steps: %s\n' "${FAILED[*]}" >&2
+    count_tests
+    exit 1
+fi
+printf '==> all steps passed\n' >&2
+count_tests
