@@ -104,22 +104,42 @@ async fn upload(client: &reqwest::Client, base: &str, bytes: Vec<u8>, name: &str
     Ok(body["job_id"].as_str().unwrap_or_default().to_owned())
 }
 
-async fn run(base: String, file: PathBuf, clients: usize, jobs: usize, poll: Duration, pids: Vec<u32>, label: String) {
+async fn run(
+    base: String,
+    file: PathBuf,
+    clients: usize,
+    jobs: usize,
+    poll: Duration,
+    pids: Vec<u32>,
+    label: String,
+) {
     let bytes = Arc::new(std::fs::read(&file).expect("reading the image"));
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients * 2).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients * 2)
+        .build()
+        .unwrap();
     let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(jobs));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (client, base, bytes, name, remaining) =
-            (client.clone(), base.clone(), bytes.clone(), name.clone(), remaining.clone());
+        let (client, base, bytes, name, remaining) = (
+            client.clone(),
+            base.clone(),
+            bytes.clone(),
+            name.clone(),
+            remaining.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut uploads = Vec::new();
             let mut totals = Vec::new();
             let mut failures = 0usize;
             while remaining
-                .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
                 .is_ok()
             {
                 let t0 = Instant::now();
@@ -166,8 +186,10 @@ async fn run(base: String, file: PathBuf, clients: usize, jobs: usize, poll: Dur
     let elapsed = started.elapsed().as_secs_f64();
     uploads.sort();
     totals.sort();
-    let rss: Vec<String> =
-        pids.iter().map(|p| format!("{p}:{:.0}", peak_rss_mib(*p).unwrap_or(f64::NAN))).collect();
+    let rss: Vec<String> = pids
+        .iter()
+        .map(|p| format!("{p}:{:.0}", peak_rss_mib(*p).unwrap_or(f64::NAN)))
+        .collect();
     let summary = serde_json::json!({
         "label": label,
         "image": name,
@@ -187,7 +209,9 @@ async fn run(base: String, file: PathBuf, clients: usize, jobs: usize, poll: Dur
 }
 
 async fn blackhole(port: u16) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("binding the blackhole port");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("binding the blackhole port");
     let mut held = Vec::new();
     loop {
         if let Ok((socket, _)) = listener.accept().await {
@@ -223,7 +247,10 @@ async fn health_probe(base: String, file: PathBuf, uploads: usize, seconds: u64)
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("{}", serde_json::json!({"health_probes": probes, "failed": failed, "worst_ms": ms(worst)}));
+    println!(
+        "{}",
+        serde_json::json!({"health_probes": probes, "failed": failed, "worst_ms": ms(worst)})
+    );
 }
 
 async fn big_uploads(base: String, clients: usize, mib: usize, pids: Vec<u32>) {
@@ -250,7 +277,9 @@ async fn big_uploads(base: String, clients: usize, mib: usize, pids: Vec<u32>) {
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (client, base, bytes) = (client.clone(), base.clone(), bytes.clone());
-        tasks.push(tokio::spawn(async move { upload(&client, &base, bytes.to_vec(), "big.png").await.is_ok() }));
+        tasks.push(tokio::spawn(async move {
+            upload(&client, &base, bytes.to_vec(), "big.png").await.is_ok()
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -258,8 +287,10 @@ async fn big_uploads(base: String, clients: usize, mib: usize, pids: Vec<u32>) {
             ok += 1;
         }
     }
-    let rss: Vec<String> =
-        pids.iter().map(|p| format!("{p}:{:.0}", peak_rss_mib(*p).unwrap_or(f64::NAN))).collect();
+    let rss: Vec<String> = pids
+        .iter()
+        .map(|p| format!("{p}:{:.0}", peak_rss_mib(*p).unwrap_or(f64::NAN)))
+        .collect();
     println!(
         "{}",
         serde_json::json!({
@@ -272,11 +303,38 @@ async fn big_uploads(base: String, clients: usize, mib: usize, pids: Vec<u32>) {
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
-        Command::Run { base, file, clients, jobs, poll_ms, pid, label } => {
-            run(base, file, clients, jobs, Duration::from_millis(poll_ms), pid, label).await
+        Command::Run {
+            base,
+            file,
+            clients,
+            jobs,
+            poll_ms,
+            pid,
+            label,
+        } => {
+            run(
+                base,
+                file,
+                clients,
+                jobs,
+                Duration::from_millis(poll_ms),
+                pid,
+                label,
+            )
+            .await
         }
         Command::Blackhole { port } => blackhole(port).await,
-        Command::HealthProbe { base, file, uploads, seconds } => health_probe(base, file, uploads, seconds).await,
-        Command::BigUploads { base, clients, mib, pid } => big_uploads(base, clients, mib, pid).await,
+        Command::HealthProbe {
+            base,
+            file,
+            uploads,
+            seconds,
+        } => health_probe(base, file, uploads, seconds).await,
+        Command::BigUploads {
+            base,
+            clients,
+            mib,
+            pid,
+        } => big_uploads(base, clients, mib, pid).await,
     }
 }

@@ -68,6 +68,10 @@ pub struct StoreArgs {
     pub aws_access_key_id: Option<String>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<String>,
+    /// File with `AWS_ACCESS_KEY_ID=…` and `AWS_SECRET_ACCESS_KEY=…` lines (a mounted Secret);
+    /// takes precedence over the two variables.
+    #[arg(long, env = "S3_CREDENTIALS_FILE")]
+    pub s3_credentials_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -87,6 +91,10 @@ impl StoreArgs {
             bucket,
             access_key_id: self.aws_access_key_id.clone().filter(|s| !s.is_empty()),
             secret_access_key: self.aws_secret_access_key.clone().filter(|s| !s.is_empty()),
+            credentials_file: self
+                .s3_credentials_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
             create_bucket: self.s3_create_bucket,
         })
     }
@@ -202,6 +210,7 @@ impl ApiConfig {
             s3_create_bucket: false,
             aws_access_key_id: None,
             aws_secret_access_key: None,
+            s3_credentials_file: None,
         };
         config.limits = LimitArgs {
             max_upload_bytes: 25 * 1024 * 1024,

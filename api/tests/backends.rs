@@ -1,0 +1,232 @@
+//! The API on PostgreSQL and a real S3 server (started by `scripts/test.sh`), and what happens when
+//! either goes away: 503 naming the dependency with nothing half-stored, jobs that retry and finish
+//! when it returns, `/ready` naming what is down, and a start-up that waits.
+mod common;
+
+use common::proxy::{Proxy, socket_of, via};
+use common::{detail, fixture, spawn_app_with};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use thumbnail_api::config::ApiConfig;
+use thumbnail_core::model::{NewJob, OutputSpec};
+use thumbnail_core::objects::{ObjectStore, S3Config, S3ObjectStore};
+use thumbnail_core::testsupport::{fresh_postgres_url, s3_store, test_s3_config};
+use thumbnail_engine::{ImageFormat, ThumbnailOptions};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn use_backends(config: &mut ApiConfig, database_url: &str, s3: &S3Config, s3_endpoint: &str) {
+    config.store.database_url = Some(database_url.to_owned());
+    config.store.s3_bucket_name = Some(s3.bucket.clone());
+    config.store.s3_endpoint_url = Some(s3_endpoint.to_owned());
+    config.store.s3_region = s3.region.clone();
+    config.store.aws_access_key_id = s3.access_key_id.clone();
+    config.store.aws_secret_access_key = s3.secret_access_key.clone();
+    config.store.s3_create_bucket = true;
+    config.store.s3_key_prefix = "svc/".into();
+    config.startup_timeout_seconds = 60;
+}
+
+async fn object_count(store: &S3ObjectStore) -> usize {
+    let listed = store
+        .client()
+        .list_objects_v2()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap();
+    listed.contents().len()
+}
+
+#[tokio::test]
+async fn postgres_and_s3_end_to_end_with_a_presigned_url() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("e2e");
+    let endpoint = s3.endpoint_url.clone().unwrap();
+    let app = spawn_app_with(|c| use_backends(c, &pg, &s3, &endpoint)).await;
+    let id = app
+        .accepted(app.upload(fixture("photo.jpg"), "p.jpg").await)
+        .await;
+    let job = app.wait_finished(&id, DEADLINE).await;
+    assert_eq!(job["status"], "SUCCESS", "{job}");
+    assert_eq!(
+        job["result"],
+        serde_json::json!({
+            "job_id": id, "endpoint_url": endpoint.trim_end_matches('/'), "bucket": s3.bucket,
+            "key": format!("svc/images/thumbnail/{id}.jpg"),
+        })
+    );
+    assert_eq!(job["source"]["key"], format!("svc/images/original/{id}.jpg"));
+    let url = app.thumbnail_url(&id).await;
+    assert!(
+        url.starts_with(&format!(
+            "{}/{}/svc/images/thumbnail/{id}.jpg?",
+            endpoint.trim_end_matches('/'),
+            s3.bucket
+        )),
+        "{url}"
+    );
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    // A plain HTTP client, no SDK: the presigned URL alone is enough.
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let img = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (100, 100));
+    let ready: Value = app
+        .client
+        .get(app.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
+
+#[tokio::test]
+async fn s3_down_at_upload_answers_503_and_stores_nothing() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("s3down");
+    let real = s3_store(&s3).await;
+    let proxy = Proxy::start(socket_of(s3.endpoint_url.as_deref().unwrap())).await;
+    let app = spawn_app_with(|c| use_backends(c, &pg, &s3, &proxy.url("http"))).await;
+
+    proxy.cut();
+    let (status, text) = detail(app.upload(fixture("photo.jpg"), "p.jpg").await).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("object store"), "{text}");
+    let response = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let ready: Value = response.json().await.unwrap();
+    assert!(
+        ready["detail"].as_str().unwrap().contains("object store"),
+        "{ready}"
+    );
+    assert_eq!(ready["checks"]["database"], "ok", "{ready}");
+    assert!(app.all_jobs().await.is_empty());
+    assert_eq!(object_count(&real).await, 0);
+    // Liveness does not depend on S3.
+    assert_eq!(
+        app.client.get(app.url("/health")).send().await.unwrap().status(),
+        200
+    );
+
+    proxy.restore();
+    let id = app
+        .accepted(app.upload(fixture("photo.jpg"), "p.jpg").await)
+        .await;
+    assert_eq!(app.wait_finished(&id, DEADLINE).await["status"], "SUCCESS");
+}
+
+#[tokio::test]
+async fn postgres_down_at_upload_answers_503_and_removes_the_original() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("pgdown");
+    let real = s3_store(&s3).await;
+    let proxy = Proxy::start(socket_of(&pg)).await;
+    let pg_via_proxy = via(&pg, &proxy);
+    let endpoint = s3.endpoint_url.clone().unwrap();
+    let app = spawn_app_with(|c| use_backends(c, &pg_via_proxy, &s3, &endpoint)).await;
+
+    proxy.cut();
+    let (status, text) = detail(app.upload(fixture("photo.png"), "p.png").await).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("database"), "{text}");
+    let response = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let ready: Value = response.json().await.unwrap();
+    assert!(ready["detail"].as_str().unwrap().contains("database"), "{ready}");
+    assert_eq!(
+        object_count(&real).await,
+        0,
+        "the original of the refused upload is still in the bucket"
+    );
+
+    proxy.restore();
+    let id = app
+        .accepted(app.upload(fixture("photo.png"), "p.png").await)
+        .await;
+    assert_eq!(app.wait_finished(&id, DEADLINE).await["status"], "SUCCESS");
+    assert_eq!(object_count(&real).await, 2);
+}
+
+#[tokio::test]
+async fn a_job_retries_while_s3_is_down_and_completes_when_it_returns() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("retry");
+    let proxy = Proxy::start(socket_of(s3.endpoint_url.as_deref().unwrap())).await;
+    let app = spawn_app_with(|c| use_backends(c, &pg, &s3, &proxy.url("http"))).await;
+
+    // The original is stored; then S3 goes away before the job runs.
+    let id = uuid::Uuid::new_v4();
+    let key = format!("svc/images/original/{id}.png");
+    app.state
+        .objects
+        .put_bytes(&key, fixture("photo.png").into(), "image/png")
+        .await
+        .unwrap();
+    let job = app
+        .state
+        .jobs
+        .create(&NewJob {
+            id,
+            owner: None,
+            source_bucket: s3.bucket.clone(),
+            source_key: key,
+            source_format: ImageFormat::Png,
+            source_width: 240,
+            source_height: 150,
+            source_bytes: 1,
+            outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+        })
+        .await
+        .unwrap();
+    proxy.cut();
+    app.state.launcher.launch(&job).await.unwrap();
+
+    // It keeps trying (attempts grow) without failing.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let job = app.job(&id.to_string()).await;
+        assert_ne!(job["status"], "FAILURE", "{job}");
+        if job["attempts"].as_u64().unwrap() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < until, "no retry: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.restore();
+    let job = app.wait_finished(&id.to_string(), DEADLINE).await;
+    assert_eq!(job["status"], "SUCCESS", "{job}");
+    assert!(job["attempts"].as_u64().unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn start_up_waits_for_the_database_instead_of_crashing() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("startup");
+    let proxy = Proxy::start(socket_of(&pg)).await;
+    proxy.cut();
+    let pg_via_proxy = via(&pg, &proxy);
+    let endpoint = s3.endpoint_url.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut config = ApiConfig::for_tests(&dir);
+    use_backends(&mut config, &pg_via_proxy, &s3, &endpoint);
+    let starting = tokio::spawn(thumbnail_api::Application::build(config));
+    // While the database is unreachable, start-up keeps retrying rather than failing.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(
+            !starting.is_finished(),
+            "start-up gave up while the database was down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.restore();
+    let app = tokio::time::timeout(DEADLINE, starting)
+        .await
+        .expect("start-up finishes")
+        .unwrap();
+    assert!(app.is_ok(), "start-up failed after the database came back");
+}
