@@ -146,7 +146,10 @@ fn client_for(config: &S3Config, endpoint: Option<&str>, credentials: Option<Cre
         .timeout_config(
             aws_sdk_s3::config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(60))
+                // A stalled server must not hold a request (and the client behind it) for
+                // minutes: each attempt gets 30 s, the whole operation with retries 75 s.
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(75))
                 .build(),
         )
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
