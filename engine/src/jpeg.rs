@@ -168,9 +168,13 @@ struct Huffman {
     valptr: [i32; 17],
     mincode: [i32; 17],
     values: Vec<u8>,
+    /// For AC tables: per 12-bit prefix, a whole coefficient (code + magnitude bits) to skip:
+    /// `bits | advance << 5` (advance 64 = end of block); 0 = take the slow path.
+    ac_skip: Vec<u16>,
 }
 
 const FAST_BITS: u32 = 9;
+const SKIP_BITS: u32 = 12;
 
 impl Huffman {
     fn new(counts: &[u8; 16], values: &[u8]) -> Result<Huffman, Error> {
@@ -203,7 +207,32 @@ impl Huffman {
             code <<= 1;
         }
         maxcode[17] = i32::MAX;
+        let mut ac_skip = vec![0u16; 1 << SKIP_BITS];
+        let (mut code, mut k) = (0u32, 0usize);
+        for len in 1..=16u32 {
+            for _ in 0..counts[len as usize - 1] {
+                let rs = values[k];
+                let (r, sz) = (u32::from(rs >> 4), u32::from(rs & 15));
+                let total = len + sz;
+                if total <= SKIP_BITS {
+                    let adv = match (r, sz) {
+                        (_, 0) if r == 15 => 16,
+                        (_, 0) => 64,
+                        _ => r + 1,
+                    };
+                    let shift = SKIP_BITS - len;
+                    let first = (code as usize) << shift;
+                    for e in &mut ac_skip[first..first + (1 << shift)] {
+                        *e = (total | adv << 5) as u16;
+                    }
+                }
+                code += 1;
+                k += 1;
+            }
+            code <<= 1;
+        }
         Ok(Huffman {
+            ac_skip,
             fast,
             maxcode,
             valptr,
@@ -236,6 +265,22 @@ impl<'a> Bits<'a> {
 
     #[inline]
     fn refill(&mut self) {
+        // Fast path: the next 8 bytes hold no 0xFF, so no stuffing and no marker.
+        if !self.marker_hit
+            && let Some(chunk) = self.data.get(self.pos..self.pos + 8)
+        {
+            let v = u64::from_be_bytes(chunk.try_into().unwrap_or([0; 8]));
+            // Bytes equal to 0xFF have all bits set: detect any with the classic zero-byte trick.
+            let inv = !v;
+            let has_ff = (inv.wrapping_sub(0x0101_0101_0101_0101)) & !inv & 0x8080_8080_8080_8080;
+            if has_ff == 0 && self.n < 56 {
+                let take = (63 - self.n) / 8;
+                self.acc |= (v >> (64 - 8 * take)) << (64 - 8 * take - self.n);
+                self.n += 8 * take;
+                self.pos += take as usize;
+                return;
+            }
+        }
         while self.n <= 56 {
             let mut byte = 0u8;
             if !self.marker_hit {
@@ -554,6 +599,15 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
                                         let t = ac_tables[ta].as_ref().ok_or("missing AC Huffman table")?;
                                         let mut k = 1;
                                         while k < 64 {
+                                            if bits.n < 32 {
+                                                bits.refill();
+                                            }
+                                            let e = t.ac_skip[(bits.acc >> (64 - SKIP_BITS)) as usize];
+                                            if e != 0 {
+                                                bits.consume(u32::from(e & 31));
+                                                k += usize::from(e >> 5);
+                                                continue;
+                                            }
                                             let rs = bits.decode(t)?;
                                             let (r, s) = (rs >> 4, u32::from(rs & 15));
                                             if s == 0 {
