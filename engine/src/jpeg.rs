@@ -250,6 +250,8 @@ struct Bits<'a> {
     acc: u64,
     n: u32,
     marker_hit: bool,
+    /// Zero bits appended because the data ended.
+    fake_bits: u32,
 }
 
 impl<'a> Bits<'a> {
@@ -260,6 +262,7 @@ impl<'a> Bits<'a> {
             acc: 0,
             n: 0,
             marker_hit: false,
+            fake_bits: 0,
         }
     }
 
@@ -290,14 +293,23 @@ impl<'a> Bits<'a> {
                             byte = 0xFF;
                             self.pos += 2;
                         }
+                        None => {
+                            self.marker_hit = true;
+                            self.fake_bits += 8;
+                        }
                         _ => self.marker_hit = true,
                     },
                     Some(&b) => {
                         byte = b;
                         self.pos += 1;
                     }
-                    None => self.marker_hit = true,
+                    None => {
+                        self.marker_hit = true;
+                        self.fake_bits += 8;
+                    }
                 }
+            } else if self.pos >= self.data.len().saturating_sub(1) {
+                self.fake_bits += 8;
             }
             self.acc |= u64::from(byte) << (56 - self.n);
             self.n += 8;
@@ -457,7 +469,9 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
         while pos < bytes.len() && bytes[pos] == 0xFF {
             pos += 1;
         }
-        let Some(&marker) = bytes.get(pos) else { break };
+        let Some(&marker) = bytes.get(pos) else {
+            return Err("the file ends before the end-of-image marker (truncated)".into());
+        };
         pos += 1;
         match marker {
             0xD8 | 0x01 | 0xD0..=0xD7 => continue,
@@ -467,10 +481,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
         let len = be16(bytes, pos)?;
         let body = pos + 2..pos + len.max(2);
         let Some(seg) = bytes.get(body.clone()) else {
-            if saw_scan {
-                break; // truncated after some data: show what we have
-            }
-            return Err("marker segment runs past the end of the file".into());
+            return Err("marker segment runs past the end of the file (truncated)".into());
         };
         pos = body.end;
         match marker {
@@ -537,6 +548,9 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
                 let progressive = header.is_progressive();
                 if progressive && ss != 0 {
                     pos = skip_entropy(bytes, pos);
+                    if pos >= bytes.len() {
+                        return Err("the image data is truncated".into());
+                    }
                     continue;
                 }
                 if progressive && se != 0 {
@@ -625,6 +639,9 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
                             }
                         }
                     }
+                }
+                if bits.fake_bits > bits.n {
+                    return Err("the image data is truncated".into());
                 }
                 pos = skip_entropy(bytes, bits.pos.min(bytes.len()));
             }

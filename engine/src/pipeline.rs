@@ -290,16 +290,14 @@ fn decode_jpeg(
     let adobe = header.adobe.is_some();
     let icc = header.icc_profile(bytes);
     if scale == 8 && header.huffman.is_some() {
-        if let Ok(img) = jpeg::decode_dc(bytes, header) {
-            let raster = Raster {
-                width: img.width,
-                height: img.height,
-                channels: img.channels,
-                data: img.data,
-            };
-            return Ok((cmyk_to_rgb(raster, adobe, false), icc));
-        }
-        // The DC path is strict about what it understands; the full decoder gets a second say.
+        let img = jpeg::decode_dc(bytes, header).map_err(|e| corrupt(f, e))?;
+        let raster = Raster {
+            width: img.width,
+            height: img.height,
+            channels: img.channels,
+            data: img.data,
+        };
+        return Ok((cmyk_to_rgb(raster, adobe, false), icc));
     }
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     dec.set_max_decoding_buffer_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX));
