@@ -10,7 +10,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -35,7 +39,11 @@ fn png_bomb(w: u32, h: u32, extra: Option<(&[u8; 4], Vec<u8>)>) -> Vec<u8> {
         png_chunk(&mut out, kind, &data);
     }
     // A valid zlib stream of zeros (stored blocks would be huge; a tiny deflate run is enough).
-    png_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0x00, 0x00, 0x00, 0x00]);
+    png_chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0x00, 0x00, 0x00, 0x00],
+    );
     png_chunk(&mut out, b"IEND", &[]);
     out
 }
@@ -97,7 +105,11 @@ fn bombs_are_refused_from_the_header() {
         e => panic!("{e}"),
     }
     // APNG claiming a million frames.
-    let apng = png_bomb(10, 10, Some((b"acTL", [1_000_000u32.to_be_bytes(), 0u32.to_be_bytes()].concat())));
+    let apng = png_bomb(
+        10,
+        10,
+        Some((b"acTL", [1_000_000u32.to_be_bytes(), 0u32.to_be_bytes()].concat())),
+    );
     assert_eq!(reason(&apng, &l), "TooManyFrames");
 }
 
@@ -130,11 +142,25 @@ fn unsupported_corrupt_and_truncated_inputs() {
     assert_eq!(reason(b"%PDF-1.7 hello", &l), "UnsupportedFormat");
     assert_eq!(reason(b"", &l), "UnsupportedFormat");
     assert_eq!(reason(b"\xFF\xD8\xFF", &l), "CorruptImage");
-    for name in ["quad.jpg", "progressive.jpg", "quad.png", "interlaced.png", "quad.webp", "cmyk_adobe.jpg"]
-    // (An animation cut after its first frame still gives that frame: only frame 1 is read.) {
+    for name in [
+        "quad.jpg",
+        "progressive.jpg",
+        "quad.png",
+        "interlaced.png",
+        "quad.webp",
+        "cmyk_adobe.jpg",
+    ] {
+        // (An animation cut after its first frame still gives that frame: only frame 1 is read.)
         let bytes = fixture(name);
         for cut in [bytes.len() / 2, bytes.len() * 3 / 4] {
-            for o in [ThumbnailOptions::default(), ThumbnailOptions { width: 8, height: 8, ..Default::default() }] {
+            for o in [
+                ThumbnailOptions::default(),
+                ThumbnailOptions {
+                    width: 8,
+                    height: 8,
+                    ..Default::default()
+                },
+            ] {
                 let err = render(&bytes[..cut], &o, &l).expect_err(&format!("{name} cut at {cut}"));
                 assert_eq!(err.reason(), "CorruptImage", "{name} cut at {cut}: {err}");
                 assert!(err.to_string().contains("corrupt or truncated"), "{err}");
@@ -177,8 +203,13 @@ trait WriteTo {
 impl<W: std::io::Write> WriteTo for image::codecs::png::PngEncoder<W> {
     fn write_image_to(self, img: &image::RgbImage) {
         use image::ImageEncoder;
-        self.write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-            .unwrap();
+        self.write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
     }
 }
 
@@ -210,18 +241,32 @@ fn memory_bound_holds_in_a_child_process() {
             max_memory_bytes: 1024 * 1024,
             ..limits
         };
-        assert_eq!(render(&bytes, &ThumbnailOptions::default(), &tight).unwrap_err().reason(), "MemoryLimit");
+        assert_eq!(
+            render(&bytes, &ThumbnailOptions::default(), &tight)
+                .unwrap_err()
+                .reason(),
+            "MemoryLimit"
+        );
         println!("JOB_PEAK_KIB={}", rss_kib("VmHWM:").saturating_sub(before));
         return;
     }
     for which in ["png", "jpeg"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "memory_bound_holds_in_a_child_process", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "memory_bound_holds_in_a_child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("ENGINE_MEMORY_CHILD", which)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{which}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{which}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let peak: u64 = stdout
             .lines()
             .find_map(|l| l.split("JOB_PEAK_KIB=").nth(1))
