@@ -540,6 +540,9 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
                         .position(|c| c.id == id)
                         .ok_or("scan refers to an unknown component")?;
                     let t = seg[2 + 2 * i];
+                    if t >> 4 > 3 || t & 15 > 3 {
+                        return Err("scan refers to an invalid Huffman table".into());
+                    }
                     scomp.push((ci, usize::from(t >> 4), usize::from(t & 15)));
                 }
                 let ss = seg[1 + 2 * ns];

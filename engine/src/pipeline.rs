@@ -459,11 +459,7 @@ fn flush_band(acc: &mut [u32], out: &mut Vec<u8>, f: usize, ch: usize, alpha: bo
         if alpha {
             let al = a[ch - 1];
             for &v in &a[..ch - 1] {
-                out.push(if al == 0 {
-                    0
-                } else {
-                    ((v + al / 2) / al).min(255) as u8
-                });
+                out.push((v + al / 2).checked_div(al).map_or(0, |c| c.min(255) as u8));
             }
             out.push(((al + n / 2) / n) as u8);
         } else {
