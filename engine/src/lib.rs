@@ -6,6 +6,9 @@
 //! Everything here is synchronous, CPU-bound and free of I/O; callers run it on a blocking pool.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+mod container;
+mod jpeg;
 mod options;
 mod pipeline;
 mod sniff;

@@ -1,6 +1,15 @@
-//! The pipeline behind [`render`]: probe → decode → orient → resize → encode.
+//! The pipeline behind [`render`]: probe → decode with shrink-on-load → resize (Lanczos3, SIMD)
+//! → orient → colour-manage → encode.
+//!
+//! Every step after decoding works on an image that is already close to the thumbnail's size:
+//! JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the DCT domain, large PNGs are box-shrunk row by
+//! row while they are inflated, and EXIF rotation, ICC conversion, CMYK conversion and alpha
+//! flattening all run on the small image.
+use crate::container::{self, Facts};
+use crate::jpeg::{self, JpegHeader};
 use crate::{EngineError, Fit, ImageFormat, Limits, OutputFormat, ProbeInfo, ThumbnailOptions, sniff};
-use image::{DynamicImage, ImageDecoder, ImageReader, imageops::FilterType};
+use fast_image_resize as fir;
+use image::ImageDecoder;
 use std::io::Cursor;
 
 /// A finished thumbnail.
@@ -12,13 +21,13 @@ pub struct Thumbnail {
     pub height: u32,
 }
 
-fn image_format(format: ImageFormat) -> image::ImageFormat {
-    match format {
-        ImageFormat::Jpeg => image::ImageFormat::Jpeg,
-        ImageFormat::Png => image::ImageFormat::Png,
-        ImageFormat::Webp => image::ImageFormat::WebP,
-        ImageFormat::Gif => image::ImageFormat::Gif,
-    }
+/// 8-bit interleaved pixels: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA channels.
+#[derive(Debug, Clone)]
+pub(crate) struct Raster {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<u8>,
 }
 
 fn corrupt(format: ImageFormat, err: impl std::fmt::Display) -> EngineError {
@@ -28,8 +37,14 @@ fn corrupt(format: ImageFormat, err: impl std::fmt::Display) -> EngineError {
     }
 }
 
-/// Read the header only and check every limit that can be checked before decoding.
-pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ProbeInfo, EngineError> {
+/// Everything the header says, for [`probe`] and for planning the decode.
+struct Header {
+    info: ProbeInfo,
+    jpeg: Option<JpegHeader>,
+    facts: Facts,
+}
+
+fn read_header(bytes: &[u8], limits: &Limits) -> Result<Header, EngineError> {
     let size = bytes.len() as u64;
     if size > limits.max_input_bytes {
         return Err(EngineError::FileTooLarge {
@@ -38,74 +53,125 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ProbeInfo, EngineError> {
         });
     }
     let format = sniff(bytes)?;
-    let reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
-    let (width, height) = reader.into_dimensions().map_err(|e| corrupt(format, e))?;
+    let (jpeg, facts) = match format {
+        ImageFormat::Jpeg => {
+            let h = jpeg::read_header(bytes, false).map_err(|e| corrupt(format, e))?;
+            let facts = Facts {
+                width: u32::from(h.width),
+                height: u32::from(h.height),
+                frames: 1,
+                exif: h.exif.clone(),
+                ..Facts::default()
+            };
+            (Some(h), facts)
+        }
+        ImageFormat::Png => (None, container::png(bytes).map_err(|e| corrupt(format, e))?),
+        ImageFormat::Gif => (
+            None,
+            container::gif(bytes, limits.max_frames).map_err(|e| corrupt(format, e))?,
+        ),
+        ImageFormat::Webp => (None, container::webp(bytes).map_err(|e| corrupt(format, e))?),
+    };
+    let orientation = facts
+        .exif
+        .clone()
+        .and_then(|r| bytes.get(r))
+        .map_or(1, container::exif_orientation);
     let info = ProbeInfo {
         format,
-        width,
-        height,
-        frames: 1,
+        width: facts.width,
+        height: facts.height,
+        frames: facts.frames,
+        orientation,
     };
-    if width == 0 || height == 0 {
+    if info.width == 0 || info.height == 0 {
         return Err(corrupt(format, "the header gives a zero width or height"));
     }
-    if info.pixels() > limits.max_pixels {
+    let pixels = info.pixels().max(facts.max_frame_pixels);
+    if pixels > limits.max_pixels {
         return Err(EngineError::TooManyPixels {
-            width,
-            height,
-            pixels: info.pixels(),
+            width: info.width,
+            height: info.height,
+            pixels,
             max: limits.max_pixels,
         });
     }
-    Ok(info)
-}
-
-/// Turn image bytes into a thumbnail. The one entry point every caller uses.
-pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Result<Thumbnail, EngineError> {
-    options
-        .validate()
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
-    let info = probe(bytes, limits)?;
-    // Four bytes per pixel at 8 bits, eight at 16: refuse before the decoder allocates.
-    let needed = info.pixels() * 8;
-    if needed > limits.max_memory_bytes {
-        return Err(EngineError::MemoryLimit {
-            needed,
-            max: limits.max_memory_bytes,
+    if info.frames > limits.max_frames {
+        return Err(EngineError::TooManyFrames {
+            frames: info.frames,
+            max: limits.max_frames,
         });
     }
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(info.format));
-    let mut decode_limits = image::Limits::default();
-    decode_limits.max_alloc = Some(limits.max_memory_bytes);
-    reader.limits(decode_limits);
-    let mut decoder = reader.into_decoder().map_err(|e| corrupt(info.format, e))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(info.format, e))?;
-    img.apply_orientation(orientation);
+    Ok(Header { info, jpeg, facts })
+}
 
-    let (w, h) = (img.width(), img.height());
-    let resized = match options.fit {
+/// Read the header only and check every limit that can be checked before decoding: file size,
+/// pixel count (also of every GIF/WebP frame), frame count.
+pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ProbeInfo, EngineError> {
+    read_header(bytes, limits).map(|h| h.info)
+}
+
+/// Where the output comes from and what it is, all in the stored (un-rotated) orientation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Plan {
+    /// Output size.
+    out_w: u32,
+    out_h: u32,
+    /// The source rectangle (in source pixels) that is scaled onto the output, centred.
+    crop_w: f64,
+    crop_h: f64,
+}
+
+impl Plan {
+    /// The smallest decoded size that still has at least one source pixel per output pixel.
+    fn needed(&self, w: u32, h: u32) -> (u32, u32) {
+        let nw = (f64::from(self.out_w) * f64::from(w) / self.crop_w).ceil();
+        let nh = (f64::from(self.out_h) * f64::from(h) / self.crop_h).ceil();
+        ((nw as u32).clamp(1, w), (nh as u32).clamp(1, h))
+    }
+}
+
+fn plan(w: u32, h: u32, options: &ThumbnailOptions, swap: bool) -> Plan {
+    let (bw, bh) = if swap {
+        (options.height, options.width)
+    } else {
+        (options.width, options.height)
+    };
+    let (fw, fh) = (f64::from(w), f64::from(h));
+    match options.fit {
         Fit::Cover => {
-            let (tw, th) = cover_box(w, h, options.width, options.height, options.upscale);
-            img.resize_to_fill(tw, th, FilterType::Lanczos3)
+            let (tw, th) = cover_box(w, h, bw, bh, options.upscale);
+            let scale = f64::max(f64::from(tw) / fw, f64::from(th) / fh);
+            Plan {
+                out_w: tw,
+                out_h: th,
+                crop_w: (f64::from(tw) / scale).min(fw),
+                crop_h: (f64::from(th) / scale).min(fh),
+            }
         }
         Fit::Contain => {
-            let (tw, th) = contain_size(w, h, options.width, options.height, options.upscale);
-            img.resize_exact(tw, th, FilterType::Lanczos3)
+            let (tw, th) = contain_size(w, h, bw, bh, options.upscale);
+            Plan {
+                out_w: tw,
+                out_h: th,
+                crop_w: fw,
+                crop_h: fh,
+            }
         }
         Fit::Fill => {
             let (tw, th) = if options.upscale {
-                (options.width, options.height)
+                (bw, bh)
             } else {
-                (options.width.min(w), options.height.min(h))
+                (bw.min(w), bh.min(h))
             };
-            img.resize_exact(tw, th, FilterType::Lanczos3)
+            Plan {
+                out_w: tw,
+                out_h: th,
+                crop_w: fw,
+                crop_h: fh,
+            }
         }
-    };
-    let format = options.format.unwrap_or_else(|| info.format.default_output());
-    encode(resized, format, options.quality)
+    }
 }
 
 /// The output box for `cover`: the requested box, shrunk (keeping its aspect ratio) when the
@@ -131,29 +197,488 @@ fn contain_size(w: u32, h: u32, bw: u32, bh: u32, upscale: bool) -> (u32, u32) {
     (tw, th)
 }
 
-fn encode(img: DynamicImage, format: OutputFormat, quality: u8) -> Result<Thumbnail, EngineError> {
+/// An upper bound of the bytes one render allocates besides the input, from the header alone.
+fn memory_needed(hdr: &Header, plan: &Plan, jpeg_scale: u32, box_factor: u32) -> u64 {
+    let (w, h) = (u64::from(hdr.info.width), u64::from(hdr.info.height));
+    let decoded = match (hdr.info.format, &hdr.jpeg) {
+        (ImageFormat::Jpeg, Some(j)) => {
+            let (sw, sh) = (
+                w.div_ceil(u64::from(jpeg_scale)),
+                h.div_ceil(u64::from(jpeg_scale)),
+            );
+            if jpeg_scale == 8 && j.huffman.is_some() {
+                jpeg::dc_memory(j)
+            } else {
+                // jpeg-decoder: whole-image coefficients for progressive files, a few rows of
+                // planes otherwise, plus the output and its colour-converted copy.
+                let coeffs = if j.is_progressive() {
+                    (w + 16) * (h + 16) * 2 * 3
+                } else {
+                    0
+                };
+                coeffs + sw * sh * 4 * 3 + (w + 16) * 16 * 4
+            }
+        }
+        (ImageFormat::Png, _) if !hdr.facts.interlaced => {
+            let f = u64::from(box_factor.max(1));
+            // Two rows of 16-bit RGBA, the box accumulators and the shrunk image.
+            w * 8 * 2 + w * 16 + (w / f + 1) * (h / f + 1) * 4
+        }
+        // Interlaced PNG: the full image at up to 8 bytes per pixel plus a copy.
+        (ImageFormat::Png, _) => w * h * 8 + w * h * 4,
+        // GIF: the canvas and the largest frame as RGBA, plus the canvas copy.
+        (ImageFormat::Gif, _) => w * h * 8 + hdr.facts.max_frame_pixels * 4,
+        // WebP: YUV/ARGB working planes and the RGBA output.
+        _ => w * h * 4 + hdr.facts.max_frame_pixels * 6,
+    };
+    let out = u64::from(plan.out_w) * u64::from(plan.out_h) * 4;
+    // Resizer: the horizontal pass keeps output width x source height.
+    decoded + u64::from(plan.out_w) * h * 4 + out * 4 + 64 * 1024
+}
+
+/// Turn image bytes into a thumbnail. The one entry point every caller uses.
+pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Result<Thumbnail, EngineError> {
+    options
+        .validate()
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let hdr = read_header(bytes, limits)?;
+    let info = hdr.info;
+    let swap = info.orientation >= 5;
+    let plan = plan(info.width, info.height, options, swap);
+    let (need_w, need_h) = plan.needed(info.width, info.height);
+
+    let jpeg_scale = [8u32, 4, 2]
+        .into_iter()
+        .find(|&n| info.width.div_ceil(n) >= need_w && info.height.div_ceil(n) >= need_h)
+        .unwrap_or(1);
+    // Integer box pre-shrink keeps at least twice the needed size for the Lanczos pass.
+    let box_factor = (info.width / need_w.saturating_mul(2).max(1))
+        .min(info.height / need_h.saturating_mul(2).max(1))
+        .max(1);
+    let needed = memory_needed(&hdr, &plan, jpeg_scale, box_factor);
+    if needed > limits.max_memory_bytes {
+        return Err(EngineError::MemoryLimit {
+            needed,
+            max: limits.max_memory_bytes,
+        });
+    }
+
+    let (raster, icc) = match info.format {
+        ImageFormat::Jpeg => decode_jpeg(bytes, hdr.jpeg.as_ref(), jpeg_scale, limits)?,
+        ImageFormat::Png if !hdr.facts.interlaced => decode_png_streaming(bytes, box_factor, limits)?,
+        ImageFormat::Webp if info.frames <= 1 => decode_webp(bytes)?,
+        _ => decode_with_image(bytes, info.format, limits)?,
+    };
+    let resized = resize(&raster, &plan, info.width, info.height)?;
+    drop(raster);
+    let mut out = orient(resized, info.orientation);
+    if let Some(icc) = icc {
+        to_srgb(&mut out, &icc);
+    }
+    let format = options.format.unwrap_or_else(|| info.format.default_output());
+    encode(out, format, options.quality)
+}
+
+fn decode_jpeg(
+    bytes: &[u8],
+    header: Option<&JpegHeader>,
+    scale: u32,
+    limits: &Limits,
+) -> Result<(Raster, Option<Vec<u8>>), EngineError> {
+    let f = ImageFormat::Jpeg;
+    let header = header.ok_or_else(|| EngineError::Internal("JPEG header missing".into()))?;
+    let adobe = header.adobe.is_some();
+    let icc = header.icc_profile(bytes);
+    if scale == 8 && header.huffman.is_some() {
+        let img = jpeg::decode_dc(bytes, header).map_err(|e| corrupt(f, e))?;
+        let raster = Raster {
+            width: img.width,
+            height: img.height,
+            channels: img.channels,
+            data: img.data,
+        };
+        return Ok((cmyk_to_rgb(raster, adobe, false), icc));
+    }
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    dec.set_max_decoding_buffer_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX));
+    dec.read_info().map_err(|e| corrupt(f, e))?;
+    let (w, h) = (u32::from(header.width), u32::from(header.height));
+    let k = 8 / scale;
+    let (sw, sh) = dec
+        .scale((w * k).div_ceil(8) as u16, (h * k).div_ceil(8) as u16)
+        .map_err(|e| corrupt(f, e))?;
+    let pixels = dec.decode().map_err(|e| corrupt(f, e))?;
+    let pf = dec.info().map(|i| i.pixel_format);
+    let (channels, inverted) = match pf {
+        Some(jpeg_decoder::PixelFormat::L8) => (1, false),
+        Some(jpeg_decoder::PixelFormat::RGB24) => (3, false),
+        Some(jpeg_decoder::PixelFormat::CMYK32) => (4, true),
+        _ => return Err(corrupt(f, "unsupported JPEG sample precision")),
+    };
+    let raster = Raster {
+        width: usize::from(sw),
+        height: usize::from(sh),
+        channels,
+        data: pixels,
+    };
+    if raster.data.len() < raster.width * raster.height * channels {
+        return Err(corrupt(
+            f,
+            "decoder returned fewer pixels than the header promises",
+        ));
+    }
+    Ok((cmyk_to_rgb(raster, adobe, inverted), icc))
+}
+
+/// CMYK to RGB on the (already small) decoded image. `samples_inverted`: the samples are
+/// 255 − libjpeg's (jpeg-decoder's convention). Files with an Adobe APP14 marker store inverted
+/// CMYK (Photoshop's and ImageMagick's convention, honoured by libjpeg-based tools).
+fn cmyk_to_rgb(r: Raster, adobe: bool, samples_inverted: bool) -> Raster {
+    if r.channels != 4 {
+        return r;
+    }
+    // `ink` true: the sample is the ink amount (0 = no ink).
+    let ink = adobe == samples_inverted;
+    let mut data = Vec::with_capacity(r.width * r.height * 3);
+    for px in r.data.chunks_exact(4) {
+        let paper = |v: u8| u32::from(if ink { 255 - v } else { v });
+        let k = paper(px[3]);
+        for &c in &px[..3] {
+            data.push(((paper(c) * k + 127) / 255) as u8);
+        }
+    }
+    Raster {
+        width: r.width,
+        height: r.height,
+        channels: 3,
+        data,
+    }
+}
+
+/// Non-interlaced PNG: inflate row by row and box-shrink on the fly, so a full-size image is
+/// never held in memory.
+fn decode_png_streaming(
+    bytes: &[u8],
+    factor: u32,
+    limits: &Limits,
+) -> Result<(Raster, Option<Vec<u8>>), EngineError> {
+    let f = ImageFormat::Png;
+    let mut dec = png::Decoder::new_with_limits(
+        Cursor::new(bytes),
+        png::Limits {
+            bytes: usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX),
+        },
+    );
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    dec.set_ignore_text_chunk(true);
+    let mut reader = dec.read_info().map_err(|e| corrupt(f, e))?;
+    let icc = reader.info().icc_profile.as_ref().map(|p| p.to_vec());
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    let channels = match reader.output_color_type().0 {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => return Err(corrupt(f, "palette was not expanded")),
+    };
+    let fct = factor as usize;
+    let (ow, oh) = ((w / fct).max(1), (h / fct).max(1));
+    let mut acc = vec![0u32; ow * channels];
+    let mut out = Vec::with_capacity(ow * oh * channels);
+    let mut rows_in_band = 0usize;
+    let mut y = 0usize;
+    let row_len = w * channels;
+    let alpha = channels == 2 || channels == 4;
+    while y < h {
+        let row = match reader.next_row() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => {
+                if y == 0 {
+                    return Err(corrupt(f, e));
+                }
+                return Err(corrupt(f, format!("{e} (after {y} of {h} rows)")));
+            }
+        };
+        let data = row.data();
+        if data.len() < row_len {
+            return Err(corrupt(f, "short row"));
+        }
+        y += 1;
+        if out.len() >= ow * oh * channels {
+            continue; // rows past the last whole band
+        }
+        if fct == 1 {
+            out.extend_from_slice(&data[..ow * channels]);
+            continue;
+        }
+        accumulate_row(&mut acc, data, ow, fct, channels, alpha);
+        rows_in_band += 1;
+        if rows_in_band == fct {
+            flush_band(&mut acc, &mut out, fct, channels, alpha);
+            rows_in_band = 0;
+        }
+    }
+    if out.len() < ow * oh * channels {
+        return Err(corrupt(f, format!("image data ends after {y} of {h} rows")));
+    }
+    Ok((
+        Raster {
+            width: ow,
+            height: oh,
+            channels,
+            data: out,
+        },
+        icc,
+    ))
+}
+
+/// Add one source row into the box accumulators (colour premultiplied by alpha).
+fn accumulate_row(acc: &mut [u32], row: &[u8], ow: usize, f: usize, ch: usize, alpha: bool) {
+    for ox in 0..ow {
+        let a = &mut acc[ox * ch..(ox + 1) * ch];
+        for px in row[ox * f * ch..(ox + 1) * f * ch].chunks_exact(ch) {
+            if alpha {
+                let al = u32::from(px[ch - 1]);
+                for c in 0..ch - 1 {
+                    a[c] += u32::from(px[c]) * al;
+                }
+                a[ch - 1] += al;
+            } else {
+                for c in 0..ch {
+                    a[c] += u32::from(px[c]);
+                }
+            }
+        }
+    }
+}
+
+fn flush_band(acc: &mut [u32], out: &mut Vec<u8>, f: usize, ch: usize, alpha: bool) {
+    let n = (f * f) as u32;
+    for a in acc.chunks_exact_mut(ch) {
+        if alpha {
+            let al = a[ch - 1];
+            for &v in &a[..ch - 1] {
+                out.push((v + al / 2).checked_div(al).map_or(0, |c| c.min(255) as u8));
+            }
+            out.push(((al + n / 2) / n) as u8);
+        } else {
+            for &v in a.iter() {
+                out.push(((v + n / 2) / n) as u8);
+            }
+        }
+        a.fill(0);
+    }
+}
+
+/// Still WebP through libwebp (the `webp` crate): several times faster than the pure-Rust
+/// decoder on large lossy images. Animated WebP goes to the `image` crate (first frame).
+fn decode_webp(bytes: &[u8]) -> Result<(Raster, Option<Vec<u8>>), EngineError> {
+    let f = ImageFormat::Webp;
+    let img = webp::Decoder::new(bytes)
+        .decode()
+        .ok_or_else(|| corrupt(f, "libwebp could not decode the image"))?;
+    let channels = if img.is_alpha() { 4 } else { 3 };
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let data: &[u8] = &img;
+    if data.len() < width * height * channels {
+        return Err(corrupt(
+            f,
+            "decoder returned fewer pixels than the header promises",
+        ));
+    }
+    let icc = icc_from_webp(bytes);
+    Ok((
+        Raster {
+            width,
+            height,
+            channels,
+            data: data[..width * height * channels].to_vec(),
+        },
+        icc,
+    ))
+}
+
+fn icc_from_webp(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut pos = 12;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().ok()?) as usize;
+        if &bytes[pos..pos + 4] == b"ICCP" {
+            return bytes.get(pos + 8..pos + 8 + len).map(<[u8]>::to_vec);
+        }
+        pos = pos.checked_add(8 + len + (len & 1))?;
+    }
+    None
+}
+
+/// WebP, GIF and interlaced PNG through the `image` crate (first frame of animations).
+fn decode_with_image(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &Limits,
+) -> Result<(Raster, Option<Vec<u8>>), EngineError> {
+    let fmt = match format {
+        ImageFormat::Png => image::ImageFormat::Png,
+        ImageFormat::Gif => image::ImageFormat::Gif,
+        ImageFormat::Webp => image::ImageFormat::WebP,
+        ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+    };
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(limits.max_memory_bytes);
+    reader.limits(l);
+    let mut decoder = reader.into_decoder().map_err(|e| corrupt(format, e))?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| corrupt(format, e))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let color = img.color();
+    let (channels, data) = match (color.has_color(), color.has_alpha()) {
+        (false, false) => (1, img.into_luma8().into_raw()),
+        (false, true) => (2, img.into_luma_alpha8().into_raw()),
+        (true, false) => (3, img.into_rgb8().into_raw()),
+        (true, true) => (4, img.into_rgba8().into_raw()),
+    };
+    Ok((
+        Raster {
+            width,
+            height,
+            channels,
+            data,
+        },
+        icc,
+    ))
+}
+
+fn pixel_type(channels: usize) -> fir::PixelType {
+    match channels {
+        1 => fir::PixelType::U8,
+        2 => fir::PixelType::U8x2,
+        3 => fir::PixelType::U8x3,
+        _ => fir::PixelType::U8x4,
+    }
+}
+
+/// Lanczos3 from the decoded (possibly pre-shrunk) image to the output, cropping the centred
+/// `plan` rectangle. `src_w`/`src_h` are the full source dimensions the plan was made for.
+fn resize(r: &Raster, plan: &Plan, src_w: u32, src_h: u32) -> Result<Raster, EngineError> {
+    let internal = |e: &dyn std::fmt::Display| EngineError::Internal(format!("resize: {e}"));
+    let pt = pixel_type(r.channels);
+    let src =
+        fir::images::ImageRef::new(r.width as u32, r.height as u32, &r.data, pt).map_err(|e| internal(&e))?;
+    let (sx, sy) = (
+        r.width as f64 / f64::from(src_w),
+        r.height as f64 / f64::from(src_h),
+    );
+    let (cw, ch) = (
+        (plan.crop_w * sx).min(r.width as f64),
+        (plan.crop_h * sy).min(r.height as f64),
+    );
+    let (left, top) = ((r.width as f64 - cw) / 2.0, (r.height as f64 - ch) / 2.0);
+    let mut dst = fir::images::Image::new(plan.out_w, plan.out_h, pt);
+    let opts = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
+        .crop(left, top, cw, ch);
+    fir::Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .map_err(|e| internal(&e))?;
+    Ok(Raster {
+        width: plan.out_w as usize,
+        height: plan.out_h as usize,
+        channels: r.channels,
+        data: dst.into_vec(),
+    })
+}
+
+/// Apply the EXIF orientation (1–8) so the result is upright.
+pub(crate) fn orient(r: Raster, orientation: u8) -> Raster {
+    if !(2..=8).contains(&orientation) {
+        return r;
+    }
+    let (w, h, c) = (r.width, r.height, r.channels);
+    let swap = orientation >= 5;
+    let (ow, oh) = if swap { (h, w) } else { (w, h) };
+    let mut data = vec![0u8; r.data.len()];
+    for y in 0..oh {
+        for x in 0..ow {
+            let (sx, sy) = match orientation {
+                2 => (w - 1 - x, y),
+                3 => (w - 1 - x, h - 1 - y),
+                4 => (x, h - 1 - y),
+                5 => (y, x),
+                6 => (y, h - 1 - x),
+                7 => (w - 1 - y, h - 1 - x),
+                _ => (w - 1 - y, x),
+            };
+            let s = (sy * w + sx) * c;
+            let d = (y * ow + x) * c;
+            data[d..d + c].copy_from_slice(&r.data[s..s + c]);
+        }
+    }
+    Raster {
+        width: ow,
+        height: oh,
+        channels: c,
+        data,
+    }
+}
+
+/// Convert RGB(A) pixels from an embedded ICC profile to sRGB. Profiles that cannot be used
+/// (CMYK, grey, broken) are ignored: the pixels are then taken as sRGB, as browsers do.
+fn to_srgb(r: &mut Raster, icc: &[u8]) {
+    use moxcms::{ColorProfile, Layout, TransformOptions};
+    let layout = match r.channels {
+        3 => Layout::Rgb,
+        4 => Layout::Rgba,
+        _ => return,
+    };
+    let Ok(src) = ColorProfile::new_from_slice(icc) else {
+        return;
+    };
+    if src.color_space != moxcms::DataColorSpace::Rgb {
+        return;
+    }
+    let srgb = ColorProfile::new_srgb();
+    let Ok(t) = src.create_transform_8bit(layout, &srgb, layout, TransformOptions::default()) else {
+        return;
+    };
+    let mut out = vec![0u8; r.data.len()];
+    if t.transform(&r.data, &mut out).is_ok() {
+        r.data = out;
+    }
+}
+
+fn encode(img: Raster, format: OutputFormat, quality: u8) -> Result<Thumbnail, EngineError> {
+    use image::{ExtendedColorType, ImageEncoder};
     let internal = |e: image::ImageError| EngineError::Internal(e.to_string());
-    let (width, height) = (img.width(), img.height());
+    let (width, height) = (img.width as u32, img.height as u32);
     let mut out = Vec::new();
+    let color = |c: usize| match c {
+        1 => ExtendedColorType::L8,
+        2 => ExtendedColorType::La8,
+        3 => ExtendedColorType::Rgb8,
+        _ => ExtendedColorType::Rgba8,
+    };
     match format {
         OutputFormat::Jpeg => {
-            let img = flatten_for_jpeg(img);
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-            img.write_with_encoder(encoder).map_err(internal)?;
+            let img = flatten_on_white(img);
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+                .write_image(&img.data, width, height, color(img.channels))
+                .map_err(internal)?;
         }
         OutputFormat::Png => {
-            let img = to_8bit(img);
-            img.write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
+            image::codecs::png::PngEncoder::new(&mut out)
+                .write_image(&img.data, width, height, color(img.channels))
                 .map_err(internal)?;
         }
         OutputFormat::Webp => {
-            let img = if img.color().has_alpha() {
-                DynamicImage::ImageRgba8(img.to_rgba8())
+            // Lossy WebP at the requested quality (libwebp), alpha kept. libwebp takes RGB(A) only.
+            let img = to_rgb(img);
+            let enc = if img.channels == 4 {
+                webp::Encoder::from_rgba(&img.data, width, height)
             } else {
-                DynamicImage::ImageRgb8(img.to_rgb8())
+                webp::Encoder::from_rgb(&img.data, width, height)
             };
-            img.write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut out))
-                .map_err(internal)?;
+            out = enc.encode(f32::from(quality)).to_vec();
         }
     }
     Ok(Thumbnail {
@@ -164,42 +689,42 @@ fn encode(img: DynamicImage, format: OutputFormat, quality: u8) -> Result<Thumbn
     })
 }
 
-fn to_8bit(img: DynamicImage) -> DynamicImage {
-    match img {
-        DynamicImage::ImageLuma8(_)
-        | DynamicImage::ImageLumaA8(_)
-        | DynamicImage::ImageRgb8(_)
-        | DynamicImage::ImageRgba8(_) => img,
-        DynamicImage::ImageLuma16(_) => DynamicImage::ImageLuma8(img.to_luma8()),
-        DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLumaA8(img.to_luma_alpha8()),
-        other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
-        other => DynamicImage::ImageRgb8(other.to_rgb8()),
+fn to_rgb(r: Raster) -> Raster {
+    if r.channels > 2 {
+        return r;
+    }
+    let alpha = r.channels == 2;
+    let mut data = Vec::with_capacity(r.width * r.height * if alpha { 4 } else { 3 });
+    for px in r.data.chunks_exact(r.channels) {
+        data.extend_from_slice(&[px[0], px[0], px[0]]);
+        if alpha {
+            data.push(px[1]);
+        }
+    }
+    Raster {
+        channels: if alpha { 4 } else { 3 },
+        data,
+        ..r
     }
 }
 
 /// JPEG has no alpha: composite onto white (not black, as some tools do).
-fn flatten_for_jpeg(img: DynamicImage) -> DynamicImage {
-    let img = to_8bit(img);
-    match img {
-        DynamicImage::ImageLumaA8(la) => {
-            let mut out = image::GrayImage::new(la.width(), la.height());
-            for (dst, src) in out.pixels_mut().zip(la.pixels()) {
-                let a = u32::from(src[1]);
-                dst[0] = ((u32::from(src[0]) * a + 255 * (255 - a) + 127) / 255) as u8;
-            }
-            DynamicImage::ImageLuma8(out)
+fn flatten_on_white(r: Raster) -> Raster {
+    if r.channels != 2 && r.channels != 4 {
+        return r;
+    }
+    let c = r.channels;
+    let mut data = Vec::with_capacity(r.width * r.height * (c - 1));
+    for px in r.data.chunks_exact(c) {
+        let a = u32::from(px[c - 1]);
+        for &v in &px[..c - 1] {
+            data.push(((u32::from(v) * a + 255 * (255 - a) + 127) / 255) as u8);
         }
-        DynamicImage::ImageRgba8(rgba) => {
-            let mut out = image::RgbImage::new(rgba.width(), rgba.height());
-            for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
-                let a = u32::from(src[3]);
-                for c in 0..3 {
-                    dst[c] = ((u32::from(src[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
-                }
-            }
-            DynamicImage::ImageRgb8(out)
-        }
-        other => other,
+    }
+    Raster {
+        channels: c - 1,
+        data,
+        ..r
     }
 }
 
@@ -210,7 +735,7 @@ mod tests {
     fn png(w: u32, h: u32) -> Vec<u8> {
         let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
         let mut out = Vec::new();
-        DynamicImage::ImageRgb8(img)
+        image::DynamicImage::ImageRgb8(img)
             .write_with_encoder(image::codecs::png::PngEncoder::new(&mut out))
             .unwrap();
         out
@@ -269,5 +794,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.reason(), "CorruptImage", "{err}");
+    }
+
+    #[test]
+    fn orientation_maps_corners() {
+        // 2x1 image: left pixel 1, right pixel 2.
+        let r = Raster {
+            width: 2,
+            height: 1,
+            channels: 1,
+            data: vec![1, 2],
+        };
+        assert_eq!(orient(r.clone(), 6).data, vec![1, 2]); // rotated CW: 1 on top
+        assert_eq!(orient(r.clone(), 8).data, vec![2, 1]);
+        assert_eq!(orient(r.clone(), 2).data, vec![2, 1]);
+        assert_eq!((orient(r, 5).width, 1), (1, 1));
     }
 }

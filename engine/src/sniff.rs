@@ -70,13 +70,29 @@ pub struct ProbeInfo {
     /// Stored width and height (before EXIF orientation).
     pub width: u32,
     pub height: u32,
-    /// Number of frames where the header says (animated GIF/WebP), else 1.
+    /// Number of frames where the header says (animated GIF/WebP, APNG), else 1.
     pub frames: u64,
+    /// EXIF orientation (1–8; 1 when absent). Outputs are always rotated upright.
+    #[serde(default = "upright")]
+    pub orientation: u8,
+}
+
+fn upright() -> u8 {
+    1
 }
 
 impl ProbeInfo {
     pub fn pixels(&self) -> u64 {
         u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// Width and height as displayed, after the EXIF orientation is applied.
+    pub fn display_size(&self) -> (u32, u32) {
+        if self.orientation >= 5 {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
     }
 }
 
@@ -104,6 +120,10 @@ pub fn sniff(bytes: &[u8]) -> Result<ImageFormat, EngineError> {
 fn describe_unknown(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "empty file".to_owned();
+    }
+    // `infer` wants 10 bytes before it names TIFF; a TIFF header is recognisable from 4.
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        return "image/tiff".to_owned();
     }
     if let Some(kind) = infer::get(bytes) {
         return kind.mime_type().to_owned();

@@ -1,0 +1,123 @@
+//! A stable-Rust mutation fuzzer for the whole pipeline (cargo-fuzz needs nightly).
+//! `fuzz SECONDS SEED_DIR FINDINGS_DIR`: mutates the seed files (bit flips, byte sets, interesting
+//! values in headers, truncation, chunk duplication, splicing), renders each input at several
+//! sizes, and saves any input that panics or takes over 2 s. Prints executions and findings.
+use std::panic;
+use std::time::{Duration, Instant};
+use thumbnail_engine::{Fit, Limits, OutputFormat, ThumbnailOptions, render};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], input: &mut Vec<u8>) {
+    for _ in 0..1 + rng.below(4) {
+        if input.is_empty() {
+            return;
+        }
+        let i = if rng.below(2) == 0 {
+            rng.below(input.len().min(512))
+        } else {
+            rng.below(input.len())
+        };
+        match rng.below(8) {
+            0 => input[i] ^= 1 << rng.below(8),
+            1 => input[i] = rng.next() as u8,
+            2 => input[i] = [0, 0xFF, 0x7F, 0x80, 1][rng.below(5)],
+            3 => input.truncate(i.max(1)),
+            4 => {
+                let n = rng.below(64).min(input.len() - i);
+                let chunk = input[i..i + n].to_vec();
+                let at = rng.below(input.len());
+                input.splice(at..at, chunk);
+            }
+            5 => {
+                let other = &seeds[rng.below(seeds.len())];
+                let j = rng.below(other.len());
+                input.truncate(i);
+                input.extend_from_slice(&other[j..]);
+            }
+            6 if i + 2 <= input.len() => input[i..i + 2].copy_from_slice(&[0xFF, 0xFF]),
+            _ => {
+                let n = rng.below(16).min(input.len() - i);
+                input.drain(i..i + n);
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: u64 = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(60);
+    let seed_dir = args.get(2).map_or("engine/tests/fixtures", String::as_str);
+    let out_dir = args.get(3).map_or("fuzz/findings", String::as_str);
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(seed_dir)
+        .expect("seed dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            [".jpg", ".png", ".gif", ".webp"].iter().any(|x| n.ends_with(x))
+        })
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .collect();
+    seeds.sort();
+    let limits = Limits {
+        max_pixels: 4_000_000,
+        max_memory_bytes: 256 * 1024 * 1024,
+        max_frames: 100,
+        ..Limits::default()
+    };
+    let sizes = [
+        ThumbnailOptions::default(),
+        ThumbnailOptions {
+            width: 8,
+            height: 8,
+            fit: Fit::Contain,
+            format: Some(OutputFormat::Jpeg),
+            ..Default::default()
+        },
+        ThumbnailOptions {
+            width: 30,
+            height: 20,
+            fit: Fit::Fill,
+            format: Some(OutputFormat::Webp),
+            ..Default::default()
+        },
+    ];
+    panic::set_hook(Box::new(|_| {}));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut execs, mut findings, mut ok, mut errs) = (0u64, 0u64, 0u64, 0u64);
+    std::fs::create_dir_all(out_dir).ok();
+    while Instant::now() < deadline {
+        let mut input = seeds[rng.below(seeds.len())].clone();
+        mutate(&mut rng, &seeds, &mut input);
+        let opts = sizes[rng.below(sizes.len())];
+        let t = Instant::now();
+        let result = panic::catch_unwind(|| render(&input, &opts, &limits));
+        execs += 1;
+        let slow = t.elapsed() > Duration::from_secs(2);
+        match result {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(_)) => errs += 1,
+            Err(_) => {}
+        }
+        if result.is_err() || slow {
+            findings += 1;
+            let kind = if slow { "slow" } else { "panic" };
+            let path = format!("{out_dir}/{kind}-{execs}.bin");
+            std::fs::write(&path, &input).ok();
+            eprintln!("finding: {path} ({}x{} {:?})", opts.width, opts.height, opts.fit);
+        }
+    }
+    println!("executions={execs} rendered={ok} refused={errs} findings={findings}");
+}
