@@ -19,7 +19,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub run: Option<Box<OperatorConfig>>,
+    pub run: OperatorConfig,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,13 +110,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Some(Command::Run { config }) => config,
-        None => match cli.run {
-            Some(config) => config,
-            None => {
-                eprintln!("error: missing configuration (see --help)");
-                return ExitCode::FAILURE;
-            }
-        },
+        None => Box::new(cli.run),
     };
     match runtime.block_on(run(*config)) {
         Ok(Stopped::Shutdown) => ExitCode::SUCCESS,
@@ -126,5 +120,42 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn render_needs_no_controller_settings() {
+        let cli = Cli::try_parse_from([
+            "thumbnail-operator",
+            "render",
+            "--plan",
+            "{}",
+            "--s3-bucket-name",
+            "b",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Render { .. })));
+        let cli = Cli::try_parse_from([
+            "thumbnail-operator",
+            "--database-url",
+            "postgres://x/y",
+            "--s3-bucket-name",
+            "b",
+            "--leader-election",
+            "false",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert!(!cli.run.leader_election);
     }
 }

@@ -36,7 +36,7 @@ pub struct S3Args {
     pub s3_region: String,
     /// Bucket thumbnails are written to, and sources are read from unless a ThumbnailJob names
     /// another one.
-    #[arg(long, env = "S3_BUCKET_NAME")]
+    #[arg(long, env = "S3_BUCKET_NAME", default_value = "")]
     pub s3_bucket_name: String,
     /// Prefix of every object key the operator writes (thumbnails, render results).
     #[arg(long, env = "S3_KEY_PREFIX", default_value = "")]
@@ -166,7 +166,7 @@ pub struct OperatorConfig {
     #[arg(long, env = "KUBE_API_URL", hide = true)]
     pub kube_api_url: Option<String>,
     /// Job store: `postgres://user:pass@host/db`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "")]
     pub database_url: String,
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,

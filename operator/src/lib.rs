@@ -125,6 +125,14 @@ impl Operator {
     /// Connect everything, with a given Kubernetes client.
     pub async fn build_with_client(config: OperatorConfig, client: kube::Client) -> anyhow::Result<Self> {
         install_crypto_provider();
+        anyhow::ensure!(
+            !config.database_url.is_empty(),
+            "DATABASE_URL is required: the operator mirrors every job to the job store"
+        );
+        anyhow::ensure!(
+            !config.s3.s3_bucket_name.is_empty(),
+            "S3_BUCKET_NAME is required: the operator reads originals from and writes thumbnails to S3"
+        );
         let startup = Duration::from_secs(config.startup_timeout_seconds);
         let url = config.database_url.clone();
         let max = config.database_max_connections;

@@ -120,6 +120,10 @@ async fn write_result(
 /// leaves a [`RenderResult`] at `plan.result_key` for the operator.
 pub async fn render_command(plan: &RenderPlan, s3: &S3Args, limits: &LimitArgs) -> i32 {
     let limits = limits.limits();
+    if s3.s3_bucket_name.is_empty() {
+        eprintln!("error: S3_BUCKET_NAME is required");
+        return 1;
+    }
     let outputs = match S3ObjectStore::new(&s3.s3_config(None)).await {
         Ok(s) => s,
         Err(e) => {

@@ -137,8 +137,8 @@ async fn upload_through_the_api_ends_as_a_thumbnail_in_s3() {
     );
 
     // Events on the transitions, and metrics.
-    assert_eq!(world.event_count(&name, "Started"), 1);
-    assert_eq!(world.event_count(&name, "Completed"), 1);
+    assert_eq!(world.events_after(&name, "Started").await, 1);
+    assert_eq!(world.events_after(&name, "Completed").await, 1);
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", operator.port))
         .await
         .unwrap()
@@ -267,10 +267,13 @@ async fn example_manifests_are_processed_without_the_api() {
 async fn hostile_inputs_fail_with_their_reason_and_the_operator_keeps_going() {
     let world = World::new().await;
     let operator = world.operator().await;
-    let jpeg = fixture("photo.jpg");
+    let (jpeg, png) = (fixture("photo.jpg"), fixture("photo.png"));
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("bomb", png_header(50_000, 50_000), "TooManyPixels"),
-        ("truncated", jpeg[..jpeg.len() / 3].to_vec(), "CorruptImage"),
+        // The header passes the probe; decoding fails.
+        ("truncated", png[..png.len() / 3].to_vec(), "CorruptImage"),
+        // Cut inside the header segments: refused by the probe.
+        ("truncated-jpeg", jpeg[..600].to_vec(), "CorruptImage"),
         ("text", b"this is not an image, just text\n".to_vec(), "UnsupportedFormat"),
         ("missing", Vec::new(), "SourceNotFound"),
     ];
@@ -291,9 +294,9 @@ async fn hostile_inputs_fail_with_their_reason_and_the_operator_keeps_going() {
         assert!(status.is_condition_true("Failed"));
         assert!(status.attempts.unwrap_or(0) <= 1, "{name}: bad input is not retried");
         assert!(!status.failure_message.unwrap_or_default().is_empty());
-        assert_eq!(world.event_count(name, reason), 1, "{name}: one Warning event");
+        assert_eq!(world.events_after(name, reason).await, 1, "{name}: one Warning event");
     }
-    // A truncated JPEG passes the header probe: it failed while rendering, with a row.
+    // The truncated PNG passed the header probe: it failed while rendering, with a row.
     let truncated = world.tj("truncated").unwrap();
     let row = world
         .jobs
@@ -364,9 +367,9 @@ async fn job_mode_runs_the_render_binary_in_a_job() {
     let kubelet = Kubelet::start(&world.server);
     // `auto` sends images above 1000 pixels to a Job.
     let operator = world.operator_with(|c| c.job_pixel_threshold = 1000).await;
-    let jpeg = fixture("photo.jpg");
+    let (jpeg, png) = (fixture("photo.jpg"), fixture("photo.png"));
     world.put("images/original/big.jpg", &jpeg).await;
-    world.put("images/original/broken.jpg", &jpeg[..jpeg.len() / 3]).await;
+    world.put("images/original/broken.jpg", &png[..png.len() / 3]).await;
     let mut good = spec("images/original/big.jpg");
     good.outputs = vec![
         OutputSpec::default(),
@@ -387,9 +390,14 @@ async fn job_mode_runs_the_render_binary_in_a_job() {
     let big = world.finished("big", WAIT).await;
     let uid: Uuid = big.metadata.uid.as_deref().unwrap().parse().unwrap();
     let status = big.status.clone().unwrap();
-    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
-    assert_eq!(status.executor, Some(Executor::Job));
     let job_name = format!("render-{uid}");
+    assert_eq!(
+        status.phase,
+        Some(Phase::Succeeded),
+        "{status:?}\nrender stderr: {}",
+        kubelet.stderr_of(&job_name)
+    );
+    assert_eq!(status.executor, Some(Executor::Job));
     assert_eq!(status.kubernetes_job.as_deref(), Some(job_name.as_str()));
     assert_eq!(kubelet.runs_of(&job_name), vec![0]);
     assert_eq!(status.outputs.len(), 2);
@@ -446,7 +454,7 @@ async fn assert_all_succeeded_once(world: &World, names: &[String]) {
         let tj = world.finished(name, Duration::from_secs(120)).await;
         let status = tj.status.clone().unwrap();
         assert_eq!(status.phase, Some(Phase::Succeeded), "{name}: {status:?}");
-        assert_eq!(world.event_count(name, "Completed"), 1, "{name} completed exactly once");
+        assert_eq!(world.events_after(name, "Completed").await, 1, "{name} completed exactly once");
         let output = &status.outputs[0];
         let bytes = world.objects.get(&output.key).await.unwrap();
         assert_eq!(sha256(&bytes), output.sha256);
@@ -544,7 +552,7 @@ async fn two_replicas_with_leader_election_process_each_job_once() {
         let tj = world.finished(name, Duration::from_secs(120)).await;
         assert_eq!(tj.phase(), Phase::Succeeded, "{name}");
         assert_eq!(tj.status.as_ref().unwrap().attempts, Some(1), "{name} rendered once");
-        assert_eq!(world.event_count(name, "Completed"), 1, "{name}");
+        assert_eq!(world.events_after(name, "Completed").await, 1, "{name}");
     }
     let total = leader_attempts.attempts_started("inline") + standby.attempts();
     assert_eq!(total, 50, "50 jobs, 50 renders");

@@ -177,6 +177,16 @@ impl World {
             .collect()
     }
 
+    /// Waits until at least one event `reason` about `name` exists (events are published just
+    /// after the status they report), then returns how many there are.
+    pub async fn events_after(&self, name: &str, reason: &str) -> i32 {
+        eventually(&format!("a {reason} event for {name}"), Duration::from_secs(10), || async {
+            let n = self.event_count(name, reason);
+            (n > 0).then_some(n)
+        })
+        .await
+    }
+
     /// Events for `name` with `reason`, counting repeats of one event (`series.count`).
     pub fn event_count(&self, name: &str, reason: &str) -> i32 {
         self.events_for(name)
@@ -240,6 +250,8 @@ impl RunningOperator {
 pub struct JobRun {
     /// Exit codes of the pods, in order.
     pub exit_codes: Vec<i32>,
+    /// What the last pod wrote to stderr.
+    pub stderr: String,
 }
 
 /// Plays kubelet and job controller: for every render Job created, runs its container command
@@ -276,6 +288,15 @@ impl Kubelet {
             }
         });
         Kubelet { runs, paused, task }
+    }
+
+    pub fn stderr_of(&self, job: &str) -> String {
+        self.runs
+            .lock()
+            .unwrap()
+            .get(job)
+            .map(|r| r.stderr.clone())
+            .unwrap_or_default()
     }
 
     pub fn runs_of(&self, job: &str) -> Vec<i32> {
@@ -322,15 +343,14 @@ async fn run_job(store: kube_test_apiserver::Store, runs: Arc<Mutex<HashMap<Stri
                 cmd.env(e.name, v);
             }
         }
-        cmd.stdout(std::process::Stdio::null());
-        cmd.stderr(std::process::Stdio::null());
-        let code = cmd.status().await.expect("run the render binary").code().unwrap_or(137);
-        runs.lock()
-            .unwrap()
-            .entry(name.clone())
-            .or_default()
-            .exit_codes
-            .push(code);
+        let out = cmd.output().await.expect("run the render binary");
+        let code = out.status.code().unwrap_or(137);
+        {
+            let mut runs = runs.lock().unwrap();
+            let run = runs.entry(name.clone()).or_default();
+            run.exit_codes.push(code);
+            run.stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
         let status = if code == 0 {
             json!({"active": 0, "succeeded": 1, "failed": failed, "startTime": start, "completionTime": now(),
                    "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now()}]})
@@ -355,7 +375,7 @@ async fn run_job(store: kube_test_apiserver::Store, runs: Arc<Mutex<HashMap<Stri
 }
 
 /// A PNG whose header claims `width`x`height` (a decompression bomb's header): signature and IHDR
-/// with a valid CRC, then the end.
+/// with a valid CRC, a tiny IDAT, then the end.
 pub fn png_header(width: u32, height: u32) -> Vec<u8> {
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(b"IHDR");
@@ -367,6 +387,12 @@ pub fn png_header(width: u32, height: u32) -> Vec<u8> {
     out.extend_from_slice(&13u32.to_be_bytes());
     out.extend_from_slice(&ihdr);
     out.extend_from_slice(&crc.to_be_bytes());
+    // A first (tiny) IDAT chunk: decoders read the header up to it.
+    let mut idat = b"IDAT".to_vec();
+    idat.extend_from_slice(&[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]);
+    out.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+    out.extend_from_slice(&idat);
+    out.extend_from_slice(&crc32(&idat).to_be_bytes());
     let iend = b"IEND";
     out.extend_from_slice(&0u32.to_be_bytes());
     out.extend_from_slice(iend);
