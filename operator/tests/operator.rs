@@ -16,7 +16,9 @@ use thumbnail_api::Application;
 use thumbnail_api::config::{ApiConfig, JobRunnerKind};
 use thumbnail_core::model::JobStatus;
 use thumbnail_core::objects::ObjectStore;
-use thumbnail_crds::{Execution, Executor, Fit, ImageFormat, OutputSpec, Phase, ThumbnailJob, ThumbnailJobSpec};
+use thumbnail_crds::{
+    Execution, Executor, Fit, ImageFormat, OutputSpec, Phase, ThumbnailJob, ThumbnailJobSpec,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -78,7 +80,11 @@ async fn upload_through_the_api_ends_as_a_thumbnail_in_s3() {
     assert_eq!(tj.spec.job_id.as_deref(), Some(id.to_string().as_str()));
     assert_eq!(tj.spec.owner.as_deref(), Some("alice"));
     assert_eq!(
-        (tj.spec.outputs[0].width, tj.spec.outputs[0].height, tj.spec.outputs[0].fit),
+        (
+            tj.spec.outputs[0].width,
+            tj.spec.outputs[0].height,
+            tj.spec.outputs[0].fit
+        ),
         (64, 48, Fit::Contain)
     );
 
@@ -145,9 +151,18 @@ async fn upload_through_the_api_ends_as_a_thumbnail_in_s3() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("thumbnail_operator_reconciles_total{result=\"ok\"}"), "{metrics}");
-    assert!(metrics.contains("thumbnail_operator_jobs{phase=\"Succeeded\"} 1"), "{metrics}");
-    assert!(metrics.contains("thumbnail_operator_attempts_total{executor=\"inline\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("thumbnail_operator_reconciles_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("thumbnail_operator_jobs{phase=\"Succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("thumbnail_operator_attempts_total{executor=\"inline\"} 1"),
+        "{metrics}"
+    );
     let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", operator.port))
         .await
         .unwrap();
@@ -207,11 +222,16 @@ async fn upload_is_undone_when_the_resource_cannot_be_created() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn example_manifests_are_processed_without_the_api() {
     let world = World::new().await;
-    world.put("images/original/example.jpg", &fixture("photo.jpg")).await;
+    world
+        .put("images/original/example.jpg", &fixture("photo.jpg"))
+        .await;
     let operator = world.operator().await;
     let api: Api<ThumbnailJob> = Api::namespaced(world.client.clone(), NS);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deployment/examples");
-    for (file, name) in [("basic.yaml", "example-basic"), ("multi-output.yaml", "example-multi-output")] {
+    for (file, name) in [
+        ("basic.yaml", "example-basic"),
+        ("multi-output.yaml", "example-multi-output"),
+    ] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let mut tj: ThumbnailJob = serde_yaml::from_str(&text).unwrap();
         if tj.spec.source.bucket.is_some() {
@@ -233,7 +253,7 @@ async fn example_manifests_are_processed_without_the_api() {
     let img = image::load_from_memory(&stored).unwrap();
     assert_eq!((img.width(), img.height()), (100, 100));
     // A manifest has no row yet: the operator creates it (id = metadata.uid).
-    let row = world.jobs.get(uid).await.unwrap().expect("row created by the operator");
+    let row = world.row_finished(uid).await;
     assert_eq!(row.status, JobStatus::Success);
     assert_eq!(row.source_key, "images/original/example.jpg");
 
@@ -251,13 +271,13 @@ async fn example_manifests_are_processed_without_the_api() {
     assert_eq!((img.width(), img.height()), (banner.width, banner.height));
     assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Jpeg);
     let icon = by_name("icon");
-    assert_eq!((icon.width, icon.height, icon.content_type.as_str()), (32, 32, "image/png"));
+    assert_eq!(
+        (icon.width, icon.height, icon.content_type.as_str()),
+        (32, 32, "image/png")
+    );
     let row = world
-        .jobs
-        .get(multi.metadata.uid.as_deref().unwrap().parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+        .row_finished(multi.metadata.uid.as_deref().unwrap().parse().unwrap())
+        .await;
     assert_eq!(row.owner.as_deref(), Some("gallery-team"));
     assert_eq!(row.outputs.len(), 4);
     operator.shutdown().await;
@@ -274,7 +294,11 @@ async fn hostile_inputs_fail_with_their_reason_and_the_operator_keeps_going() {
         ("truncated", png[..png.len() / 3].to_vec(), "CorruptImage"),
         // Cut inside the header segments: refused by the probe.
         ("truncated-jpeg", jpeg[..600].to_vec(), "CorruptImage"),
-        ("text", b"this is not an image, just text\n".to_vec(), "UnsupportedFormat"),
+        (
+            "text",
+            b"this is not an image, just text\n".to_vec(),
+            "UnsupportedFormat",
+        ),
         ("missing", Vec::new(), "SourceNotFound"),
     ];
     for (name, bytes, _) in &cases {
@@ -290,20 +314,28 @@ async fn hostile_inputs_fail_with_their_reason_and_the_operator_keeps_going() {
         let tj = world.finished(name, WAIT).await;
         let status = tj.status.unwrap();
         assert_eq!(status.phase, Some(Phase::Failed), "{name}");
-        assert_eq!(status.failure_reason.as_deref(), Some(*reason), "{name}: {status:?}");
+        assert_eq!(
+            status.failure_reason.as_deref(),
+            Some(*reason),
+            "{name}: {status:?}"
+        );
         assert!(status.is_condition_true("Failed"));
-        assert!(status.attempts.unwrap_or(0) <= 1, "{name}: bad input is not retried");
+        assert!(
+            status.attempts.unwrap_or(0) <= 1,
+            "{name}: bad input is not retried"
+        );
         assert!(!status.failure_message.unwrap_or_default().is_empty());
-        assert_eq!(world.events_after(name, reason).await, 1, "{name}: one Warning event");
+        assert_eq!(
+            world.events_after(name, reason).await,
+            1,
+            "{name}: one Warning event"
+        );
     }
     // The truncated PNG passed the header probe: it failed while rendering, with a row.
     let truncated = world.tj("truncated").unwrap();
     let row = world
-        .jobs
-        .get(truncated.metadata.uid.unwrap().parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+        .row_finished(truncated.metadata.uid.unwrap().parse().unwrap())
+        .await;
     assert_eq!(row.status, JobStatus::Failure);
     assert_eq!(row.error.unwrap().reason, "CorruptImage");
 
@@ -338,9 +370,12 @@ async fn deleting_removes_thumbnails_and_ttl_removes_the_resource_but_keeps_hist
         world.tj("deleted").is_none().then_some(())
     })
     .await;
-    assert!(!world.objects.exists(&key).await.unwrap(), "the finalizer removed the thumbnail");
+    assert!(
+        !world.objects.exists(&key).await.unwrap(),
+        "the finalizer removed the thumbnail"
+    );
     let id: Uuid = keep.job_id.unwrap().parse().unwrap();
-    assert_eq!(world.jobs.get(id).await.unwrap().unwrap().status, JobStatus::Success);
+    assert_eq!(world.row_finished(id).await.status, JobStatus::Success);
 
     // TTL: the resource goes by itself; thumbnails and history stay.
     let expired = eventually("the TTL to delete the resource", WAIT, || async {
@@ -357,7 +392,10 @@ async fn deleting_removes_thumbnails_and_ttl_removes_the_resource_but_keeps_hist
     let id: Uuid = ttl.job_id.unwrap().parse().unwrap();
     let row = world.jobs.get(id).await.unwrap().expect("history kept");
     assert_eq!(row.status, JobStatus::Success);
-    assert!(world.objects.exists(&row.outputs[0].key).await.unwrap(), "thumbnails kept");
+    assert!(
+        world.objects.exists(&row.outputs[0].key).await.unwrap(),
+        "thumbnails kept"
+    );
     operator.shutdown().await;
 }
 
@@ -369,7 +407,9 @@ async fn job_mode_runs_the_render_binary_in_a_job() {
     let operator = world.operator_with(|c| c.job_pixel_threshold = 1000).await;
     let (jpeg, png) = (fixture("photo.jpg"), fixture("photo.png"));
     world.put("images/original/big.jpg", &jpeg).await;
-    world.put("images/original/broken.jpg", &png[..png.len() / 3]).await;
+    world
+        .put("images/original/broken.jpg", &png[..png.len() / 3])
+        .await;
     let mut good = spec("images/original/big.jpg");
     good.outputs = vec![
         OutputSpec::default(),
@@ -411,8 +451,20 @@ async fn job_mode_runs_the_render_binary_in_a_job() {
     assert_eq!((owner.name.as_str(), owner.controller), ("big", Some(true)));
     let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.automount_service_account_token, Some(false));
-    assert!(pod.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0.parse::<u64>().unwrap() > 128 << 20);
-    let row = world.jobs.get(uid).await.unwrap().unwrap();
+    assert!(
+        pod.containers[0]
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap()["memory"]
+            .0
+            .parse::<u64>()
+            .unwrap()
+            > 128 << 20
+    );
+    let row = world.row_finished(uid).await;
     assert_eq!(row.status, JobStatus::Success);
     assert_eq!(row.outputs.len(), 2);
 
@@ -421,8 +473,16 @@ async fn job_mode_runs_the_render_binary_in_a_job() {
     let uid = broken.metadata.uid.as_deref().unwrap();
     let status = broken.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Failed));
-    assert_eq!(status.failure_reason.as_deref(), Some("CorruptImage"), "{status:?}");
-    assert_eq!(kubelet.runs_of(&format!("render-{uid}")), vec![2], "one pod, no retries");
+    assert_eq!(
+        status.failure_reason.as_deref(),
+        Some("CorruptImage"),
+        "{status:?}"
+    );
+    assert_eq!(
+        kubelet.runs_of(&format!("render-{uid}")),
+        vec![2],
+        "one pod, no retries"
+    );
     assert_eq!(status.attempts, Some(1));
     operator.shutdown().await;
 }
@@ -449,22 +509,31 @@ fn slow_jobs(world: &World, count: usize) -> Vec<String> {
         .collect()
 }
 
-async fn assert_all_succeeded_once(world: &World, names: &[String]) {
+async fn assert_all_succeeded_once(world: &World, log: &PhaseLog, names: &[String]) {
     for name in names {
         let tj = world.finished(name, Duration::from_secs(120)).await;
         let status = tj.status.clone().unwrap();
         assert_eq!(status.phase, Some(Phase::Succeeded), "{name}: {status:?}");
-        assert_eq!(world.events_after(name, "Completed").await, 1, "{name} completed exactly once");
+        // Exactly once: it entered Succeeded once and never left it (a killed operator may not
+        // have published its event, so events are at most one).
+        eventually("the watch to see it", WAIT, || async {
+            (log.entered(name, Phase::Succeeded) == 1).then_some(())
+        })
+        .await;
+        assert_eq!(
+            log.phases(name).last(),
+            Some(&Phase::Succeeded),
+            "{name}: {:?}",
+            log.phases(name)
+        );
+        assert!(world.event_count(name, "Completed") <= 1, "{name} completed once");
         let output = &status.outputs[0];
         let bytes = world.objects.get(&output.key).await.unwrap();
         assert_eq!(sha256(&bytes), output.sha256);
         assert_eq!((output.width, output.height), (1600, 1600));
         let row = world
-            .jobs
-            .get(tj.metadata.uid.as_deref().unwrap().parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+            .row_finished(tj.metadata.uid.as_deref().unwrap().parse().unwrap())
+            .await;
         assert_eq!(row.status, JobStatus::Success, "{name}");
         assert_eq!(row.outputs[0].sha256, output.sha256, "{name}");
     }
@@ -480,7 +549,10 @@ fn count_phase(world: &World, names: &[String], phase: Phase) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_and_restarted_operators_finish_every_job_exactly_once() {
     let world = World::new().await;
-    world.put("images/original/photo.png", &fixture("photo.png")).await;
+    world
+        .put("images/original/photo.png", &fixture("photo.png"))
+        .await;
+    let log = world.record_phases();
     let names = slow_jobs(&world, 10);
 
     // Killed (SIGKILL) mid-way: interrupted attempts are started again by the next operator.
@@ -508,14 +580,17 @@ async fn killed_and_restarted_operators_finish_every_job_exactly_once() {
     );
 
     let third = world.operator().await;
-    assert_all_succeeded_once(&world, &names).await;
+    assert_all_succeeded_once(&world, &log, &names).await;
     third.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_with_leader_election_process_each_job_once() {
     let world = World::new().await;
-    world.put("images/original/photo.jpg", &fixture("photo.jpg")).await;
+    world
+        .put("images/original/photo.jpg", &fixture("photo.jpg"))
+        .await;
+    let log = world.record_phases();
     let names: Vec<String> = (0..50)
         .map(|i| {
             let name = format!("le-{i:02}");
@@ -541,7 +616,11 @@ async fn two_replicas_with_leader_election_process_each_job_once() {
     .await;
     assert_eq!(leaders(), 1, "never two leaders");
     // The leader steps down (SIGTERM); the standby takes over.
-    let (leader, standby) = if a.metrics.leader.get() == 1 { (a, b) } else { (b, a) };
+    let (leader, standby) = if a.metrics.leader.get() == 1 {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let leader_attempts = leader.metrics.clone();
     leader.shutdown().await;
     eventually("the standby to lead", WAIT, || async {
@@ -551,8 +630,22 @@ async fn two_replicas_with_leader_election_process_each_job_once() {
     for name in &names {
         let tj = world.finished(name, Duration::from_secs(120)).await;
         assert_eq!(tj.phase(), Phase::Succeeded, "{name}");
-        assert_eq!(tj.status.as_ref().unwrap().attempts, Some(1), "{name} rendered once");
+        assert_eq!(
+            tj.status.as_ref().unwrap().attempts,
+            Some(1),
+            "{name} rendered once"
+        );
         assert_eq!(world.events_after(name, "Completed").await, 1, "{name}");
+        eventually("the watch to see it", WAIT, || async {
+            (log.entered(name, Phase::Succeeded) == 1).then_some(())
+        })
+        .await;
+        assert_eq!(
+            log.entered(name, Phase::Running),
+            1,
+            "{name}: {:?}",
+            log.phases(name)
+        );
     }
     let total = leader_attempts.attempts_started("inline") + standby.attempts();
     assert_eq!(total, 50, "50 jobs, 50 renders");

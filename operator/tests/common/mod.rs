@@ -7,6 +7,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube_test_apiserver::TestApiServer;
 use serde_json::json;
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thumbnail_core::jobstore::{self, DynJobStore};
 use thumbnail_core::objects::{ObjectStore, S3ObjectStore};
-use thumbnail_crds::{ThumbnailJob, ThumbnailJobSpec};
+use thumbnail_crds::{Phase, ThumbnailJob, ThumbnailJobSpec};
 use thumbnail_operator::config::{OperatorConfig, S3Args};
 use thumbnail_operator::metrics::Metrics;
 use thumbnail_operator::{Operator, Stopped};
@@ -145,7 +146,11 @@ impl World {
 
     pub async fn put(&self, key: &str, bytes: &[u8]) {
         self.objects
-            .put_bytes(key, bytes::Bytes::copy_from_slice(bytes), "application/octet-stream")
+            .put_bytes(
+                key,
+                bytes::Bytes::copy_from_slice(bytes),
+                "application/octet-stream",
+            )
             .await
             .expect("put the source object");
     }
@@ -157,7 +162,10 @@ impl World {
     pub fn create_tj(&self, name: &str, spec: ThumbnailJobSpec) -> ThumbnailJob {
         let mut tj = ThumbnailJob::new(name, spec);
         tj.metadata.namespace = Some(NS.into());
-        self.server.store().create_as(&tj).expect("create the ThumbnailJob")
+        self.server
+            .store()
+            .create_as(&tj)
+            .expect("create the ThumbnailJob")
     }
 
     /// Wait until the resource `name` is Succeeded or Failed; returns it.
@@ -180,10 +188,14 @@ impl World {
     /// Waits until at least one event `reason` about `name` exists (events are published just
     /// after the status they report), then returns how many there are.
     pub async fn events_after(&self, name: &str, reason: &str) -> i32 {
-        eventually(&format!("a {reason} event for {name}"), Duration::from_secs(10), || async {
-            let n = self.event_count(name, reason);
-            (n > 0).then_some(n)
-        })
+        eventually(
+            &format!("a {reason} event for {name}"),
+            Duration::from_secs(10),
+            || async {
+                let n = self.event_count(name, reason);
+                (n > 0).then_some(n)
+            },
+        )
         .await
     }
 
@@ -194,6 +206,75 @@ impl World {
             .filter(|e| e.reason.as_deref() == Some(reason))
             .map(|e| e.series.as_ref().map(|s| s.count).unwrap_or(1))
             .sum()
+    }
+}
+
+impl World {
+    /// Waits until the job row `id` is finished; returns it.
+    pub async fn row_finished(&self, id: Uuid) -> thumbnail_core::model::JobRecord {
+        eventually(
+            &format!("the job row {id} to finish"),
+            Duration::from_secs(30),
+            || async {
+                self.jobs
+                    .get(id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|r| r.status.is_finished())
+            },
+        )
+        .await
+    }
+
+    /// Records every phase each ThumbnailJob goes through, from a watch (as `kubectl get -w`).
+    pub fn record_phases(&self) -> PhaseLog {
+        use futures::StreamExt;
+        let api: kube::Api<ThumbnailJob> = kube::Api::namespaced(self.client.clone(), NS);
+        let log: Arc<Mutex<HashMap<String, Vec<Phase>>>> = Arc::default();
+        let sink = log.clone();
+        let task = tokio::spawn(async move {
+            let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                let objects = match event {
+                    Ok(kube::runtime::watcher::Event::Apply(o))
+                    | Ok(kube::runtime::watcher::Event::InitApply(o)) => vec![o],
+                    _ => continue,
+                };
+                let mut log = sink.lock().unwrap();
+                for o in objects {
+                    let phases = log.entry(o.name_any()).or_default();
+                    let phase = o.phase();
+                    if phases.last() != Some(&phase) {
+                        phases.push(phase);
+                    }
+                }
+            }
+        });
+        PhaseLog { log, task }
+    }
+}
+
+/// The phases seen per resource, in order (consecutive repeats collapsed).
+pub struct PhaseLog {
+    log: Arc<Mutex<HashMap<String, Vec<Phase>>>>,
+    task: JoinHandle<()>,
+}
+
+impl PhaseLog {
+    pub fn phases(&self, name: &str) -> Vec<Phase> {
+        self.log.lock().unwrap().get(name).cloned().unwrap_or_default()
+    }
+
+    /// How many times `name` entered `phase`.
+    pub fn entered(&self, name: &str, phase: Phase) -> usize {
+        self.phases(name).iter().filter(|p| **p == phase).count()
+    }
+}
+
+impl Drop for PhaseLog {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -405,7 +486,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
