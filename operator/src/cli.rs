@@ -31,17 +31,20 @@ pub enum Command {
     },
     /// Render one plan: read the source from S3, write every thumbnail and a result object.
     /// Exit code 0 on success, 2 for input that can never be rendered, 1 otherwise.
-    Render {
-        /// The render plan (JSON), as the operator writes it into the Job.
-        #[arg(long)]
-        plan: String,
-        #[command(flatten)]
-        s3: S3Args,
-        #[command(flatten)]
-        limits: LimitArgs,
-        #[command(flatten)]
-        log: LogArgs,
-    },
+    Render(Box<RenderArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The render plan (JSON), as the operator writes it into the Job.
+    #[arg(long)]
+    pub plan: String,
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 pub fn init_logging(args: &LogArgs) {
@@ -91,12 +94,8 @@ pub fn main() -> ExitCode {
         }
     };
     let config = match cli.command {
-        Some(Command::Render {
-            plan,
-            s3,
-            limits,
-            log,
-        }) => {
+        Some(Command::Render(args)) => {
+            let RenderArgs { plan, s3, limits, log } = *args;
             init_logging(&log);
             let plan: RenderPlan = match serde_json::from_str(&plan) {
                 Ok(p) => p,
@@ -144,7 +143,7 @@ mod tests {
             "b",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Some(Command::Render { .. })));
+        assert!(matches!(cli.command, Some(Command::Render(_))));
         let cli = Cli::try_parse_from([
             "thumbnail-operator",
             "--database-url",
