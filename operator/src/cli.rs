@@ -95,7 +95,12 @@ pub fn main() -> ExitCode {
     };
     let config = match cli.command {
         Some(Command::Render(args)) => {
-            let RenderArgs { plan, s3, limits, log } = *args;
+            let RenderArgs {
+                plan,
+                s3,
+                limits,
+                log,
+            } = *args;
             init_logging(&log);
             let plan: RenderPlan = match serde_json::from_str(&plan) {
                 Ok(p) => p,
