@@ -160,6 +160,10 @@ pub struct ApiConfig {
     /// Namespace the API creates ThumbnailJob resources in (kubernetes runner).
     #[arg(long, env = "KUBE_NAMESPACE", default_value = "default")]
     pub kube_namespace: String,
+    /// Kubernetes API URL without authentication (tests, `kubectl proxy`); unset means the
+    /// in-cluster configuration or kubeconfig (kubernetes runner).
+    #[arg(long, env = "KUBE_API_URL", hide = true)]
+    pub kube_url: Option<String>,
     /// How long start-up waits for the database and object store before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECONDS", default_value_t = 300)]
     pub startup_timeout_seconds: u64,
@@ -220,6 +224,8 @@ impl ApiConfig {
         };
         config.url_expiry_seconds = 3600;
         config.job_runner = JobRunnerKind::Embedded;
+        config.kube_url = None;
+        config.kube_namespace = "default".into();
         config.signing_key = None;
         config.workers = 2;
         config.shutdown_grace_seconds = 10;

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod kube_launcher;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -2,6 +2,7 @@
 //! `Application::build` on port 0 is what the tests use.
 use crate::config::{ApiConfig, JobRunnerKind};
 use crate::error::ApiError;
+use crate::kube_launcher::KubernetesLauncher;
 use crate::metrics::{ApiMetrics, track};
 use crate::openapi::ApiDoc;
 use crate::routes;
@@ -125,9 +126,19 @@ impl Application {
                 (Arc::new(EmbeddedLauncher(handle)), Some(runner))
             }
             JobRunnerKind::Kubernetes => {
-                return Err(CoreError::Config(
-                    "JOB_RUNNER=kubernetes is not available in this build; use embedded".into(),
-                ));
+                // The operator reads the originals and writes the thumbnails: they must be in S3.
+                if local_objects.is_some() {
+                    return Err(CoreError::Config(
+                        "JOB_RUNNER=kubernetes needs S3 (S3_BUCKET_NAME): the operator cannot read \
+                         this process's local object directory"
+                            .into(),
+                    ));
+                }
+                let client = crate::kube_launcher::client(config.kube_url.as_deref())
+                    .await
+                    .map_err(CoreError::Config)?;
+                let launcher = KubernetesLauncher::new(client, &config.kube_namespace);
+                (Arc::new(launcher), None)
             }
         };
 

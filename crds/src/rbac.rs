@@ -92,7 +92,8 @@ const OPERATOR: &[Permission] = &[
     Permission {
         api_group: GROUP,
         resource: "thumbnailjobs",
-        verbs: &["get", "list", "watch", "patch"],
+        // delete: finished ThumbnailJobs past `ttlSecondsAfterFinished`.
+        verbs: &["get", "list", "watch", "patch", "delete"],
         scope: Scope::Workload,
     },
     Permission {

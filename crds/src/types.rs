@@ -186,6 +186,9 @@ pub struct OutputSpec {
     #[serde(default = "default_quality")]
     #[schemars(range(min = 1, max = 100), extend("format" = "int32"))]
     pub quality: u8,
+    /// Allow the thumbnail to be larger than the original (off: a 16x16 icon stays 16x16).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upscale: bool,
 }
 
 /// How an image is fitted into the requested box.
@@ -378,6 +381,7 @@ impl Default for OutputSpec {
             fit: Fit::Cover,
             format: None,
             quality: DEFAULT_QUALITY,
+            upscale: false,
         }
     }
 }

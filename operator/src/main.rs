@@ -1,1 +1,6 @@
-fn main() {}
+//! `thumbnail-operator`: see `thumbnail_operator::cli`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    thumbnail_operator::cli::main()
+}

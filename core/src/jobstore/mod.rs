@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use uuid::Uuid;
 
+mod mirror;
 mod postgres;
 mod sqlite;
 
+pub use mirror::{JobMirror, Mirrored, mirror};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 

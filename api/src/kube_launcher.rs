@@ -1,0 +1,191 @@
+//! The Kubernetes mode: every accepted upload becomes a `ThumbnailJob` resource, which the operator
+//! reconciles (and mirrors back to the job store the API reads from).
+use crate::error::{ApiError, ApiResult};
+use crate::state::JobLauncher;
+use async_trait::async_trait;
+use kube::api::{Api, ObjectMeta, PostParams};
+use std::collections::BTreeMap;
+use thumbnail_core::model::JobRecord;
+use thumbnail_crds::{
+    DEFAULT_BACKOFF_LIMIT, Execution, Fit, ImageFormat, LABEL_JOB_ID, OutputSpec, SourceRef, ThumbnailJob,
+    ThumbnailJobSpec,
+};
+use thumbnail_engine::{Fit as EngineFit, OutputFormat};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+/// Creates one `ThumbnailJob` per accepted upload, in one namespace.
+pub struct KubernetesLauncher {
+    api: Api<ThumbnailJob>,
+    namespace: String,
+}
+
+/// Installs rustls' `ring` provider as the process default unless one is installed (kube and the
+/// AWS SDK bring different providers, and rustls refuses to guess).
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// The Kubernetes client: `url` without authentication when given (tests, `kubectl proxy`), else
+/// the in-cluster configuration or kubeconfig.
+pub async fn client(url: Option<&str>) -> Result<kube::Client, String> {
+    install_crypto_provider();
+    match url.filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let uri = url.parse().map_err(|e| format!("KUBE_API_URL: {e}"))?;
+            kube::Client::try_from(kube::Config::new(uri)).map_err(|e| e.to_string())
+        }
+        None => kube::Client::try_default()
+            .await
+            .map_err(|e| format!("Kubernetes client configuration: {e}")),
+    }
+}
+
+impl KubernetesLauncher {
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        KubernetesLauncher {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// The resource name of a job: `tj-{job id}`.
+    pub fn resource_name(id: Uuid) -> String {
+        format!("tj-{id}")
+    }
+
+    /// The `ThumbnailJob` for a stored job. Pure.
+    pub fn resource(job: &JobRecord) -> ThumbnailJob {
+        let outputs = job
+            .outputs_requested
+            .iter()
+            .map(|o| OutputSpec {
+                name: o.name.clone(),
+                width: o.options.width,
+                height: o.options.height,
+                fit: match o.options.fit {
+                    EngineFit::Cover => Fit::Cover,
+                    EngineFit::Contain => Fit::Contain,
+                    EngineFit::Fill => Fit::Fill,
+                },
+                format: o.options.format.map(|f| match f {
+                    OutputFormat::Jpeg => ImageFormat::Jpeg,
+                    OutputFormat::Png => ImageFormat::Png,
+                    OutputFormat::Webp => ImageFormat::Webp,
+                }),
+                quality: o.options.quality,
+                upscale: o.options.upscale,
+            })
+            .collect();
+        let spec = ThumbnailJobSpec {
+            source: SourceRef {
+                bucket: Some(job.source_bucket.clone()),
+                key: job.source_key.clone(),
+            },
+            outputs,
+            execution: Execution::Auto,
+            ttl_seconds_after_finished: None,
+            backoff_limit: DEFAULT_BACKOFF_LIMIT,
+            active_deadline_seconds: None,
+            owner: job.owner.clone(),
+            job_id: Some(job.id.to_string()),
+        };
+        let mut tj = ThumbnailJob::new(&Self::resource_name(job.id), spec);
+        tj.metadata = ObjectMeta {
+            name: Some(Self::resource_name(job.id)),
+            labels: Some(BTreeMap::from([
+                (LABEL_JOB_ID.to_owned(), job.id.to_string()),
+                (
+                    "app.kubernetes.io/created-by".to_owned(),
+                    "thumbnail-api".to_owned(),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        };
+        tj
+    }
+}
+
+#[async_trait]
+impl JobLauncher for KubernetesLauncher {
+    async fn launch(&self, job: &JobRecord) -> ApiResult<()> {
+        let resource = Self::resource(job);
+        match self.api.create(&PostParams::default(), &resource).await {
+            Ok(_) => {
+                info!(job_id = %job.id, namespace = %self.namespace, "ThumbnailJob created");
+                Ok(())
+            }
+            Err(err) => {
+                warn!(job_id = %job.id, namespace = %self.namespace, error = %err, "could not create the ThumbnailJob");
+                Err(ApiError::Unavailable {
+                    dependency: "the Kubernetes API",
+                    source: None,
+                })
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thumbnail_core::model::{JobStatus, OutputSpec as CoreOutput, now};
+    use thumbnail_engine::ThumbnailOptions;
+
+    #[test]
+    fn resource_carries_the_job() {
+        let id = Uuid::new_v4();
+        let job = JobRecord {
+            id,
+            status: JobStatus::Pending,
+            owner: Some("alice".into()),
+            source_bucket: "thumbnails".into(),
+            source_key: format!("images/original/{id}.png"),
+            source_format: thumbnail_engine::ImageFormat::Png,
+            source_width: 10,
+            source_height: 10,
+            source_bytes: 100,
+            outputs_requested: vec![CoreOutput::default_output(ThumbnailOptions {
+                width: 40,
+                height: 30,
+                fit: EngineFit::Contain,
+                format: Some(OutputFormat::Webp),
+                quality: 70,
+                upscale: true,
+            })],
+            outputs: vec![],
+            error: None,
+            attempts: 0,
+            version: 1,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let tj = KubernetesLauncher::resource(&job);
+        assert_eq!(tj.metadata.name.as_deref(), Some(format!("tj-{id}").as_str()));
+        assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_JOB_ID], id.to_string());
+        assert_eq!(tj.spec.job_id.as_deref(), Some(id.to_string().as_str()));
+        assert_eq!(tj.spec.owner.as_deref(), Some("alice"));
+        assert_eq!(tj.spec.source.key, job.source_key);
+        let o = &tj.spec.outputs[0];
+        assert_eq!(
+            (
+                o.name.as_str(),
+                o.width,
+                o.height,
+                o.fit,
+                o.format,
+                o.quality,
+                o.upscale
+            ),
+            ("default", 40, 30, Fit::Contain, Some(ImageFormat::Webp), 70, true)
+        );
+        assert_eq!(tj.spec.validate(), Ok(()));
+    }
+}

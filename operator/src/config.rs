@@ -1,0 +1,288 @@
+//! Configuration from flags and environment variables. The names are the ones the Helm chart passes
+//! (`templates/operator-deployment.yaml`, the shared ConfigMap and Secret), and the S3/database
+//! names are the API's, so that both read the same ConfigMap and Secret.
+use clap::{Args, ValueEnum};
+use std::time::Duration;
+use thumbnail_core::objects::S3Config;
+use thumbnail_engine::{ImageFormat, Limits};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The object store (S3 only: the operator and its render Jobs run in a cluster).
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// S3 endpoint (e.g. `http://minio:9000`); unset for AWS S3.
+    #[arg(long, env = "S3_ENDPOINT_URL")]
+    pub s3_endpoint_url: Option<String>,
+    /// Endpoint presigned URLs are signed for (not used by the operator itself; passed on).
+    #[arg(long, env = "S3_PUBLIC_ENDPOINT_URL")]
+    pub s3_public_endpoint_url: Option<String>,
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Bucket thumbnails are written to, and sources are read from unless a ThumbnailJob names
+    /// another one.
+    #[arg(long, env = "S3_BUCKET_NAME", default_value = "")]
+    pub s3_bucket_name: String,
+    /// Prefix of every object key the operator writes (thumbnails, render results).
+    #[arg(long, env = "S3_KEY_PREFIX", default_value = "")]
+    pub s3_key_prefix: String,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+}
+
+impl S3Args {
+    /// The store settings for `bucket` (the configured one unless given).
+    pub fn s3_config(&self, bucket: Option<&str>) -> S3Config {
+        S3Config {
+            endpoint_url: self.s3_endpoint_url.clone().filter(|s| !s.is_empty()),
+            public_endpoint_url: self.s3_public_endpoint_url.clone().filter(|s| !s.is_empty()),
+            region: self.s3_region.clone(),
+            bucket: bucket.unwrap_or(&self.s3_bucket_name).to_owned(),
+            access_key_id: self.aws_access_key_id.clone().filter(|s| !s.is_empty()),
+            secret_access_key: self.aws_secret_access_key.clone().filter(|s| !s.is_empty()),
+            create_bucket: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest source object accepted, in bytes.
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    /// Largest image accepted, in pixels, read from the header before decoding.
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 100_000_000)]
+    pub max_image_pixels: u64,
+    /// Most frames accepted in an animated image.
+    #[arg(long, env = "MAX_IMAGE_FRAMES", default_value_t = 1000)]
+    pub max_image_frames: u64,
+    /// Memory one decode may use for pixel buffers, in bytes.
+    #[arg(long, env = "MAX_DECODE_MEMORY_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_decode_memory_bytes: u64,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_input_bytes: self.max_upload_bytes,
+            max_pixels: self.max_image_pixels,
+            max_frames: self.max_image_frames,
+            max_memory_bytes: self.max_decode_memory_bytes,
+        }
+    }
+
+    /// The same settings as environment variables, for render Jobs.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("MAX_UPLOAD_BYTES", self.max_upload_bytes.to_string()),
+            ("MAX_IMAGE_PIXELS", self.max_image_pixels.to_string()),
+            ("MAX_IMAGE_FRAMES", self.max_image_frames.to_string()),
+            (
+                "MAX_DECODE_MEMORY_BYTES",
+                self.max_decode_memory_bytes.to_string(),
+            ),
+        ]
+    }
+}
+
+/// Everything the controller process needs.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorConfig {
+    /// Address of the health and metrics server.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port of `/healthz`, `/readyz` and `/metrics` (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8081)]
+    pub port: u16,
+    /// Namespace to reconcile ThumbnailJobs in; empty means every namespace.
+    #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
+    pub watch_namespace: String,
+    /// Images rendered at once inside the operator (the inline pool).
+    #[arg(long, env = "INLINE_CONCURRENCY", default_value_t = 2)]
+    pub inline_concurrency: usize,
+    /// Reconciles run at once (inline renders beyond INLINE_CONCURRENCY wait for the pool).
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: u16,
+    /// With `execution: auto`, images above this many pixels are rendered in a batch/v1 Job.
+    #[arg(long, env = "JOB_PIXEL_THRESHOLD", default_value_t = 40_000_000)]
+    pub job_pixel_threshold: u64,
+    /// With `execution: auto`, source formats always rendered in a batch/v1 Job
+    /// (comma-separated: jpeg, png, webp, gif).
+    #[arg(long, env = "RISKY_FORMATS", value_delimiter = ',', default_value = "")]
+    pub risky_formats: Vec<String>,
+    /// Image of render Jobs (it must contain `thumbnail-operator`).
+    #[arg(long, env = "RENDER_IMAGE", default_value = "thumbnail:latest")]
+    pub render_image: String,
+    /// ServiceAccount of render Jobs (one without API access).
+    #[arg(long, env = "RENDER_SERVICE_ACCOUNT", default_value = "")]
+    pub render_service_account: String,
+    /// Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for render Jobs; unset means
+    /// the operator's own values are written into the Job's environment.
+    #[arg(long, env = "RENDER_CREDENTIALS_SECRET", default_value = "")]
+    pub render_credentials_secret: String,
+    /// Memory added to the estimate from the image size for a render Job, in bytes.
+    #[arg(long, env = "RENDER_MEMORY_OVERHEAD_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub render_memory_overhead_bytes: u64,
+    /// CPU request of a render Job (Kubernetes quantity).
+    #[arg(long, env = "RENDER_CPU_REQUEST", default_value = "250m")]
+    pub render_cpu_request: String,
+    /// Whether replicas elect a leader with a coordination.k8s.io Lease (only the leader works).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease, in POD_NAMESPACE.
+    #[arg(long, env = "LEASE_NAME", default_value = "thumbnail-operator")]
+    pub lease_name: String,
+    /// How long a Lease stays valid without renewal, in seconds.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15.0)]
+    pub lease_duration_seconds: f64,
+    /// How often the leader renews the Lease, in seconds.
+    #[arg(long, env = "LEASE_RENEW_SECONDS", default_value_t = 5.0)]
+    pub lease_renew_seconds: f64,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+    /// Kubernetes API URL without authentication (tests, `kubectl proxy`); unset means the
+    /// in-cluster configuration or kubeconfig.
+    #[arg(long, env = "KUBE_API_URL", hide = true)]
+    pub kube_api_url: Option<String>,
+    /// Job store: `postgres://user:pass@host/db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "")]
+    pub database_url: String,
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+    /// How long start-up waits for the database and object store.
+    #[arg(long, env = "STARTUP_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub startup_timeout_seconds: u64,
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl OperatorConfig {
+    pub fn lease_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_duration_seconds.max(0.1))
+    }
+
+    pub fn lease_renew(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_renew_seconds.max(0.05))
+    }
+
+    /// The identity written to the Lease: POD_NAME, else the host name and process id.
+    pub fn identity(&self) -> String {
+        if !self.pod_name.is_empty() {
+            return self.pod_name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "operator".into());
+        format!("{host}-{}", std::process::id())
+    }
+
+    /// Parsed RISKY_FORMATS; unknown names are ignored.
+    pub fn risky_formats(&self) -> Vec<ImageFormat> {
+        self.risky_formats
+            .iter()
+            .filter_map(|f| match f.trim().to_ascii_lowercase().as_str() {
+                "jpeg" | "jpg" => Some(ImageFormat::Jpeg),
+                "png" => Some(ImageFormat::Png),
+                "webp" => Some(ImageFormat::Webp),
+                "gif" => Some(ImageFormat::Gif),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Defaults for tests: loopback on a free port, the given database and S3 settings, short
+    /// leases.
+    pub fn for_tests(database_url: &str, s3: S3Args) -> Self {
+        OperatorConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            watch_namespace: String::new(),
+            inline_concurrency: 2,
+            max_concurrent_reconciles: 16,
+            job_pixel_threshold: 40_000_000,
+            risky_formats: Vec::new(),
+            render_image: "thumbnail:test".into(),
+            render_service_account: "thumbnail-render".into(),
+            render_credentials_secret: String::new(),
+            render_memory_overhead_bytes: 128 * 1024 * 1024,
+            render_cpu_request: "250m".into(),
+            leader_election: false,
+            lease_name: "thumbnail-operator".into(),
+            lease_duration_seconds: 2.0,
+            lease_renew_seconds: 0.25,
+            pod_name: String::new(),
+            pod_namespace: "default".into(),
+            kube_api_url: None,
+            database_url: database_url.to_owned(),
+            database_max_connections: 4,
+            startup_timeout_seconds: 30,
+            s3,
+            limits: LimitArgs {
+                max_upload_bytes: 25 * 1024 * 1024,
+                max_image_pixels: 100_000_000,
+                max_image_frames: 1000,
+                max_decode_memory_bytes: 1024 * 1024 * 1024,
+            },
+            log: LogArgs {
+                log_level: "info".into(),
+                log_format: LogFormat::Text,
+            },
+        }
+    }
+
+    /// The environment of render Jobs: the operator's own S3 settings, limits and logging.
+    pub fn render_env(&self) -> Vec<(String, String)> {
+        let s3 = &self.s3;
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut push = |k: &str, v: &str| env.push((k.to_owned(), v.to_owned()));
+        if let Some(e) = s3.s3_endpoint_url.as_deref().filter(|s| !s.is_empty()) {
+            push("S3_ENDPOINT_URL", e);
+        }
+        push("S3_REGION", &s3.s3_region);
+        push("S3_BUCKET_NAME", &s3.s3_bucket_name);
+        push("S3_KEY_PREFIX", &s3.s3_key_prefix);
+        if let Some(k) = s3.aws_access_key_id.as_deref().filter(|s| !s.is_empty()) {
+            push("AWS_ACCESS_KEY_ID", k);
+        }
+        if let Some(k) = s3.aws_secret_access_key.as_deref().filter(|s| !s.is_empty()) {
+            push("AWS_SECRET_ACCESS_KEY", k);
+        }
+        for (k, v) in self.limits.env() {
+            push(k, &v);
+        }
+        push("LOG_LEVEL", &self.log.log_level);
+        push(
+            "LOG_FORMAT",
+            match self.log.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+        );
+        env
+    }
+}

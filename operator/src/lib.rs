@@ -1,0 +1,393 @@
+//! `thumbnail-operator`: the kube-runtime controller that reconciles `ThumbnailJob`s, and the
+//! `render` command its batch/v1 Jobs run.
+//!
+//! - [`Operator::build`] connects the job store, the object store and the Kubernetes client;
+//!   [`Operator::run`] serves `/healthz`, `/readyz`, `/metrics`, waits for the leader Lease (when
+//!   leader election is on) and runs the controller until shutdown or until the Lease is lost.
+//! - [`reconcile`]: the reconciler; [`plan`]: its pure steps; [`render`]: rendering a plan;
+//!   [`leader`]: the Lease-based leader election.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod reconcile;
+pub mod render;
+
+use crate::config::OperatorConfig;
+use crate::leader::{LeaderElector, LeaseSettings};
+use crate::metrics::{Metrics, PhaseLabels};
+use crate::plan::{ExecutorPolicy, MANAGER, RenderJobSettings};
+use crate::reconcile::{Context, Sources};
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thumbnail_core::jobstore::{self, DynJobStore};
+use thumbnail_core::keys::KeyLayout;
+use thumbnail_core::objects::{DynObjectStore, S3ObjectStore};
+use thumbnail_core::worker::CpuPool;
+use thumbnail_crds::{Phase, ThumbnailJob};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Installs rustls' `ring` provider as the process default (kube and the AWS SDK bring different
+/// ones, and rustls refuses to guess), unless one is installed already.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// How [`Operator::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The shutdown future resolved; running reconciles (inline renders) finished first.
+    Shutdown,
+    /// Another replica took the Lease (or it could not be renewed): this one stopped working.
+    LeaseLost,
+}
+
+/// What the health server reads.
+struct Shared {
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    store: Mutex<Option<Store<ThumbnailJob>>>,
+}
+
+pub struct Operator {
+    config: OperatorConfig,
+    client: kube::Client,
+    ctx: Arc<Context>,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    port: u16,
+}
+
+/// Retry `connect` while it fails with a transient error, until `timeout`.
+async fn with_retries<T, F, Fut>(what: &str, timeout: Duration, mut connect: F) -> thumbnail_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = thumbnail_core::Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                warn!(dependency = what, error = %e, "dependency not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The Kubernetes client: `KUBE_API_URL` without authentication when set (tests), else the
+/// in-cluster configuration or kubeconfig.
+pub async fn kube_client(url: Option<&str>) -> anyhow::Result<kube::Client> {
+    install_crypto_provider();
+    match url.filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let config = kube::Config::new(url.parse().context("KUBE_API_URL")?);
+            Ok(kube::Client::try_from(config)?)
+        }
+        None => Ok(kube::Client::try_default()
+            .await
+            .context("Kubernetes client configuration")?),
+    }
+}
+
+impl Operator {
+    /// Connect everything; the Kubernetes client from the configuration.
+    pub async fn build(config: OperatorConfig) -> anyhow::Result<Self> {
+        let client = kube_client(config.kube_api_url.as_deref()).await?;
+        Self::build_with_client(config, client).await
+    }
+
+    /// Connect everything, with a given Kubernetes client.
+    pub async fn build_with_client(config: OperatorConfig, client: kube::Client) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        anyhow::ensure!(
+            !config.database_url.is_empty(),
+            "DATABASE_URL is required: the operator mirrors every job to the job store"
+        );
+        anyhow::ensure!(
+            !config.s3.s3_bucket_name.is_empty(),
+            "S3_BUCKET_NAME is required: the operator reads originals from and writes thumbnails to S3"
+        );
+        let startup = Duration::from_secs(config.startup_timeout_seconds);
+        let url = config.database_url.clone();
+        let max = config.database_max_connections;
+        let jobs: DynJobStore = with_retries("database", startup, || jobstore::connect(&url, max))
+            .await
+            .context("connecting the job store")?;
+        let s3 = S3ObjectStore::new(&config.s3.s3_config(None))
+            .await
+            .context("object store configuration")?;
+        with_retries("object store", startup, || s3.ensure_bucket(false))
+            .await
+            .context("checking the bucket")?;
+        let objects: DynObjectStore = Arc::new(s3);
+
+        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let port = listener.local_addr()?.port();
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(config.identity()),
+            },
+        );
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            jobs,
+            Sources::new(config.s3.clone(), objects),
+            KeyLayout::new(&config.s3.s3_key_prefix),
+            config.limits.limits(),
+            CpuPool::new(config.inline_concurrency),
+            ExecutorPolicy {
+                job_pixel_threshold: config.job_pixel_threshold,
+                risky_formats: config.risky_formats(),
+            },
+            RenderJobSettings {
+                image: config.render_image.clone(),
+                service_account: config.render_service_account.clone(),
+                credentials_secret: config.render_credentials_secret.clone(),
+                cpu_request: config.render_cpu_request.clone(),
+                memory_overhead_bytes: config.render_memory_overhead_bytes,
+                env: config.render_env(),
+            },
+            recorder,
+            metrics.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            metrics,
+            ready: AtomicBool::new(true),
+            store: Mutex::new(None),
+        });
+        Ok(Operator {
+            config,
+            client,
+            ctx,
+            shared,
+            listener,
+            port,
+        })
+    }
+
+    /// Port of the health and metrics server.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serve health and metrics, then (as leader) run the controller until `shutdown` resolves or
+    /// leadership is lost. Reconciles in flight (inline renders) finish before this returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Stopped> {
+        let Operator {
+            config,
+            client,
+            ctx,
+            shared,
+            listener,
+            port,
+        } = self;
+        let stop = CancellationToken::new();
+        {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stop.cancel();
+            });
+        }
+        let http_stop = CancellationToken::new();
+        let http = {
+            let router = axum::Router::new()
+                .route("/healthz", get(healthz))
+                .route("/readyz", get(readyz))
+                .route("/metrics", get(metrics_handler))
+                .with_state(shared.clone());
+            let http_stop = http_stop.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                    .await;
+            })
+        };
+        info!(port, identity = %config.identity(), leader_election = config.leader_election, "operator started");
+
+        let outcome = if config.leader_election {
+            let elector = Arc::new(LeaderElector::new(
+                client.clone(),
+                LeaseSettings {
+                    name: config.lease_name.clone(),
+                    namespace: config.pod_namespace.clone(),
+                    identity: config.identity(),
+                    duration: config.lease_duration(),
+                    renew_every: config.lease_renew(),
+                },
+            ));
+            info!(lease = %config.lease_name, "waiting to become the leader");
+            if !elector.acquire(&stop).await {
+                Stopped::Shutdown
+            } else {
+                info!(identity = %elector.identity(), "leading");
+                shared.metrics.leader.set(1);
+                let lost = CancellationToken::new();
+                let hold_stop = CancellationToken::new();
+                let holder = {
+                    let (elector, lost, hold_stop) = (elector.clone(), lost.clone(), hold_stop.clone());
+                    tokio::spawn(async move {
+                        if elector.hold(&hold_stop).await {
+                            lost.cancel();
+                        }
+                    })
+                };
+                let either = {
+                    let (stop, lost) = (stop.clone(), lost.clone());
+                    async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = lost.cancelled() => {}
+                        }
+                    }
+                };
+                run_controller(&config, client.clone(), ctx.clone(), &shared, either).await;
+                shared.metrics.leader.set(0);
+                // Keep the Lease until the controller stopped; then hand it over at once.
+                hold_stop.cancel();
+                let _ = holder.await;
+                if lost.is_cancelled() {
+                    warn!("lost the leader lease; stopped");
+                    Stopped::LeaseLost
+                } else {
+                    elector.release().await;
+                    Stopped::Shutdown
+                }
+            }
+        } else {
+            shared.metrics.leader.set(1);
+            let stop = stop.clone();
+            run_controller(&config, client.clone(), ctx.clone(), &shared, async move {
+                stop.cancelled().await
+            })
+            .await;
+            shared.metrics.leader.set(0);
+            Stopped::Shutdown
+        };
+        http_stop.cancel();
+        let _ = http.await;
+        info!(?outcome, "operator stopped");
+        Ok(outcome)
+    }
+}
+
+async fn run_controller(
+    config: &OperatorConfig,
+    client: kube::Client,
+    ctx: Arc<Context>,
+    shared: &Shared,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let (tjs, jobs): (Api<ThumbnailJob>, Api<Job>) = if config.watch_namespace.is_empty() {
+        (Api::all(client.clone()), Api::all(client))
+    } else {
+        (
+            Api::namespaced(client.clone(), &config.watch_namespace),
+            Api::namespaced(client, &config.watch_namespace),
+        )
+    };
+    // `graceful_shutdown_on` wants a `Sync` future: bridge through a oneshot channel.
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        stop.await;
+        let _ = tx.send(());
+    });
+    let controller = Controller::new(tjs, watcher::Config::default())
+        .owns(
+            jobs,
+            watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}")),
+        )
+        .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
+        .graceful_shutdown_on(async move {
+            let _ = rx.await;
+        });
+    *shared.store.lock().expect("store lock") = Some(controller.store());
+    controller
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let store = shared.store.lock().expect("store lock").clone();
+    if let Some(store) = store {
+        let mut counts = [0i64; 4];
+        for tj in store.state() {
+            counts[match tj.phase() {
+                Phase::Pending => 0,
+                Phase::Running => 1,
+                Phase::Succeeded => 2,
+                Phase::Failed => 3,
+            }] += 1;
+        }
+        for (phase, n) in [Phase::Pending, Phase::Running, Phase::Succeeded, Phase::Failed]
+            .iter()
+            .zip(counts)
+        {
+            shared
+                .metrics
+                .jobs_by_phase
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str().into(),
+                })
+                .set(n);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+}

@@ -1,0 +1,767 @@
+//! The pure steps of a reconcile: validate the resource, decide where it runs, plan the outputs,
+//! build the render Job, and turn results into status. No I/O here; `reconcile` does the I/O at
+//! the edges and calls these in between, so that every decision can be tested on its own.
+use k8s_openapi::api::batch::v1::{Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement};
+use k8s_openapi::api::batch::v1::{PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use thumbnail_core::keys::KeyLayout;
+use thumbnail_core::model::{JobError, JobOutput, JobStatus, NewJob, OutputSpec as CoreOutputSpec};
+use thumbnail_crds::{
+    Execution, Executor, ImageFormat as CrdFormat, LABEL_JOB_ID, LABEL_THUMBNAILJOB, OutputSpec,
+    OutputStatus, Phase, ThumbnailJob,
+};
+use thumbnail_engine::{Fit, ImageFormat, OutputFormat, ProbeInfo, ThumbnailOptions};
+use uuid::Uuid;
+
+/// Field manager of every write the operator makes (server-side apply of the status).
+pub const MANAGER: &str = "thumbnail-operator";
+/// Name of the render container (the podFailurePolicy refers to it).
+pub const RENDER_CONTAINER: &str = "render";
+/// Exit code of `thumbnail-operator render` for input that can never succeed.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Failure reason: the spec breaks a rule the CRD schema should have enforced.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Failure reason: the source object does not exist.
+pub const REASON_SOURCE_NOT_FOUND: &str = "SourceNotFound";
+/// Failure reason: a render Job completed but its outputs are not all in the bucket.
+pub const REASON_OUTPUTS_MISSING: &str = "OutputsMissing";
+/// Failure reason of the job row when its ThumbnailJob is deleted before finishing.
+pub const REASON_DELETED: &str = "Deleted";
+
+/// A resource that passed validation: its job id and everything derived from the spec alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub id: Uuid,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Step 1: validate. `Err` carries the message of a terminal `InvalidSpec` failure.
+pub fn validate(tj: &ThumbnailJob) -> Result<Validated, String> {
+    if let Err(errors) = tj.spec.validate() {
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        return Err(text.join("; "));
+    }
+    let raw = tj
+        .job_id()
+        .ok_or("the resource has neither spec.jobId nor metadata.uid")?;
+    let id = Uuid::parse_str(raw).map_err(|_| format!("job id {raw:?} is not a UUID"))?;
+    Ok(Validated {
+        id,
+        namespace: tj.namespace().unwrap_or_default(),
+        name: tj.name_any(),
+    })
+}
+
+/// The engine's options for one requested output.
+pub fn engine_options(output: &OutputSpec) -> ThumbnailOptions {
+    ThumbnailOptions {
+        width: output.width,
+        height: output.height,
+        fit: match output.fit {
+            thumbnail_crds::Fit::Cover => Fit::Cover,
+            thumbnail_crds::Fit::Contain => Fit::Contain,
+            thumbnail_crds::Fit::Fill => Fit::Fill,
+        },
+        format: output.format.map(|f| match f {
+            CrdFormat::Jpeg => OutputFormat::Jpeg,
+            CrdFormat::Png => OutputFormat::Png,
+            CrdFormat::Webp => OutputFormat::Webp,
+        }),
+        quality: output.quality,
+        upscale: output.upscale,
+    }
+}
+
+/// The resource's outputs for a ThumbnailJob spec, from the engine's options (what the API asks).
+pub fn crd_output(name: &str, options: &ThumbnailOptions) -> OutputSpec {
+    OutputSpec {
+        name: name.to_owned(),
+        width: options.width,
+        height: options.height,
+        fit: match options.fit {
+            Fit::Cover => thumbnail_crds::Fit::Cover,
+            Fit::Contain => thumbnail_crds::Fit::Contain,
+            Fit::Fill => thumbnail_crds::Fit::Fill,
+        },
+        format: options.format.map(|f| match f {
+            OutputFormat::Jpeg => CrdFormat::Jpeg,
+            OutputFormat::Png => CrdFormat::Png,
+            OutputFormat::Webp => CrdFormat::Webp,
+        }),
+        quality: options.quality,
+        upscale: options.upscale,
+    }
+}
+
+/// One output to render and the key it is written under.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedOutput {
+    pub name: String,
+    pub key: String,
+    pub options: ThumbnailOptions,
+}
+
+/// Everything a render needs, computed by the operator and passed to `thumbnail-operator render`
+/// as JSON (the render Job has no Kubernetes access).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderPlan {
+    pub job_id: Uuid,
+    /// Bucket of the source; `None`: `S3_BUCKET_NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_bucket: Option<String>,
+    pub source_key: String,
+    pub outputs: Vec<PlannedOutput>,
+    /// Where the render writes its [`RenderResult`].
+    pub result_key: String,
+}
+
+/// What a render Job leaves in the bucket for the operator: the outputs written, or why the
+/// input was refused.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderResult {
+    pub job_id: Uuid,
+    #[serde(default)]
+    pub outputs: Vec<OutputStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+}
+
+/// The key of a job's render result: next to its thumbnails.
+pub fn result_key(keys: &KeyLayout, id: Uuid) -> String {
+    keys.thumbnail(id, thumbnail_core::model::DEFAULT_OUTPUT, "result.json")
+}
+
+/// Step 2: the outputs and their keys, once the source format is known.
+pub fn plan(tj: &ThumbnailJob, id: Uuid, source_format: ImageFormat, keys: &KeyLayout) -> RenderPlan {
+    let outputs = tj
+        .spec
+        .outputs
+        .iter()
+        .map(|output| {
+            let options = engine_options(output);
+            let format = options.format.unwrap_or_else(|| source_format.default_output());
+            PlannedOutput {
+                name: output.name.clone(),
+                key: keys.thumbnail(id, &output.name, format.extension()),
+                options,
+            }
+        })
+        .collect();
+    RenderPlan {
+        job_id: id,
+        source_bucket: tj.spec.source.bucket.clone(),
+        source_key: tj.spec.source.key.clone(),
+        outputs,
+        result_key: result_key(keys, id),
+    }
+}
+
+/// Every key a job may have written, whatever the source format was: what the finalizer deletes.
+pub fn possible_keys(tj: &ThumbnailJob, id: Uuid, keys: &KeyLayout) -> Vec<String> {
+    let mut all: Vec<String> = tj
+        .status
+        .iter()
+        .flat_map(|s| s.outputs.iter().map(|o| o.key.clone()))
+        .collect();
+    for output in &tj.spec.outputs {
+        match output.format {
+            Some(f) => all.push(keys.thumbnail(id, &output.name, f.extension())),
+            None => {
+                for ext in ["jpg", "png", "webp"] {
+                    all.push(keys.thumbnail(id, &output.name, ext));
+                }
+            }
+        }
+    }
+    all.push(result_key(keys, id));
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// How the operator picks the executor for `execution: auto`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorPolicy {
+    pub job_pixel_threshold: u64,
+    pub risky_formats: Vec<ImageFormat>,
+}
+
+/// Step 2: where the job runs.
+pub fn choose_executor(execution: Execution, probe: &ProbeInfo, policy: &ExecutorPolicy) -> Executor {
+    match execution {
+        Execution::Inline => Executor::Inline,
+        Execution::Job => Executor::Job,
+        Execution::Auto => {
+            let pixels = probe.pixels().saturating_mul(probe.frames.max(1));
+            if pixels > policy.job_pixel_threshold || policy.risky_formats.contains(&probe.format) {
+                Executor::Job
+            } else {
+                Executor::Inline
+            }
+        }
+    }
+}
+
+/// The row a job gets in the job store when it has none yet (manifests applied by hand).
+pub fn new_job(
+    tj: &ThumbnailJob,
+    id: Uuid,
+    probe: &ProbeInfo,
+    source_bytes: u64,
+    default_bucket: &str,
+) -> NewJob {
+    NewJob {
+        id,
+        owner: tj.spec.owner.clone(),
+        source_bucket: tj.spec.source_bucket(default_bucket).to_owned(),
+        source_key: tj.spec.source.key.clone(),
+        source_format: probe.format,
+        source_width: probe.width,
+        source_height: probe.height,
+        source_bytes,
+        outputs: tj
+            .spec
+            .outputs
+            .iter()
+            .map(|o| CoreOutputSpec {
+                name: o.name.clone(),
+                options: engine_options(o),
+            })
+            .collect(),
+    }
+}
+
+/// The API's status for a phase.
+pub fn job_status(phase: Phase) -> JobStatus {
+    match phase {
+        Phase::Pending => JobStatus::Pending,
+        Phase::Running => JobStatus::Started,
+        Phase::Succeeded => JobStatus::Success,
+        Phase::Failed => JobStatus::Failure,
+    }
+}
+
+pub fn to_job_output(o: &OutputStatus) -> JobOutput {
+    JobOutput {
+        name: o.name.clone(),
+        bucket: o.bucket.clone(),
+        key: o.key.clone(),
+        width: o.width,
+        height: o.height,
+        bytes: o.bytes,
+        content_type: o.content_type.clone(),
+        sha256: o.sha256.clone(),
+    }
+}
+
+/// Whether another attempt may start after `attempts` have (`backoffLimit` counts retries).
+pub fn may_retry(attempts: i32, backoff_limit: i32) -> bool {
+    attempts <= backoff_limit
+}
+
+/// When the deadline (`activeDeadlineSeconds` from the first start) has passed, the message.
+pub fn deadline_exceeded(tj: &ThumbnailJob, now: Timestamp) -> Option<String> {
+    let deadline = tj.spec.active_deadline_seconds?;
+    let start = tj.status.as_ref()?.start_time.as_ref()?.0;
+    let elapsed = now.duration_since(start).as_secs();
+    (elapsed >= deadline)
+        .then(|| format!("the job ran for {elapsed}s, longer than activeDeadlineSeconds ({deadline}s)"))
+}
+
+/// For a finished resource with `ttlSecondsAfterFinished`: how long until it is deleted (zero when
+/// due). `None`: kept.
+pub fn ttl_remaining(tj: &ThumbnailJob, now: Timestamp) -> Option<Duration> {
+    let ttl = tj.spec.ttl_seconds_after_finished?;
+    let status = tj.status.as_ref().filter(|s| s.is_finished())?;
+    let done = status.completion_time.as_ref()?.0;
+    let due = done.as_millisecond().saturating_add(i64::from(ttl.max(0)) * 1000);
+    let left = due.saturating_sub(now.as_millisecond());
+    Some(Duration::from_millis(left.max(0) as u64))
+}
+
+/// Name of the render Job of a job id (stable, so that creating it again is idempotent).
+pub fn render_job_name(id: Uuid) -> String {
+    format!("render-{id}")
+}
+
+/// Memory a render Job is given: decoded pixels (8 bytes each at most, what the engine budgets),
+/// a resize buffer, the source bytes twice (download and decoder input) and a fixed overhead,
+/// rounded up to MiB.
+pub fn render_memory_bytes(probe: &ProbeInfo, source_bytes: u64, overhead: u64) -> u64 {
+    let pixels = probe.pixels();
+    let need = pixels
+        .saturating_mul(8)
+        .saturating_add(pixels.saturating_mul(4))
+        .saturating_add(source_bytes.saturating_mul(2))
+        .saturating_add(overhead);
+    need.div_ceil(1 << 20) << 20
+}
+
+/// What the render Job gets from the operator's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderJobSettings {
+    pub image: String,
+    pub service_account: String,
+    /// Secret with the S3 keys; empty: `env` carries them.
+    pub credentials_secret: String,
+    pub cpu_request: String,
+    pub memory_overhead_bytes: u64,
+    /// Environment of the render container (S3 settings, limits, logging).
+    pub env: Vec<(String, String)>,
+}
+
+/// Step 2 (job executor): the batch/v1 Job that runs `thumbnail-operator render` for `plan`.
+pub fn render_job(
+    tj: &ThumbnailJob,
+    plan: &RenderPlan,
+    probe: &ProbeInfo,
+    source_bytes: u64,
+    settings: &RenderJobSettings,
+    now: Timestamp,
+) -> Job {
+    let name = render_job_name(plan.job_id);
+    let mut labels = BTreeMap::from([
+        (LABEL_JOB_ID.to_owned(), plan.job_id.to_string()),
+        ("app.kubernetes.io/name".to_owned(), "thumbnail".to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "render".to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
+    ]);
+    let tj_name = tj.name_any();
+    if tj_name.len() <= 63 {
+        labels.insert(LABEL_THUMBNAILJOB.to_owned(), tj_name);
+    }
+    let memory =
+        Quantity(render_memory_bytes(probe, source_bytes, settings.memory_overhead_bytes).to_string());
+    let mut env: Vec<EnvVar> = settings
+        .env
+        .iter()
+        .map(|(k, v)| EnvVar {
+            name: k.clone(),
+            value: Some(v.clone()),
+            ..EnvVar::default()
+        })
+        .collect();
+    if !settings.credentials_secret.is_empty() {
+        env.retain(|e| e.name != "AWS_ACCESS_KEY_ID" && e.name != "AWS_SECRET_ACCESS_KEY");
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            env.push(EnvVar {
+                name: key.to_owned(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: settings.credentials_secret.clone(),
+                        key: key.to_owned(),
+                        optional: Some(true),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
+    }
+    // The deadline counts from the first start, also across operator restarts.
+    let deadline = tj.spec.active_deadline_seconds.map(|d| {
+        let started = tj
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| now.duration_since(t.0).as_secs())
+            .unwrap_or(0);
+        (d - started).max(1)
+    });
+    let plan_json = serde_json::to_string(plan).expect("a render plan serializes");
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: tj.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: tj.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(tj.spec.backoff_limit),
+            active_deadline_seconds: deadline,
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![
+                    PodFailurePolicyRule {
+                        action: "FailJob".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some(RENDER_CONTAINER.into()),
+                            operator: "In".into(),
+                            values: vec![EXIT_BAD_INPUT],
+                        }),
+                        on_pod_conditions: None,
+                    },
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_exit_codes: None,
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                    },
+                ],
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: Some(settings.service_account.clone()).filter(|s| !s.is_empty()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![Container {
+                        name: RENDER_CONTAINER.into(),
+                        image: Some(settings.image.clone()),
+                        command: Some(vec!["thumbnail-operator".into()]),
+                        args: Some(vec!["render".into(), "--plan".into(), plan_json]),
+                        env: Some(env),
+                        resources: Some(ResourceRequirements {
+                            requests: Some(BTreeMap::from([
+                                ("cpu".to_owned(), Quantity(settings.cpu_request.clone())),
+                                ("memory".to_owned(), memory.clone()),
+                            ])),
+                            limits: Some(BTreeMap::from([("memory".to_owned(), memory)])),
+                            ..ResourceRequirements::default()
+                        }),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            run_as_non_root: Some(true),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                ..Capabilities::default()
+                            }),
+                            ..SecurityContext::default()
+                        }),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// How a render Job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Complete,
+    /// Failed for good, with the Job's condition reason (`PodFailurePolicy`,
+    /// `BackoffLimitExceeded`, `DeadlineExceeded`, ...) and message.
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// Reads a Job's conditions (set by the job controller).
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let is_true = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    if is_true("Complete").is_some() {
+        return JobState::Complete;
+    }
+    if let Some(c) = is_true("Failed") {
+        return JobState::Failed {
+            reason: c.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+            message: c
+                .message
+                .clone()
+                .unwrap_or_else(|| "the render Job failed".into()),
+        };
+    }
+    JobState::Running
+}
+
+/// Pods the Job has run so far (its attempts).
+pub fn job_attempts(job: &Job) -> i32 {
+    job.status
+        .as_ref()
+        .map(|s| s.failed.unwrap_or(0) + s.succeeded.unwrap_or(0) + s.active.unwrap_or(0))
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// Step 4 (job executor): what a finished Job means for the resource. `Ok(outputs)` to succeed,
+/// `Err((reason, message))` to fail.
+pub fn job_outcome(
+    state: &JobState,
+    result: Option<&RenderResult>,
+) -> Option<Result<Vec<OutputStatus>, (String, String)>> {
+    match state {
+        JobState::Running => None,
+        JobState::Complete => Some(match result {
+            Some(RenderResult { error: Some(e), .. }) => Err((e.reason.clone(), e.message.clone())),
+            Some(r) if !r.outputs.is_empty() => Ok(r.outputs.clone()),
+            _ => Err((
+                REASON_OUTPUTS_MISSING.into(),
+                "the render Job completed without writing its result".into(),
+            )),
+        }),
+        JobState::Failed { reason, message } => Some(Err(match result.and_then(|r| r.error.clone()) {
+            // The render refused the input (exit code 2): its own reason says why.
+            Some(e) => (e.reason, e.message),
+            None => (reason.clone(), message.clone()),
+        })),
+    }
+}
+
+/// The job row's failure for a failed status.
+pub fn job_error(reason: &str, message: &str) -> JobError {
+    JobError {
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thumbnail_crds::{ThumbnailJobSpec, ThumbnailJobStatus};
+
+    fn tj(name: &str) -> ThumbnailJob {
+        let mut tj = ThumbnailJob::new(name, ThumbnailJobSpec::for_key("images/original/a.jpg"));
+        tj.metadata.namespace = Some("ns".into());
+        tj.metadata.uid = Some("0190f3c2-7a1b-7c3d-8e4f-5a6b7c8d9e0f".into());
+        tj
+    }
+
+    fn probe(w: u32, h: u32, format: ImageFormat) -> ProbeInfo {
+        ProbeInfo {
+            format,
+            width: w,
+            height: h,
+            frames: 1,
+        }
+    }
+
+    #[test]
+    fn validate_takes_the_job_id_or_the_uid() {
+        let mut t = tj("a");
+        assert_eq!(
+            validate(&t).unwrap().id.to_string(),
+            "0190f3c2-7a1b-7c3d-8e4f-5a6b7c8d9e0f"
+        );
+        t.spec.job_id = Some("11111111-2222-3333-4444-555555555555".into());
+        assert_eq!(
+            validate(&t).unwrap().id.to_string(),
+            "11111111-2222-3333-4444-555555555555"
+        );
+        t.spec.outputs[0].width = 0;
+        assert!(validate(&t).unwrap_err().contains("width"));
+        let mut t = tj("b");
+        t.metadata.uid = Some("not-a-uuid".into());
+        assert!(validate(&t).unwrap_err().contains("not a UUID"));
+    }
+
+    #[test]
+    fn keys_follow_the_layout_and_the_source_format() {
+        let t = tj("a");
+        let id = validate(&t).unwrap().id;
+        let keys = KeyLayout::new("p");
+        let plan = plan(&t, id, ImageFormat::Gif, &keys);
+        assert_eq!(plan.outputs[0].key, format!("p/images/thumbnail/{id}.png"));
+        assert_eq!(plan.result_key, format!("p/images/thumbnail/{id}.result.json"));
+        let all = possible_keys(&t, id, &keys);
+        assert!(all.contains(&format!("p/images/thumbnail/{id}.jpg")));
+        assert!(all.contains(&plan.result_key));
+    }
+
+    #[test]
+    fn auto_goes_to_a_job_for_big_or_risky_images() {
+        let policy = ExecutorPolicy {
+            job_pixel_threshold: 1_000_000,
+            risky_formats: vec![ImageFormat::Gif],
+        };
+        let small = probe(100, 100, ImageFormat::Jpeg);
+        let big = probe(2000, 1000, ImageFormat::Jpeg);
+        assert_eq!(
+            choose_executor(Execution::Auto, &small, &policy),
+            Executor::Inline
+        );
+        assert_eq!(choose_executor(Execution::Auto, &big, &policy), Executor::Job);
+        assert_eq!(
+            choose_executor(Execution::Auto, &probe(10, 10, ImageFormat::Gif), &policy),
+            Executor::Job
+        );
+        assert_eq!(
+            choose_executor(Execution::Inline, &big, &policy),
+            Executor::Inline
+        );
+        assert_eq!(choose_executor(Execution::Job, &small, &policy), Executor::Job);
+    }
+
+    #[test]
+    fn render_job_is_locked_down_and_sized() {
+        let mut t = tj("a");
+        t.spec.active_deadline_seconds = Some(300);
+        t.spec.backoff_limit = 2;
+        let id = validate(&t).unwrap().id;
+        let plan = plan(&t, id, ImageFormat::Jpeg, &KeyLayout::new(""));
+        let settings = RenderJobSettings {
+            image: "img:1".into(),
+            service_account: "render".into(),
+            credentials_secret: "creds".into(),
+            cpu_request: "250m".into(),
+            memory_overhead_bytes: 64 << 20,
+            env: vec![
+                ("S3_BUCKET_NAME".into(), "b".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "secret".into()),
+            ],
+        };
+        let job = render_job(
+            &t,
+            &plan,
+            &probe(4000, 3000, ImageFormat::Jpeg),
+            1 << 20,
+            &settings,
+            Timestamp::now(),
+        );
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some(format!("render-{id}").as_str())
+        );
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ThumbnailJob", Some(true))
+        );
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        assert_eq!(spec.active_deadline_seconds, Some(300));
+        let rule = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
+        assert_eq!(rule.action, "FailJob");
+        assert_eq!(rule.on_exit_codes.as_ref().unwrap().values, vec![2]);
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(
+            (sc.read_only_root_filesystem, sc.run_as_non_root),
+            (Some(true), Some(true))
+        );
+        let mem = &c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0;
+        // 12 MP * 12 B + 2 MiB + 64 MiB
+        assert_eq!(
+            mem.parse::<u64>().unwrap(),
+            (12_000_000u64 * 12 + (2 << 20) + (64 << 20)).div_ceil(1 << 20) << 20
+        );
+        let env = c.env.as_ref().unwrap();
+        assert!(
+            env.iter().all(|e| e.value.as_deref() != Some("secret")),
+            "no literal secret"
+        );
+        assert!(
+            env.iter()
+                .any(|e| e.name == "AWS_SECRET_ACCESS_KEY" && e.value_from.is_some())
+        );
+        let args = c.args.as_ref().unwrap();
+        let back: RenderPlan = serde_json::from_str(&args[2]).unwrap();
+        assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn ttl_and_deadline() {
+        let mut t = tj("a");
+        let t0 = Timestamp::from_second(1_000_000).unwrap();
+        t.spec.ttl_seconds_after_finished = Some(60);
+        let mut s = ThumbnailJobStatus::pending(Some(1), t0);
+        assert_eq!(ttl_remaining(&t, t0), None, "no status: kept");
+        s.start_attempt(Executor::Inline, None, Some(1), t0);
+        t.status = Some(s.clone());
+        assert_eq!(ttl_remaining(&t, t0), None, "running: kept");
+        t.spec.active_deadline_seconds = Some(10);
+        assert!(deadline_exceeded(&t, Timestamp::from_second(1_000_009).unwrap()).is_none());
+        assert!(deadline_exceeded(&t, Timestamp::from_second(1_000_010).unwrap()).is_some());
+        s.succeed(vec![], Some(1), t0);
+        t.status = Some(s);
+        assert_eq!(
+            ttl_remaining(&t, Timestamp::from_second(1_000_020).unwrap()),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(
+            ttl_remaining(&t, Timestamp::from_second(1_000_090).unwrap()),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn job_outcomes() {
+        let id = Uuid::nil();
+        let ok = RenderResult {
+            job_id: id,
+            outputs: vec![OutputStatus {
+                name: "default".into(),
+                bucket: "b".into(),
+                key: "k".into(),
+                width: 1,
+                height: 1,
+                bytes: 1,
+                content_type: "image/png".into(),
+                sha256: "00".into(),
+            }],
+            error: None,
+        };
+        assert_eq!(job_outcome(&JobState::Running, Some(&ok)), None);
+        assert!(matches!(job_outcome(&JobState::Complete, Some(&ok)), Some(Ok(o)) if o.len() == 1));
+        assert!(
+            matches!(job_outcome(&JobState::Complete, None), Some(Err((r, _))) if r == REASON_OUTPUTS_MISSING)
+        );
+        let bad = RenderResult {
+            job_id: id,
+            outputs: vec![],
+            error: Some(job_error("CorruptImage", "truncated")),
+        };
+        let failed = JobState::Failed {
+            reason: "PodFailurePolicy".into(),
+            message: "exit 2".into(),
+        };
+        assert_eq!(
+            job_outcome(&failed, Some(&bad)),
+            Some(Err(("CorruptImage".into(), "truncated".into())))
+        );
+        let deadline = JobState::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: "too slow".into(),
+        };
+        assert_eq!(
+            job_outcome(&deadline, None),
+            Some(Err(("DeadlineExceeded".into(), "too slow".into())))
+        );
+    }
+}

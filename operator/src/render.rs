@@ -1,0 +1,183 @@
+//! Rendering a [`RenderPlan`]: shared by the inline executor (on the operator's bounded pool) and
+//! by `thumbnail-operator render`, the command render Jobs run.
+use crate::config::{LimitArgs, S3Args};
+use crate::plan::{EXIT_BAD_INPUT, PlannedOutput, REASON_SOURCE_NOT_FOUND, RenderPlan, RenderResult};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use thumbnail_core::model::JobError;
+use thumbnail_core::objects::{ObjectStore, S3ObjectStore};
+use thumbnail_core::worker::{CpuPool, job_error};
+use thumbnail_core::{CoreError, engine};
+use thumbnail_crds::OutputStatus;
+use thumbnail_engine::Limits;
+use tracing::{info, warn};
+
+/// Why a render did not produce its outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The input can never be rendered (bad image, missing source): fail at once.
+    #[error("{}: {}", .0.reason, .0.message)]
+    BadInput(JobError),
+    /// A dependency failed (object store down): worth another attempt.
+    #[error(transparent)]
+    Dependency(#[from] CoreError),
+}
+
+impl RenderError {
+    fn from_core(err: CoreError, source_key: &str) -> Self {
+        match err {
+            CoreError::Engine(e) if e.is_bad_input() => RenderError::BadInput(job_error(&e)),
+            CoreError::ObjectNotFound(_) => RenderError::BadInput(JobError {
+                reason: REASON_SOURCE_NOT_FOUND.into(),
+                message: format!("the original image {source_key} does not exist in the object store"),
+            }),
+            other => RenderError::Dependency(other),
+        }
+    }
+}
+
+/// Render one output on the pool (never on the async workers).
+async fn render_one(
+    cpu: &CpuPool,
+    source: Bytes,
+    output: &PlannedOutput,
+    limits: Limits,
+) -> Result<engine::Thumbnail, CoreError> {
+    let options = output.options;
+    let rendered = cpu
+        .run(move || thumbnail_engine::render(&source, &options, &limits))
+        .await?;
+    Ok(rendered?)
+}
+
+/// Render every output of `plan` from `source` and write them to `objects`.
+pub async fn render_outputs(
+    plan: &RenderPlan,
+    source: Bytes,
+    objects: &dyn ObjectStore,
+    limits: Limits,
+    cpu: &CpuPool,
+) -> Result<Vec<OutputStatus>, RenderError> {
+    let mut written = Vec::with_capacity(plan.outputs.len());
+    for output in &plan.outputs {
+        let thumbnail = render_one(cpu, source.clone(), output, limits)
+            .await
+            .map_err(|e| RenderError::from_core(e, &plan.source_key))?;
+        let sha256 = hex::encode(Sha256::digest(&thumbnail.bytes));
+        let bytes = thumbnail.bytes.len() as u64;
+        let content_type = thumbnail.format.content_type();
+        objects
+            .put_bytes(&output.key, Bytes::from(thumbnail.bytes), content_type)
+            .await?;
+        written.push(OutputStatus {
+            name: output.name.clone(),
+            bucket: objects.bucket().to_owned(),
+            key: output.key.clone(),
+            width: thumbnail.width,
+            height: thumbnail.height,
+            bytes,
+            content_type: content_type.to_owned(),
+            sha256,
+        });
+    }
+    Ok(written)
+}
+
+/// Read a source image; a missing object or one over the size limit is bad input.
+pub async fn read_source(
+    objects: &dyn ObjectStore,
+    key: &str,
+    limits: &Limits,
+) -> Result<Bytes, RenderError> {
+    let bytes = objects
+        .get(key)
+        .await
+        .map_err(|e| RenderError::from_core(e, key))?;
+    if bytes.len() as u64 > limits.max_input_bytes {
+        let e = thumbnail_engine::EngineError::FileTooLarge {
+            size: bytes.len() as u64,
+            max: limits.max_input_bytes,
+        };
+        return Err(RenderError::BadInput(job_error(&e)));
+    }
+    Ok(bytes)
+}
+
+async fn write_result(
+    objects: &dyn ObjectStore,
+    plan: &RenderPlan,
+    result: &RenderResult,
+) -> Result<(), CoreError> {
+    let json = serde_json::to_vec(result).map_err(|e| CoreError::Internal(e.to_string()))?;
+    objects
+        .put_bytes(&plan.result_key, Bytes::from(json), "application/json")
+        .await
+}
+
+/// `thumbnail-operator render --plan JSON`: what a render Job's pod runs. Exit code 0 when every
+/// output was written, [`EXIT_BAD_INPUT`] when the input can never be rendered (the Job's
+/// podFailurePolicy then fails it at once), 1 for errors worth a retry. Either of the first two
+/// leaves a [`RenderResult`] at `plan.result_key` for the operator.
+pub async fn render_command(plan: &RenderPlan, s3: &S3Args, limits: &LimitArgs) -> i32 {
+    let limits = limits.limits();
+    if s3.s3_bucket_name.is_empty() {
+        eprintln!("error: S3_BUCKET_NAME is required");
+        return 1;
+    }
+    let outputs = match S3ObjectStore::new(&s3.s3_config(None)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: object store: {e}");
+            return 1;
+        }
+    };
+    let source_store = match plan.source_bucket.as_deref().filter(|b| *b != s3.s3_bucket_name) {
+        Some(bucket) => match S3ObjectStore::new(&s3.s3_config(Some(bucket))).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("error: object store: {e}");
+                return 1;
+            }
+        },
+        None => None,
+    };
+    let source_store: &dyn ObjectStore = source_store.as_ref().unwrap_or(&outputs);
+    let result = match read_source(source_store, &plan.source_key, &limits).await {
+        Ok(source) => render_outputs(plan, source, &outputs, limits, &CpuPool::new(1)).await,
+        Err(e) => Err(e),
+    };
+    let (result, code) = match result {
+        Ok(written) => {
+            info!(job_id = %plan.job_id, outputs = written.len(), "rendered");
+            (
+                RenderResult {
+                    job_id: plan.job_id,
+                    outputs: written,
+                    error: None,
+                },
+                0,
+            )
+        }
+        Err(RenderError::BadInput(error)) => {
+            eprintln!("error: {} ({})", error.message, error.reason);
+            (
+                RenderResult {
+                    job_id: plan.job_id,
+                    outputs: Vec::new(),
+                    error: Some(error),
+                },
+                EXIT_BAD_INPUT,
+            )
+        }
+        Err(RenderError::Dependency(e)) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = write_result(&outputs, plan, &result).await {
+        warn!(error = %e, "could not write the render result");
+        eprintln!("error: writing the result: {e}");
+        return 1;
+    }
+    code
+}
