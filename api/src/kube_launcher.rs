@@ -20,13 +20,7 @@ pub struct KubernetesLauncher {
     namespace: String,
 }
 
-/// Installs rustls' `ring` provider as the process default unless one is installed (kube and the
-/// AWS SDK bring different providers, and rustls refuses to guess).
-pub fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
+pub use crate::cli::install_crypto_provider;
 
 /// The Kubernetes client: `url` without authentication when given (tests, `kubectl proxy`), else
 /// the in-cluster configuration or kubeconfig.

@@ -45,6 +45,9 @@ pub struct S3Args {
     pub aws_access_key_id: Option<String>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<String>,
+    /// File with `AWS_ACCESS_KEY_ID=…` and `AWS_SECRET_ACCESS_KEY=…` lines (a mounted Secret).
+    #[arg(long, env = "S3_CREDENTIALS_FILE")]
+    pub s3_credentials_file: Option<std::path::PathBuf>,
 }
 
 impl S3Args {
@@ -57,6 +60,10 @@ impl S3Args {
             bucket: bucket.unwrap_or(&self.s3_bucket_name).to_owned(),
             access_key_id: self.aws_access_key_id.clone().filter(|s| !s.is_empty()),
             secret_access_key: self.aws_secret_access_key.clone().filter(|s| !s.is_empty()),
+            credentials_file: self
+                .s3_credentials_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
             create_bucket: false,
         }
     }

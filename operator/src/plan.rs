@@ -566,6 +566,7 @@ mod tests {
             width: w,
             height: h,
             frames: 1,
+            orientation: 1,
         }
     }
 

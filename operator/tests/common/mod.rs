@@ -71,6 +71,7 @@ pub async fn fresh_bucket() -> S3Args {
         s3_key_prefix: String::new(),
         aws_access_key_id: Some(env("TEST_S3_ACCESS_KEY")),
         aws_secret_access_key: Some(env("TEST_S3_SECRET_KEY")),
+        s3_credentials_file: None,
     };
     let mut config = s3.s3_config(None);
     config.create_bucket = true;
