@@ -5,14 +5,7 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 use thumbnail_core::objects::S3Config;
-use thumbnail_engine::Limits;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+pub use thumbnail_core::settings::{LimitArgs, LogArgs, LogFormat};
 
 /// Who runs the jobs the API accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -22,16 +15,6 @@ pub enum JobRunnerKind {
     Embedded,
     /// The API creates a ThumbnailJob resource per upload; the operator runs it.
     Kubernetes,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LogArgs {
-    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-    /// Log format: human-readable text or one JSON object per line.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -97,33 +80,6 @@ impl StoreArgs {
                 .filter(|p| !p.as_os_str().is_empty()),
             create_bucket: self.s3_create_bucket,
         })
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LimitArgs {
-    /// Largest accepted upload, in bytes (413 above).
-    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024)]
-    pub max_upload_bytes: u64,
-    /// Largest accepted image, in pixels, read from the header before decoding (422 above).
-    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 100_000_000)]
-    pub max_image_pixels: u64,
-    /// Most frames accepted in an animated image.
-    #[arg(long, env = "MAX_IMAGE_FRAMES", default_value_t = 1000)]
-    pub max_image_frames: u64,
-    /// Memory one decode may use for pixel buffers, in bytes.
-    #[arg(long, env = "MAX_DECODE_MEMORY_BYTES", default_value_t = 1024 * 1024 * 1024)]
-    pub max_decode_memory_bytes: u64,
-}
-
-impl LimitArgs {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_input_bytes: self.max_upload_bytes,
-            max_pixels: self.max_image_pixels,
-            max_frames: self.max_image_frames,
-            max_memory_bytes: self.max_decode_memory_bytes,
-        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod objects;
 pub mod runner;
+pub mod settings;
 pub mod signing;
 #[cfg(feature = "test-support")]
 pub mod testsupport;

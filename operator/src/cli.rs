@@ -1,12 +1,11 @@
 //! The `thumbnail-operator` command line: run the controller (the default), or `render` one plan
 //! (what render Jobs run).
-use crate::config::{LimitArgs, LogArgs, LogFormat, OperatorConfig, S3Args};
+use crate::config::{LimitArgs, LogArgs, OperatorConfig, S3Args};
 use crate::plan::RenderPlan;
 use crate::{Operator, Stopped};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,15 +47,7 @@ pub struct RenderArgs {
 }
 
 pub fn init_logging(args: &LogArgs) {
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match args.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    args.init();
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,27 +1,11 @@
 //! Configuration from flags and environment variables. The names are the ones the Helm chart passes
 //! (`templates/operator-deployment.yaml`, the shared ConfigMap and Secret), and the S3/database
 //! names are the API's, so that both read the same ConfigMap and Secret.
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::time::Duration;
 use thumbnail_core::objects::S3Config;
-use thumbnail_engine::{ImageFormat, Limits};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LogArgs {
-    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-    /// Log format: human-readable text or one JSON object per line.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
+pub use thumbnail_core::settings::{LimitArgs, LogArgs, LogFormat};
+use thumbnail_engine::ImageFormat;
 
 /// The object store (S3 only: the operator and its render Jobs run in a cluster).
 #[derive(Debug, Clone, Args)]
@@ -66,46 +50,6 @@ impl S3Args {
                 .filter(|p| !p.as_os_str().is_empty()),
             create_bucket: false,
         }
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LimitArgs {
-    /// Largest source object accepted, in bytes.
-    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024)]
-    pub max_upload_bytes: u64,
-    /// Largest image accepted, in pixels, read from the header before decoding.
-    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 100_000_000)]
-    pub max_image_pixels: u64,
-    /// Most frames accepted in an animated image.
-    #[arg(long, env = "MAX_IMAGE_FRAMES", default_value_t = 1000)]
-    pub max_image_frames: u64,
-    /// Memory one decode may use for pixel buffers, in bytes.
-    #[arg(long, env = "MAX_DECODE_MEMORY_BYTES", default_value_t = 1024 * 1024 * 1024)]
-    pub max_decode_memory_bytes: u64,
-}
-
-impl LimitArgs {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_input_bytes: self.max_upload_bytes,
-            max_pixels: self.max_image_pixels,
-            max_frames: self.max_image_frames,
-            max_memory_bytes: self.max_decode_memory_bytes,
-        }
-    }
-
-    /// The same settings as environment variables, for render Jobs.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("MAX_UPLOAD_BYTES", self.max_upload_bytes.to_string()),
-            ("MAX_IMAGE_PIXELS", self.max_image_pixels.to_string()),
-            ("MAX_IMAGE_FRAMES", self.max_image_frames.to_string()),
-            (
-                "MAX_DECODE_MEMORY_BYTES",
-                self.max_decode_memory_bytes.to_string(),
-            ),
-        ]
     }
 }
 
