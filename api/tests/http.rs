@@ -365,25 +365,24 @@ async fn thumbnail_link_errors_unknown_unfinished_and_failed() {
     assert_eq!(status, 400);
     assert!(detail_text.contains("PENDING"), "{detail_text}");
 
-    // A JPEG whose header is fine but whose data is cut short fails with a reason.
-    let mut cut = fixture("photo.jpg");
-    cut.truncate(cut.len() / 3);
-    let id = app.accepted(app.upload(cut, "cut.jpg").await).await;
+    // A PNG whose header is fine but whose data is cut short is accepted, then fails with a reason.
+    let mut cut = fixture("photo.png");
+    cut.truncate(cut.len() / 2);
+    let id = app.accepted(app.upload(cut, "cut.png").await).await;
     let job = app.wait_finished(&id, DEADLINE).await;
-    if job["status"] == "FAILURE" {
-        assert_eq!(job["result"], Value::Null);
-        assert!(!job["error"]["reason"].as_str().unwrap().is_empty(), "{job}");
-        let (status, detail_text) = detail(
-            app.client
-                .get(app.url(&format!("/api/v1/jobs/{id}/thumbnail")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, 400);
-        assert!(detail_text.contains("FAILURE"), "{detail_text}");
-    }
+    assert_eq!(job["status"], "FAILURE", "{job}");
+    assert_eq!(job["result"], Value::Null);
+    assert_eq!(job["error"]["reason"], "CorruptImage", "{job}");
+    let (status, detail_text) = detail(
+        app.client
+            .get(app.url(&format!("/api/v1/jobs/{id}/thumbnail")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(detail_text.contains("FAILURE"), "{detail_text}");
 }
 
 #[tokio::test]

@@ -227,9 +227,24 @@ async fn presigned_urls_expire() {
         .await
         .unwrap();
     let url = store.presign_get("k", Duration::from_secs(1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let response = reqwest::get(&url).await.unwrap();
-    assert!(response.status().is_client_error(), "{}", response.status());
+    // Valid at first, refused once its second is up: poll for that with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut was_valid = false;
+    loop {
+        let status = reqwest::get(&url).await.unwrap().status();
+        if status.is_success() {
+            was_valid = true;
+        } else {
+            assert!(status.is_client_error(), "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the presigned URL never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(was_valid, "the presigned URL was refused before it expired");
 }
 
 #[tokio::test]
