@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Service benchmark: N concurrent clients each upload a JPEG and poll its job until SUCCESS,
 # against the embedded default (SQLite + local directory) and against PostgreSQL + an S3 server
-# (s3s-fs), with a release build. Prints uploads/s, jobs/s, p50/p99 upload and upload-to-SUCCESS
-# latency and the API's peak RSS; then the worst /health latency while S3 stalls, and the peak RSS
-# under 50 concurrent 25 MiB uploads.
+# (s3s-fs, served by testing/s3-server), with release builds. Prints uploads/s, jobs/s, p50/p99
+# upload and upload-to-SUCCESS latency and the API's peak RSS; then the worst /health latency while
+# S3 stalls, and the peak RSS under 50 concurrent 25 MiB uploads.
 #
 #   scripts/bench-service.sh            # everything (about 5 minutes on 2 cores)
 #   JOBS=200 scripts/bench-service.sh   # fewer jobs per run
@@ -92,6 +92,7 @@ echo "== embedded default (SQLite + local directory)" >&2
 scenario embedded
 
 echo "== PostgreSQL + S3 (s3s-fs)" >&2
+export SVC_S3S_PROFILE=release
 STATE=$(mktemp -d "${SVC_PREFIX}.XXXXXX")
 svc_start_all "$STATE" "$$"
 S3_ENV=(DATABASE_URL="$TEST_DATABASE_URL" S3_ENDPOINT_URL="$TEST_S3_ENDPOINT" S3_BUCKET_NAME=bench

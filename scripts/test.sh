@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this, see .ci/run).
 #
-# Installs what is missing (PostgreSQL from Debian's packages, s3s-fs with cargo), starts a
-# throwaway PostgreSQL cluster and an S3 server on free loopback ports, runs every test of the
-# workspace against them, then the chart checks (scripts/test-chart.sh, when present), rustfmt
-# and clippy. The services are stopped and their files removed on exit, whatever happened.
+# Installs what is missing (PostgreSQL from Debian's packages), builds the S3 server
+# (testing/s3-server), starts a throwaway PostgreSQL cluster and the S3 server on free loopback
+# ports, runs every test of the workspace against them, then the chart checks
+# (scripts/test-chart.sh, when present), rustfmt and clippy. The services are stopped and their
+# files removed on exit, whatever happened.
 #
 # Every step runs even when an earlier one failed; the summary at the end says which failed, and
 # the exit status is non-zero if any did.
@@ -75,6 +76,9 @@ svc_reap_stale
 STATE="$(mktemp -d "$SVC_PREFIX.XXXXXX")"
 svc_log "services state directory: $STATE"
 t0=$(svc_now)
+# The S3 server is a workspace binary: building it with the same targets the test step builds
+# compiles the workspace once.
+export SVC_S3S_BUILD_ARGS="${SVC_S3S_BUILD_ARGS:---workspace --all-targets}"
 svc_start_all "$STATE" "$$"
 TIMINGS+=("$(printf '%-12s %6ss  %s' services "$(svc_since "$t0")" ok)")
 svc_log "TEST_DATABASE_URL=$TEST_DATABASE_URL"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# The servers the tests talk to: a throwaway PostgreSQL cluster and an S3 server (s3s-fs), each
-# on a free loopback port, with their data and logs in one state directory. Sourced by
-# scripts/test.sh and scripts/dev-services.sh; every function is prefixed `svc_`.
+# The servers the tests talk to: a throwaway PostgreSQL cluster and an S3 server (s3s-fs, served
+# by testing/s3-server), each on a free loopback port, with their data and logs in one state
+# directory. Sourced by scripts/test.sh and scripts/dev-services.sh; every function is prefixed `svc_`.
 #
 # A state directory holds:
 #   owner.pid     the process that owns the services (their lifetime follows it; 0 = no owner)
@@ -9,7 +9,6 @@
 #   pg/           the cluster (data/, socket, pg.log), owned by the user postgres runs as
 #   s3/           the bucket data, s3s.pid, s3s.log
 
-SVC_S3S_VERSION="${SVC_S3S_VERSION:-0.14.1}"
 SVC_PG_PASSWORD="${SVC_PG_PASSWORD:-thumbnail-test}"
 SVC_S3_ACCESS_KEY="${SVC_S3_ACCESS_KEY:-thumbnail-test-access}"
 SVC_S3_SECRET_KEY="${SVC_S3_SECRET_KEY:-thumbnail-test-secret-key}"
@@ -71,35 +70,36 @@ svc_ensure_postgres() {
     fi
 }
 
-# The s3s-fs binary, installed with cargo when missing.
-svc_s3s_bin() {
-    local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-    if command -v s3s-fs >/dev/null 2>&1; then
-        command -v s3s-fs
-    elif [[ -x "$cargo_bin/s3s-fs" ]]; then
-        printf '%s' "$cargo_bin/s3s-fs"
-    fi
-}
-
+# The S3 server: the workspace's `s3-test-server` (testing/s3-server: the s3s-fs crate's S3
+# implementation behind a listener with TCP_NODELAY), built with cargo into the project's target
+# directory. SVC_S3S_BUILD_ARGS: what to build (default `-p s3-test-server`; scripts/test.sh builds
+# `--workspace --all-targets`, the same set its test step builds, so nothing is compiled twice).
+# SVC_S3S=/path/to/binary uses a prebuilt one.
 svc_ensure_s3s() {
-    SVC_S3S="$(svc_s3s_bin)"
-    if [[ -z "$SVC_S3S" ]]; then
-        local t0; t0=$(svc_now)
-        command -v cargo >/dev/null 2>&1 || svc_die "cargo is needed to install s3s-fs"
-        svc_log "s3s-fs is not installed: cargo install s3s-fs --version $SVC_S3S_VERSION (a few minutes)"
-        # Its own temporary target directory, not the project's; quiet unless it fails.
-        local log; log="$(mktemp)"
-        if ! env -u CARGO_TARGET_DIR -u RUSTFLAGS -u CARGO_BUILD_TARGET \
-            cargo install s3s-fs --version "$SVC_S3S_VERSION" --features binary --locked >"$log" 2>&1; then
-            tail -n 60 "$log" >&2
-            rm -f "$log"
-            svc_die "cargo install s3s-fs failed"
-        fi
-        rm -f "$log"
-        SVC_S3S="$(svc_s3s_bin)"
-        [[ -n "$SVC_S3S" ]] || svc_die "s3s-fs installed, but not found on PATH nor in ${CARGO_HOME:-$HOME/.cargo}/bin"
-        svc_log "s3s-fs installed in $(svc_since "$t0") s"
+    if [[ -n "${SVC_S3S:-}" ]]; then
+        [[ -x "$SVC_S3S" ]] || svc_die "SVC_S3S=$SVC_S3S is not an executable"
+        return 0
     fi
+    local root target t0 log
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    command -v cargo >/dev/null 2>&1 || svc_die "cargo is needed to build the S3 test server"
+    target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+        sed -nE 's/.*"target_directory":"([^"]*)".*/\1/p')
+    [[ -n "$target" ]] || svc_die "cargo metadata did not name the target directory"
+    t0=$(svc_now)
+    log="$(mktemp)"
+    local args
+    read -r -a args <<<"${SVC_S3S_BUILD_ARGS:--p s3-test-server}"
+    svc_log "building the S3 server: cargo build ${args[*]}"
+    if ! (cd "$root" && cargo build --locked "${args[@]}") >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        rm -f "$log"
+        svc_die "building s3-test-server failed"
+    fi
+    rm -f "$log"
+    SVC_S3S="$target/debug/s3-test-server"
+    [[ -x "$SVC_S3S" ]] || svc_die "s3-test-server was built but $SVC_S3S is missing"
+    svc_log "S3 server: $SVC_S3S (ready in $(svc_since "$t0") s)"
 }
 
 # --- ports and processes ----------------------------------------------------------------------
@@ -217,7 +217,7 @@ svc_start_s3() {
         while svc_alive "$pid" && ((SECONDS < deadline)); do
             if svc_http_answers "$SVC_S3_PORT"; then
                 SVC_S3_ENDPOINT="http://127.0.0.1:$SVC_S3_PORT"
-                svc_log "s3s-fs $("$SVC_S3S" --version | awk '{print $2}') on $SVC_S3_ENDPOINT ($(svc_since "$t0") s)"
+                svc_log "S3 server (s3s-fs) on $SVC_S3_ENDPOINT ($(svc_since "$t0") s)"
                 return 0
             fi
             sleep 0.1
@@ -234,8 +234,8 @@ svc_stop_s3() {
     local pidfile="$1/s3/s3s.pid" pid
     [[ -f "$pidfile" ]] || return 0
     pid=$(cat "$pidfile")
-    # Only the process this state directory started, and only if it still is s3s-fs.
-    if svc_alive "$pid" && grep -qs s3s-fs "/proc/$pid/cmdline"; then
+    # Only the process this state directory started, and only if it still is the S3 server.
+    if svc_alive "$pid" && grep -qs s3-test-server "/proc/$pid/cmdline"; then
         kill "$pid" 2>/dev/null || true
         local _
         for _ in $(seq 1 50); do svc_alive "$pid" || break; sleep 0.1; done
