@@ -30,6 +30,25 @@ pub(crate) struct Raster {
     pub data: Vec<u8>,
 }
 
+/// A borrowed raster: what the resizer reads, whoever owns the pixels.
+pub(crate) struct RasterView<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: &'a [u8],
+}
+
+impl Raster {
+    pub(crate) fn view(&self) -> RasterView<'_> {
+        RasterView {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data: &self.data,
+        }
+    }
+}
+
 fn corrupt(format: ImageFormat, err: impl std::fmt::Display) -> EngineError {
     EngineError::Corrupt {
         format: format.name(),
@@ -117,7 +136,9 @@ struct Plan {
     /// Output size.
     out_w: u32,
     out_h: u32,
-    /// The source rectangle (in source pixels) that is scaled onto the output, centred.
+    /// The source rectangle (in source pixels, stored orientation) that is scaled onto the output.
+    crop_x: f64,
+    crop_y: f64,
     crop_w: f64,
     crop_h: f64,
 }
@@ -131,46 +152,74 @@ impl Plan {
     }
 }
 
-fn plan(w: u32, h: u32, options: &ThumbnailOptions, swap: bool) -> Plan {
+fn plan(w: u32, h: u32, options: &ThumbnailOptions, orientation: u8) -> Plan {
+    let swap = orientation >= 5;
     let (bw, bh) = if swap {
         (options.height, options.width)
     } else {
         (options.width, options.height)
     };
     let (fw, fh) = (f64::from(w), f64::from(h));
+    let whole = |out_w, out_h| Plan {
+        out_w,
+        out_h,
+        crop_x: 0.0,
+        crop_y: 0.0,
+        crop_w: fw,
+        crop_h: fh,
+    };
     match options.fit {
         Fit::Cover => {
             let (tw, th) = cover_box(w, h, bw, bh, options.upscale);
             let scale = f64::max(f64::from(tw) / fw, f64::from(th) / fh);
+            // Scale the whole image to cover the box, then cut the box out of the middle at whole
+            // output pixels, rounding towards the top left of the *displayed* image: the framing
+            // libvips (thumbnail + centre crop) produces, so the two agree pixel for pixel instead
+            // of half a pixel apart.
+            let (reverse_x, reverse_y) = reversed_axes(orientation);
+            let offset = |covered: f64, wanted: u32, reverse: bool| {
+                let spare = ((covered * scale).round() as u32).saturating_sub(wanted);
+                let first = if reverse { spare - spare / 2 } else { spare / 2 };
+                f64::from(first) / scale
+            };
+            let crop_w = (f64::from(tw) / scale).min(fw);
+            let crop_h = (f64::from(th) / scale).min(fh);
             Plan {
                 out_w: tw,
                 out_h: th,
-                crop_w: (f64::from(tw) / scale).min(fw),
-                crop_h: (f64::from(th) / scale).min(fh),
+                crop_x: offset(fw, tw, reverse_x).min(fw - crop_w),
+                crop_y: offset(fh, th, reverse_y).min(fh - crop_h),
+                crop_w,
+                crop_h,
             }
         }
         Fit::Contain => {
             let (tw, th) = contain_size(w, h, bw, bh, options.upscale);
-            Plan {
-                out_w: tw,
-                out_h: th,
-                crop_w: fw,
-                crop_h: fh,
-            }
+            whole(tw, th)
         }
         Fit::Fill => {
-            let (tw, th) = if options.upscale {
-                (bw, bh)
+            if options.upscale {
+                whole(bw, bh)
             } else {
-                (bw.min(w), bh.min(h))
-            };
-            Plan {
-                out_w: tw,
-                out_h: th,
-                crop_w: fw,
-                crop_h: fh,
+                whole(bw.min(w), bh.min(h))
             }
         }
+    }
+}
+
+/// For each stored axis (x, y): whether it runs against the displayed axis it becomes once the
+/// EXIF orientation is applied.
+fn reversed_axes(orientation: u8) -> (bool, bool) {
+    match orientation {
+        2 => (true, false),
+        3 => (true, true),
+        4 => (false, true),
+        // Rotated 90° clockwise: stored rows become displayed columns from right to left.
+        6 => (false, true),
+        7 => (true, true),
+        // Rotated 90° anticlockwise: stored columns become displayed rows from bottom to top.
+        8 => (true, false),
+        _ => (false, false),
     }
 }
 
@@ -243,8 +292,7 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         .map_err(|e| EngineError::Internal(e.to_string()))?;
     let hdr = read_header(bytes, limits)?;
     let info = hdr.info;
-    let swap = info.orientation >= 5;
-    let plan = plan(info.width, info.height, options, swap);
+    let plan = plan(info.width, info.height, options, info.orientation);
     let (need_w, need_h) = plan.needed(info.width, info.height);
 
     let jpeg_scale = [8u32, 4, 2]
@@ -263,14 +311,23 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         });
     }
 
-    let (raster, icc) = match info.format {
-        ImageFormat::Jpeg => decode_jpeg(bytes, hdr.jpeg.as_ref(), jpeg_scale, limits)?,
-        ImageFormat::Png if !hdr.facts.interlaced => decode_png_streaming(bytes, box_factor, limits)?,
-        ImageFormat::Webp if info.frames <= 1 => decode_webp(bytes)?,
-        _ => decode_with_image(bytes, info.format, limits)?,
+    let (resized, icc) = if info.format == ImageFormat::Webp && info.frames <= 1 {
+        // Resized straight from libwebp's buffer: a copy of a full-size decode is what costs most
+        // memory here.
+        let decoded = decode_webp(bytes)?;
+        let raster = webp_pixels(&decoded)?;
+        (
+            resize(&raster, &plan, info.width, info.height)?,
+            icc_from_webp(bytes),
+        )
+    } else {
+        let (raster, icc) = match info.format {
+            ImageFormat::Jpeg => decode_jpeg(bytes, hdr.jpeg.as_ref(), jpeg_scale, limits)?,
+            ImageFormat::Png if !hdr.facts.interlaced => decode_png_streaming(bytes, box_factor, limits)?,
+            _ => decode_with_image(bytes, info.format, limits)?,
+        };
+        (resize(&raster.view(), &plan, info.width, info.height)?, icc)
     };
-    let resized = resize(&raster, &plan, info.width, info.height)?;
-    drop(raster);
     let mut out = orient(resized, info.orientation);
     if let Some(icc) = icc {
         to_srgb(&mut out, &icc);
@@ -473,30 +530,29 @@ fn flush_band(acc: &mut [u32], out: &mut Vec<u8>, f: usize, ch: usize, alpha: bo
 
 /// Still WebP through libwebp (the `webp` crate): several times faster than the pure-Rust
 /// decoder on large lossy images. Animated WebP goes to the `image` crate (first frame).
-fn decode_webp(bytes: &[u8]) -> Result<(Raster, Option<Vec<u8>>), EngineError> {
-    let f = ImageFormat::Webp;
-    let img = webp::Decoder::new(bytes)
+fn decode_webp(bytes: &[u8]) -> Result<webp::WebPImage, EngineError> {
+    webp::Decoder::new(bytes)
         .decode()
-        .ok_or_else(|| corrupt(f, "libwebp could not decode the image"))?;
+        .ok_or_else(|| corrupt(ImageFormat::Webp, "libwebp could not decode the image"))
+}
+
+/// The pixels of a libwebp decode, borrowed (RGB, or RGBA when the image has alpha).
+fn webp_pixels(img: &webp::WebPImage) -> Result<RasterView<'_>, EngineError> {
     let channels = if img.is_alpha() { 4 } else { 3 };
     let (width, height) = (img.width() as usize, img.height() as usize);
-    let data: &[u8] = &img;
-    if data.len() < width * height * channels {
-        return Err(corrupt(
-            f,
+    let data: &[u8] = img;
+    let data = data.get(..width * height * channels).ok_or_else(|| {
+        corrupt(
+            ImageFormat::Webp,
             "decoder returned fewer pixels than the header promises",
-        ));
-    }
-    let icc = icc_from_webp(bytes);
-    Ok((
-        Raster {
-            width,
-            height,
-            channels,
-            data: data[..width * height * channels].to_vec(),
-        },
-        icc,
-    ))
+        )
+    })?;
+    Ok(RasterView {
+        width,
+        height,
+        channels,
+        data,
+    })
 }
 
 fn icc_from_webp(bytes: &[u8]) -> Option<Vec<u8>> {
@@ -558,13 +614,13 @@ fn pixel_type(channels: usize) -> fir::PixelType {
     }
 }
 
-/// Lanczos3 from the decoded (possibly pre-shrunk) image to the output, cropping the centred
-/// `plan` rectangle. `src_w`/`src_h` are the full source dimensions the plan was made for.
-fn resize(r: &Raster, plan: &Plan, src_w: u32, src_h: u32) -> Result<Raster, EngineError> {
+/// Lanczos3 from the decoded (possibly pre-shrunk) image to the output, cropping the `plan`
+/// rectangle. `src_w`/`src_h` are the full source dimensions the plan was made for.
+fn resize(r: &RasterView<'_>, plan: &Plan, src_w: u32, src_h: u32) -> Result<Raster, EngineError> {
     let internal = |e: &dyn std::fmt::Display| EngineError::Internal(format!("resize: {e}"));
     let pt = pixel_type(r.channels);
     let src =
-        fir::images::ImageRef::new(r.width as u32, r.height as u32, &r.data, pt).map_err(|e| internal(&e))?;
+        fir::images::ImageRef::new(r.width as u32, r.height as u32, r.data, pt).map_err(|e| internal(&e))?;
     let (sx, sy) = (
         r.width as f64 / f64::from(src_w),
         r.height as f64 / f64::from(src_h),
@@ -573,7 +629,8 @@ fn resize(r: &Raster, plan: &Plan, src_w: u32, src_h: u32) -> Result<Raster, Eng
         (plan.crop_w * sx).min(r.width as f64),
         (plan.crop_h * sy).min(r.height as f64),
     );
-    let (left, top) = ((r.width as f64 - cw) / 2.0, (r.height as f64 - ch) / 2.0);
+    let left = (plan.crop_x * sx).min(r.width as f64 - cw);
+    let top = (plan.crop_y * sy).min(r.height as f64 - ch);
     let mut dst = fir::images::Image::new(plan.out_w, plan.out_h, pt);
     let opts = fir::ResizeOptions::new()
         .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
@@ -772,6 +829,33 @@ mod tests {
         assert_eq!(cover_box(1, 1, 100, 100, false), (1, 1));
         assert_eq!(contain_size(12000, 600, 100, 100, false), (100, 5));
         assert_eq!(contain_size(100_000, 1, 100, 100, false), (100, 1));
+    }
+
+    #[test]
+    fn cover_crops_at_whole_output_pixels_like_libvips() {
+        let cover = ThumbnailOptions::default();
+        // 1280x1024 covers 100x100 at 125x100: 25 spare columns, 12 cut on the left.
+        let p = plan(1280, 1024, &cover, 1);
+        assert_eq!((p.out_w, p.out_h), (100, 100));
+        assert!((p.crop_x - 12.0 * 10.24).abs() < 1e-9, "{p:?}");
+        assert_eq!((p.crop_y, p.crop_w, p.crop_h), (0.0, 1024.0, 1024.0));
+        // Mirrored: the 12 columns are cut on the displayed left, which is the stored right.
+        let p = plan(1280, 1024, &cover, 2);
+        assert!((p.crop_x - 13.0 * 10.24).abs() < 1e-9, "{p:?}");
+        // Rotated 90° clockwise (a portrait phone photo): stored rows are displayed columns, right
+        // to left, so the displayed left cut comes from the stored bottom.
+        let p = plan(1024, 1280, &cover, 6);
+        assert!((p.crop_y - 13.0 * 10.24).abs() < 1e-9, "{p:?}");
+        let p = plan(1024, 1280, &cover, 8);
+        assert!((p.crop_y - 12.0 * 10.24).abs() < 1e-9, "{p:?}");
+        // No spare pixels: nothing is cut, and contain never crops.
+        let p = plan(1000, 1000, &cover, 1);
+        assert_eq!((p.crop_x, p.crop_y), (0.0, 0.0));
+        let contain = ThumbnailOptions {
+            fit: Fit::Contain,
+            ..cover
+        };
+        assert_eq!(plan(1280, 1024, &contain, 6).crop_x, 0.0);
     }
 
     #[test]
