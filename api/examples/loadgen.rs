@@ -1,5 +1,5 @@
 //! Load generator for `scripts/bench-service.sh`: N concurrent clients, each uploading an image and
-//! polling its job until SUCCESS, then figures: uploads/s, jobs/s, p50/p99 upload latency and
+//! waiting for its job to reach SUCCESS (long-poll, or polling with `--poll-ms`), then figures: uploads/s, jobs/s, p50/p99 upload latency and
 //! upload-to-SUCCESS latency, and the peak RSS of the given processes.
 //!
 //! Also: `blackhole` (a TCP server that accepts and never answers: a stalled S3), `health-probe`
@@ -30,8 +30,9 @@ enum Command {
         clients: usize,
         #[arg(long, default_value_t = 100)]
         jobs: usize,
-        /// Poll interval while waiting for SUCCESS.
-        #[arg(long, default_value_t = 5)]
+        /// Poll interval while waiting for SUCCESS; 0 (the default): long-poll, one
+        /// `GET /api/v1/jobs/{id}?wait=30` that answers when the job finishes.
+        #[arg(long, default_value_t = 0)]
         poll_ms: u64,
         /// Processes whose peak RSS (VmHWM) to report.
         #[arg(long)]
@@ -153,7 +154,12 @@ async fn run(
                 };
                 uploads.push(t0.elapsed());
                 loop {
-                    let job: Value = match client.get(format!("{base}/api/v1/jobs/{id}")).send().await {
+                    let url = if poll.is_zero() {
+                        format!("{base}/api/v1/jobs/{id}?wait=30")
+                    } else {
+                        format!("{base}/api/v1/jobs/{id}")
+                    };
+                    let job: Value = match client.get(url).send().await {
                         Ok(r) => r.json().await.unwrap_or(Value::Null),
                         Err(_) => Value::Null,
                     };

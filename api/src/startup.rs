@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thumbnail_core::jobstore::{self, DynJobStore};
+use thumbnail_core::jobstore::{self, DynJobStore, JobEvents, NotifyingJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
 use thumbnail_core::runner::Runner;
@@ -88,6 +88,8 @@ impl Application {
         let max_conn = config.store.database_max_connections;
         let jobs: DynJobStore =
             with_startup_retries("database", startup, || jobstore::connect(&db_url, max_conn)).await?;
+        let job_events = JobEvents::new();
+        let jobs = NotifyingJobStore::wrap(jobs, job_events.clone());
 
         let (objects, local_objects): (DynObjectStore, Option<Arc<LocalObjectStore>>) =
             match config.store.s3_config() {
@@ -144,6 +146,7 @@ impl Application {
 
         let state: SharedState = Arc::new(AppState {
             jobs,
+            job_events,
             objects,
             local_objects,
             keys,

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use thumbnail_core::jobstore::DynJobStore;
+use thumbnail_core::jobstore::{DynJobStore, JobEvents};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::model::JobRecord;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore};
@@ -40,6 +40,8 @@ impl JobLauncher for EmbeddedLauncher {
 
 pub struct AppState {
     pub jobs: DynJobStore,
+    /// Jobs finished in this process, for `GET /api/v1/jobs/{id}?wait=`.
+    pub job_events: JobEvents,
     pub objects: DynObjectStore,
     /// Set in the embedded object mode: serves the signed `/files/...` links.
     pub local_objects: Option<Arc<LocalObjectStore>>,

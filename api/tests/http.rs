@@ -386,6 +386,70 @@ async fn thumbnail_link_errors_unknown_unfinished_and_failed() {
 }
 
 #[tokio::test]
+async fn get_job_with_wait_answers_when_the_job_finishes() {
+    let app = spawn_app().await;
+    // Never queued, so it only finishes when this test finishes it.
+    let id = uuid::Uuid::new_v4();
+    app.state
+        .jobs
+        .create(&NewJob {
+            id,
+            owner: None,
+            source_bucket: "local".into(),
+            source_key: format!("images/original/{id}.jpg"),
+            source_format: ImageFormat::Jpeg,
+            source_width: 10,
+            source_height: 10,
+            source_bytes: 10,
+            outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+        })
+        .await
+        .unwrap();
+    let get = |query: &str| {
+        app.client
+            .get(app.url(&format!("/api/v1/jobs/{id}{query}")))
+            .send()
+    };
+
+    // Unfinished after the wait: the state at the end of it.
+    let started = std::time::Instant::now();
+    let job: Value = get("?wait=0.3").await.unwrap().json().await.unwrap();
+    assert_eq!(job["status"], "PENDING");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A long wait is answered by the finish, not by the timeout.
+    let waiting = tokio::spawn(get("?wait=60"));
+    let attempt = app.state.jobs.start(id).await.unwrap().unwrap().attempts;
+    let failure = thumbnail_core::jobstore::Outcome::Failure(thumbnail_core::model::JobError {
+        reason: "CorruptImage".into(),
+        message: "finished by the test".into(),
+    });
+    assert!(app.state.jobs.finish(id, attempt, &failure).await.unwrap());
+    let job: Value = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the long-poll outlived the job")
+        .unwrap()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "FAILURE", "{job}");
+
+    // Finished jobs answer at once, and a bad wait is a precise 422.
+    let job: Value = get("?wait=60").await.unwrap().json().await.unwrap();
+    assert_eq!(job["status"], "FAILURE");
+    for bad in ["abc", "-1", "61", "NaN"] {
+        let (status, text) = detail(get(&format!("?wait={bad}")).await.unwrap()).await;
+        assert_eq!(status, 422, "wait={bad}");
+        assert!(text.contains("wait"), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn tampered_and_expired_links_are_refused() {
     let app = spawn_app().await;
     let id = app

@@ -8,7 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
+use std::time::Duration;
 use thumbnail_core::model::{DEFAULT_OUTPUT, JobRecord, JobStatus, ListCursor, ListQuery};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tracing::instrument;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -37,13 +40,43 @@ async fn load(state: &SharedState, raw: &str) -> ApiResult<JobRecord> {
         .ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
 }
 
-/// One job's status and, once finished, where its thumbnail is.
+/// The longest `wait` a request may ask for, in seconds.
+pub const MAX_WAIT_SECONDS: f64 = 60.0;
+/// While waiting, how often the store is re-read anyway: jobs finished by another process (the
+/// operator, another replica) are not announced to this one.
+const WAIT_RECHECK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetJobParams {
+    /// Long-poll: if the job is not finished yet, answer as soon as it is, or after this many
+    /// seconds (0 to 60, fractions allowed) with its state then. Without it, answer at once.
+    pub wait: Option<String>,
+}
+
+impl GetJobParams {
+    fn wait(&self) -> ApiResult<Option<Duration>> {
+        match self.wait.as_deref() {
+            None | Some("") => Ok(None),
+            Some(raw) => match raw.parse::<f64>() {
+                Ok(s) if (0.0..=MAX_WAIT_SECONDS).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+                _ => Err(ApiError::Invalid(format!(
+                    "wait: must be a number of seconds between 0 and {MAX_WAIT_SECONDS}, got '{raw}'"
+                ))),
+            },
+        }
+    }
+}
+
+/// One job's status and, once finished, where its thumbnail is. With `wait`, a long-poll: the
+/// answer comes when the job finishes (or the wait is over), so clients need not poll.
 #[utoipa::path(
     get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
-    params(("job_id" = String, Path, description = "The id returned by the upload")),
+    params(("job_id" = String, Path, description = "The id returned by the upload"), GetJobParams),
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "Invalid `wait`", body = ErrorBody),
         (status = 503, description = "The job store is unavailable", body = ErrorBody),
     )
 )]
@@ -51,8 +84,30 @@ async fn load(state: &SharedState, raw: &str) -> ApiResult<JobRecord> {
 pub async fn get_job(
     State(state): State<SharedState>,
     Path(job_id): Path<String>,
+    Query(params): Query<GetJobParams>,
 ) -> ApiResult<Json<JobView>> {
-    let job = load(&state, &job_id).await?;
+    let wait = params.wait()?;
+    // Subscribed before the first read, so a finish right after it is not missed.
+    let mut finished = wait.map(|_| state.job_events.subscribe());
+    let mut job = load(&state, &job_id).await?;
+    if let (Some(wait), Some(finished)) = (wait, finished.as_mut()) {
+        let deadline = Instant::now() + wait;
+        while !job.status.is_finished() && Instant::now() < deadline {
+            let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
+            // Until this job is announced (or the channel lagged), or it is time to re-read.
+            let _ = tokio::time::timeout_at(recheck, async {
+                loop {
+                    match finished.recv().await {
+                        Ok(id) if id != job.id => continue,
+                        Err(RecvError::Closed) => std::future::pending::<()>().await,
+                        Ok(_) | Err(RecvError::Lagged(_)) => return,
+                    }
+                }
+            })
+            .await;
+            job = load(&state, &job_id).await?;
+        }
+    }
     Ok(Json(JobView::new(&job, state.objects.endpoint_url())))
 }
 

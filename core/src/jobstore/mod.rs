@@ -9,10 +9,12 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use uuid::Uuid;
 
+mod events;
 mod mirror;
 mod postgres;
 mod sqlite;
 
+pub use events::{JobEvents, NotifyingJobStore};
 pub use mirror::{JobMirror, Mirrored, mirror};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;

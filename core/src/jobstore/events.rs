@@ -1,0 +1,146 @@
+//! In-process notice of finished jobs, so a request can wait for a job (long-poll) instead of the
+//! client polling: every `finish` that lands through [`NotifyingJobStore`] is broadcast by id.
+//!
+//! Only writers in this process are seen (the embedded runner); waiters must still re-read the
+//! store now and then for jobs other processes finish (the operator, another replica).
+use super::{DynJobStore, JobStore, Outcome};
+use crate::Result;
+use crate::model::{JobRecord, JobStatus, ListQuery, NewJob};
+use async_trait::async_trait;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// Broadcast of the ids of jobs finished in this process. Cheap to clone.
+#[derive(Clone)]
+pub struct JobEvents {
+    finished: broadcast::Sender<Uuid>,
+}
+
+impl JobEvents {
+    pub fn new() -> Self {
+        // A waiter that falls this far behind gets `Lagged` and simply re-reads its job.
+        let (finished, _) = broadcast::channel(1024);
+        JobEvents { finished }
+    }
+
+    /// Subscribe before reading the job, so a finish between the read and the wait is not missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
+        self.finished.subscribe()
+    }
+
+    fn publish(&self, id: Uuid) {
+        // No receivers is fine: nobody is waiting.
+        let _ = self.finished.send(id);
+    }
+}
+
+impl Default for JobEvents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A job store that publishes every landed `finish` on [`JobEvents`].
+pub struct NotifyingJobStore {
+    inner: DynJobStore,
+    events: JobEvents,
+}
+
+impl NotifyingJobStore {
+    pub fn wrap(inner: DynJobStore, events: JobEvents) -> DynJobStore {
+        Arc::new(NotifyingJobStore { inner, events })
+    }
+}
+
+#[async_trait]
+impl JobStore for NotifyingJobStore {
+    async fn create(&self, job: &NewJob) -> Result<JobRecord> {
+        self.inner.create(job).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>> {
+        self.inner.list(query).await
+    }
+
+    async fn start(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        self.inner.start(id).await
+    }
+
+    async fn finish(&self, id: Uuid, attempt: u32, outcome: &Outcome) -> Result<bool> {
+        let landed = self.inner.finish(id, attempt, outcome).await?;
+        if landed {
+            self.events.publish(id);
+        }
+        Ok(landed)
+    }
+
+    async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>> {
+        self.inner.unfinished(limit).await
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<bool> {
+        self.inner.delete(id).await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
+        self.inner.count_by_status().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobError, OutputSpec};
+    use thumbnail_engine::{ImageFormat, ThumbnailOptions};
+
+    #[tokio::test]
+    async fn a_landed_finish_is_published_and_a_stale_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/jobs.db?mode=rwc", dir.path().display());
+        let inner = crate::jobstore::connect(&url, 1).await.unwrap();
+        let events = JobEvents::new();
+        let store = NotifyingJobStore::wrap(inner, events.clone());
+        let mut rx = events.subscribe();
+        let id = Uuid::new_v4();
+        let new = NewJob {
+            id,
+            owner: None,
+            source_bucket: "uploads".into(),
+            source_key: format!("images/original/{id}.jpg"),
+            source_format: ImageFormat::Jpeg,
+            source_width: 640,
+            source_height: 480,
+            source_bytes: 1234,
+            outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+        };
+        let job = store.create(&new).await.unwrap();
+        let started = store.start(job.id).await.unwrap().unwrap();
+        let failure = Outcome::Failure(JobError {
+            reason: "CorruptImage".into(),
+            message: "test".into(),
+        });
+        // A stale attempt does not land, so nothing is published.
+        assert!(
+            !store
+                .finish(job.id, started.attempts + 1, &failure)
+                .await
+                .unwrap()
+        );
+        assert!(rx.try_recv().is_err());
+        assert!(store.finish(job.id, started.attempts, &failure).await.unwrap());
+        assert_eq!(rx.try_recv().unwrap(), job.id);
+    }
+}
