@@ -7,8 +7,12 @@
 //! of magnitude faster than a full decode. Baseline files still need their AC codes walked (the
 //! Huffman stream has no index), but the coefficients are never stored or transformed.
 //!
-//! Everything else (other scales, arithmetic coding, lossless) goes to `jpeg-decoder`.
+//! Scales 1/2 and 1/4 are decoded by [`scaled`] with reduced-size IDCTs. Everything else (full
+//! size, arithmetic coding, 12-bit, lossless) goes to `jpeg-decoder`.
 use std::ops::Range;
+
+mod scaled;
+pub use scaled::{decode_scaled, scaled_memory};
 
 /// What the markers before the first scan say.
 #[derive(Debug, Clone, Default)]
@@ -163,14 +167,14 @@ pub fn read_header(bytes: &[u8], stop_at_sof: bool) -> Result<JpegHeader, Error>
 /// A Huffman table as a lookup table (9-bit fast path) plus the canonical code for longer codes.
 struct Huffman {
     /// For each 9-bit prefix: (code length, symbol); length 0 means "longer than 9 bits".
-    fast: Vec<(u8, u8)>,
+    fast: Box<[(u8, u8); 1 << FAST_BITS]>,
     maxcode: [i32; 18],
     valptr: [i32; 17],
     mincode: [i32; 17],
     values: Vec<u8>,
     /// For AC tables: per 12-bit prefix, a whole coefficient (code + magnitude bits) to skip:
     /// `bits | advance << 5` (advance 64 = end of block); 0 = take the slow path.
-    ac_skip: Vec<u16>,
+    ac_skip: Box<[u16; 1 << SKIP_BITS]>,
 }
 
 const FAST_BITS: u32 = 9;
@@ -178,7 +182,7 @@ const SKIP_BITS: u32 = 12;
 
 impl Huffman {
     fn new(counts: &[u8; 16], values: &[u8]) -> Result<Huffman, Error> {
-        let mut fast = vec![(0u8, 0u8); 1 << FAST_BITS];
+        let mut fast = Box::new([(0u8, 0u8); 1 << FAST_BITS]);
         let mut maxcode = [-1i32; 18];
         let mut valptr = [0i32; 17];
         let mut mincode = [0i32; 17];
@@ -207,7 +211,7 @@ impl Huffman {
             code <<= 1;
         }
         maxcode[17] = i32::MAX;
-        let mut ac_skip = vec![0u16; 1 << SKIP_BITS];
+        let mut ac_skip = Box::new([0u16; 1 << SKIP_BITS]);
         let (mut code, mut k) = (0u32, 0usize);
         for len in 1..=16u32 {
             for _ in 0..counts[len as usize - 1] {
@@ -266,7 +270,7 @@ impl<'a> Bits<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn refill(&mut self) {
         // Fast path: the next 8 bytes hold no 0xFF, so no stuffing and no marker.
         if !self.marker_hit
@@ -316,7 +320,7 @@ impl<'a> Bits<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self, k: u32) -> u32 {
         if self.n < k {
             self.refill();
@@ -324,13 +328,13 @@ impl<'a> Bits<'a> {
         (self.acc >> (64 - k)) as u32
     }
 
-    #[inline]
+    #[inline(always)]
     fn consume(&mut self, k: u32) {
         self.acc <<= k;
         self.n -= k;
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, k: u32) -> u32 {
         if k == 0 {
             return 0;
@@ -340,7 +344,7 @@ impl<'a> Bits<'a> {
         v
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode(&mut self, t: &Huffman) -> Result<u8, Error> {
         if self.n < 16 {
             self.refill();
@@ -367,7 +371,7 @@ impl<'a> Bits<'a> {
             .ok_or_else(|| "invalid Huffman code".into())
     }
 
-    #[inline]
+    #[inline(always)]
     fn receive_extend(&mut self, s: u32) -> i32 {
         if s == 0 {
             return 0;
@@ -705,7 +709,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
 }
 
 impl Bits<'_> {
-    #[inline]
+    #[inline(always)]
     fn consume_n(&mut self, s: u32) {
         if self.n < s {
             self.refill();
