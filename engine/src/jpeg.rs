@@ -175,6 +175,10 @@ struct Huffman {
     /// For AC tables: per 12-bit prefix, a whole coefficient (code + magnitude bits) to skip:
     /// `bits | advance << 5` (advance 64 = end of block); 0 = take the slow path.
     ac_skip: Box<[u16; 1 << SKIP_BITS]>,
+    /// The same for up to two coefficients in a row: `bits | first's bits << 4 | advance << 8 |
+    /// first's advance << 15`. A pair's second code may only be used while the first one does not
+    /// end the block (else it belongs to the next block).
+    ac_skip2: Box<[u32; 1 << SKIP_BITS]>,
 }
 
 const FAST_BITS: u32 = 9;
@@ -235,14 +239,69 @@ impl Huffman {
             }
             code <<= 1;
         }
+        let mut ac_skip2 = Box::new([0u32; 1 << SKIP_BITS]);
+        for (p, e2) in ac_skip2.iter_mut().enumerate() {
+            let e = u32::from(ac_skip[p]);
+            let (len1, adv1) = (e & 31, e >> 5);
+            if e == 0 {
+                continue;
+            }
+            let (mut len, mut adv) = (len1, adv1);
+            if adv1 < 64 && len1 < SKIP_BITS {
+                // The bits after the first code that are known from this prefix.
+                let next = u32::from(ac_skip[(p << len1) & ((1 << SKIP_BITS) - 1)]);
+                if next != 0 && (next & 31) <= SKIP_BITS - len1 {
+                    len += next & 31;
+                    adv += next >> 5;
+                }
+            }
+            *e2 = len | len1 << 4 | adv.min(127) << 8 | adv1 << 15;
+        }
         Ok(Huffman {
             ac_skip,
+            ac_skip2,
             fast,
             maxcode,
             valptr,
             mincode,
             values: values[..k].to_vec(),
         })
+    }
+}
+
+impl Huffman {
+    /// Walk an AC table's codes from zigzag index `k` to the end of the block, keeping nothing.
+    #[inline(always)]
+    fn skip_ac(&self, bits: &mut Bits, mut k: usize) -> Result<(), Error> {
+        while k < 64 {
+            if bits.n < 32 {
+                bits.refill();
+            }
+            let e = self.ac_skip2[(bits.acc >> (64 - SKIP_BITS)) as usize];
+            if e != 0 {
+                let adv1 = ((e >> 15) & 127) as usize;
+                if k + adv1 < 64 {
+                    bits.consume(e & 15);
+                    k += ((e >> 8) & 127) as usize;
+                } else {
+                    bits.consume((e >> 4) & 15);
+                    k += adv1;
+                }
+                continue;
+            }
+            let rs = bits.decode(self)?;
+            let (r, s) = (rs >> 4, u32::from(rs & 15));
+            if s == 0 {
+                if r != 15 {
+                    break;
+                }
+                k += 16;
+            } else {
+                k += usize::from(r) + 1;
+                bits.consume_n(s);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -618,29 +677,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
                                     }
                                     if !progressive {
                                         let t = ac_tables[ta].as_ref().ok_or("missing AC Huffman table")?;
-                                        let mut k = 1;
-                                        while k < 64 {
-                                            if bits.n < 32 {
-                                                bits.refill();
-                                            }
-                                            let e = t.ac_skip[(bits.acc >> (64 - SKIP_BITS)) as usize];
-                                            if e != 0 {
-                                                bits.consume(u32::from(e & 31));
-                                                k += usize::from(e >> 5);
-                                                continue;
-                                            }
-                                            let rs = bits.decode(t)?;
-                                            let (r, s) = (rs >> 4, u32::from(rs & 15));
-                                            if s == 0 {
-                                                if r != 15 {
-                                                    break;
-                                                }
-                                                k += 16;
-                                            } else {
-                                                k += usize::from(r) + 1;
-                                                bits.consume_n(s);
-                                            }
-                                        }
+                                        t.skip_ac(&mut bits, 1)?;
                                     }
                                 }
                             }

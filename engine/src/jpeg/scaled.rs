@@ -15,7 +15,7 @@
 //! coefficients (in zigzag order) are nonzero, which is all that AC refinement scans need to be
 //! parsed. Scans that touch neither the zone nor anything a zone-touching refinement scan depends
 //! on are skipped without being entropy-decoded.
-use super::{Bits, DcImage, Error, Huffman, JpegHeader, SKIP_BITS, be16, is_rgb, mcu_counts, skip_entropy};
+use super::{Bits, DcImage, Error, Huffman, JpegHeader, be16, is_rgb, mcu_counts, skip_entropy};
 use std::borrow::Cow;
 
 /// Natural (row-major) index of the coefficient at each zigzag position.
@@ -725,28 +725,7 @@ fn decode_block(
         zone[usize::from(slot[k & 127])] = bits.receive_extend(s);
         k += 1;
     }
-    while k < 64 {
-        if bits.n < 32 {
-            bits.refill();
-        }
-        let e = ac.huff.ac_skip[(bits.acc >> (64 - SKIP_BITS)) as usize];
-        if e != 0 {
-            bits.consume(u32::from(e & 31));
-            k += usize::from(e >> 5);
-            continue;
-        }
-        let rs = bits.decode(&ac.huff)?;
-        let (r, s) = (rs >> 4, u32::from(rs & 15));
-        if s == 0 {
-            if r != 15 {
-                break;
-            }
-            k += 16;
-        } else {
-            k += usize::from(r) + 1;
-            bits.consume_n(s);
-        }
-    }
+    ac.huff.skip_ac(bits, k)?;
     Ok(true)
 }
 
@@ -1375,5 +1354,26 @@ mod tests {
         assert_eq!(c.slot[24], 15); // (3,3)
         assert_eq!(band_mask(1, 5), 0b11_1110);
         assert_eq!(band_mask(0, 63), u64::MAX);
+    }
+
+    fn planned(bytes: &[u8], scale: u32) -> Vec<bool> {
+        let header = super::super::read_header(bytes, false).unwrap();
+        let g = geometry(&header, scale);
+        let comps: Vec<Comp> = g.comps.iter().map(|c| Comp::new(c.clone(), true)).collect();
+        plan_progressive(bytes, &header, &comps)
+    }
+
+    #[test]
+    fn progressive_scans_outside_the_zone_are_skipped_only_when_nothing_needs_them() {
+        // DC; Y 1-4; Y 5-63 (al 1); Cb; Cr; Y 5-63 refinement; DC refinement.
+        let skippable = include_bytes!("../../tests/fixtures/jpeg_420_prog_skippable.jpg");
+        assert_eq!(
+            planned(skippable, 4),
+            [true, true, false, true, true, false, true]
+        );
+        assert_eq!(planned(skippable, 2), [true; 7]);
+        // DC; Y 1-4; Y 5-63; Cb; Cr; Y 1-63 refinement, which needs 5-63's nonzero history.
+        let refined = include_bytes!("../../tests/fixtures/jpeg_420_prog_refined.jpg");
+        assert_eq!(planned(refined, 4), [true; 6]);
     }
 }
