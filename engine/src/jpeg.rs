@@ -172,17 +172,19 @@ struct Huffman {
     valptr: [i32; 17],
     mincode: [i32; 17],
     values: Vec<u8>,
-    /// For AC tables: per 12-bit prefix, a whole coefficient (code + magnitude bits) to skip:
-    /// `bits | advance << 5` (advance 64 = end of block); 0 = take the slow path.
-    ac_skip: Box<[u16; 1 << SKIP_BITS]>,
-    /// The same for up to two coefficients in a row: `bits | first's bits << 4 | advance << 8 |
-    /// first's advance << 15`. A pair's second code may only be used while the first one does not
-    /// end the block (else it belongs to the next block).
+    /// For AC tables: per 12-bit prefix, up to two whole coefficients (code + magnitude bits) to
+    /// skip: `bits | first's bits << 4 | advance << 8 | first's advance << 15` (advance 64 = end
+    /// of block); 0 = take the slow path. A pair's second code may only be used while the first
+    /// one does not end the block (else it belongs to the next block).
     ac_skip2: Box<[u32; 1 << SKIP_BITS]>,
 }
 
 const FAST_BITS: u32 = 9;
 const SKIP_BITS: u32 = 12;
+
+/// More scans than any encoder writes (libjpeg's progressive scripts use about ten): each scan
+/// walks every block, so a file made of tiny scans could otherwise take very long to decode.
+const MAX_SCANS: usize = 1000;
 
 impl Huffman {
     fn new(counts: &[u8; 16], values: &[u8]) -> Result<Huffman, Error> {
@@ -215,7 +217,8 @@ impl Huffman {
             code <<= 1;
         }
         maxcode[17] = i32::MAX;
-        let mut ac_skip = Box::new([0u16; 1 << SKIP_BITS]);
+        // One coefficient per prefix first: `bits | advance << 5`.
+        let mut ac_skip = vec![0u16; 1 << SKIP_BITS];
         let (mut code, mut k) = (0u32, 0usize);
         for len in 1..=16u32 {
             for _ in 0..counts[len as usize - 1] {
@@ -258,7 +261,6 @@ impl Huffman {
             *e2 = len | len1 << 4 | adv.min(127) << 8 | adv1 << 15;
         }
         Ok(Huffman {
-            ac_skip,
             ac_skip2,
             fast,
             maxcode,
@@ -315,6 +317,9 @@ struct Bits<'a> {
     marker_hit: bool,
     /// Zero bits appended because the data ended.
     fake_bits: u32,
+    /// No marker starts between `pos` and here (so that a restart interval whose RST marker is
+    /// missing does not rescan the same data at every interval).
+    no_marker_before: usize,
 }
 
 impl<'a> Bits<'a> {
@@ -326,6 +331,7 @@ impl<'a> Bits<'a> {
             n: 0,
             marker_hit: false,
             fake_bits: 0,
+            no_marker_before: 0,
         }
     }
 
@@ -444,12 +450,13 @@ impl<'a> Bits<'a> {
         self.acc = 0;
         self.n = 0;
         self.marker_hit = false;
-        let mut p = self.pos;
+        let mut p = self.pos.max(self.no_marker_before);
         while p + 1 < self.data.len()
             && !(self.data[p] == 0xFF && self.data[p + 1] != 0 && self.data[p + 1] != 0xFF)
         {
             p += 1;
         }
+        self.no_marker_before = p;
         if p + 1 < self.data.len() && (0xD0..=0xD7).contains(&self.data[p + 1]) {
             self.pos = p + 2;
         }
@@ -522,7 +529,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
     let mut dc_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut ac_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut restart_interval = 0usize;
-    let mut saw_scan = false;
+    let mut scans = 0usize;
 
     let mut pos = 2;
     loop {
@@ -590,7 +597,10 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
             }
             0xDD => restart_interval = be16(seg, 0)?,
             0xDA => {
-                saw_scan = true;
+                scans += 1;
+                if scans > MAX_SCANS {
+                    return Err(format!("more than {MAX_SCANS} scans"));
+                }
                 let ns = usize::from(*seg.first().ok_or("scan header too short")?);
                 if ns == 0 || ns > 4 || seg.len() < 1 + 2 * ns + 3 {
                     return Err("invalid scan header".into());
@@ -692,7 +702,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
             _ => {}
         }
     }
-    if !saw_scan {
+    if scans == 0 {
         return Err("no image data".into());
     }
 

@@ -306,48 +306,65 @@ fn diff(a: &[u8], b: &[u8]) -> (f64, f64) {
     (sum as f64 / n, psnr)
 }
 
-/// The reduced-size decoder (scales 1/2, 1/4) against jpeg-decoder's full IDCT + scaling.
+/// The reduced-size decoder (scales 1/2, 1/4) against what libjpeg-turbo's `djpeg -scale 1/N`
+/// made of the same file (tests/fixtures/djpeg/, see make_fixtures.py) and against
+/// jpeg-decoder's scaled decode. The luma differs slightly from djpeg's by design (we transform
+/// the low-frequency zone, djpeg averages the full IDCT's pixels); jpeg-decoder uses the same
+/// transform and must agree closely, except with 4:2:0 chroma, which it decodes at the reduced
+/// size and upsamples where we (like libjpeg-turbo) use a larger IDCT.
 #[test]
-fn reduced_size_jpeg_decodes_match_jpeg_decoder() {
-    for (name, channels) in [
-        ("jpeg_420.jpg", 3),
-        ("jpeg_422.jpg", 3),
-        ("jpeg_440.jpg", 3),
-        ("jpeg_444.jpg", 3),
-        ("jpeg_411.jpg", 3),
-        ("jpeg_420_prog.jpg", 3),
-        ("jpeg_420_restart.jpg", 3),
-        ("jpeg_420_prog_restart.jpg", 3),
-        ("jpeg_444_separate_scans.jpg", 3),
-        ("jpeg_gray.jpg", 1),
-        ("jpeg_gray_prog.jpg", 1),
-        ("jpeg_rgb.jpg", 3),
-        ("jpeg_cmyk_adobe.jpg", 3),
-        ("jpeg_cmyk_adobe_prog.jpg", 3),
-        ("jpeg_cmyk_pillow.jpg", 3),
-        ("quad.jpg", 3),
-        ("progressive.jpg", 3),
-        ("cmyk_plain.jpg", 3),
-        ("panorama.jpg", 3),
+fn reduced_size_jpeg_decodes_match_djpeg_and_jpeg_decoder() {
+    for (name, reference, channels, same_chroma) in [
+        ("jpeg_420.jpg", "jpeg_420", 3, false),
+        ("jpeg_422.jpg", "jpeg_422", 3, true),
+        ("jpeg_440.jpg", "jpeg_440", 3, true),
+        ("jpeg_444.jpg", "jpeg_444", 3, true),
+        ("jpeg_411.jpg", "jpeg_411", 3, true),
+        ("jpeg_420_prog.jpg", "jpeg_420", 3, false),
+        ("jpeg_420_restart.jpg", "jpeg_420", 3, false),
+        ("jpeg_420_prog_restart.jpg", "jpeg_420", 3, false),
+        ("jpeg_444_separate_scans.jpg", "jpeg_444", 3, true),
+        ("jpeg_gray.jpg", "jpeg_gray", 1, true),
+        ("jpeg_gray_prog.jpg", "jpeg_gray", 1, true),
+        ("jpeg_rgb.jpg", "jpeg_rgb", 3, true),
+        ("jpeg_cmyk_adobe.jpg", "jpeg_cmyk_adobe", 3, true),
+        ("jpeg_cmyk_adobe_prog.jpg", "jpeg_cmyk_adobe", 3, true),
+        ("jpeg_cmyk_pillow.jpg", "jpeg_rgb", 3, true),
+        ("quad.jpg", "quad", 3, false),
+        ("progressive.jpg", "quad", 3, false),
+        ("panorama.jpg", "panorama", 3, false),
+        ("cmyk_plain.jpg", "", 3, true),
     ] {
         let bytes = fixture(name);
         for scale in [2u32, 4] {
             let ours = thumbnail_engine::decode_jpeg_scaled(&bytes, scale, false).unwrap();
-            let reference = thumbnail_engine::decode_jpeg_scaled(&bytes, scale, true).unwrap();
             let what = format!("{name} at 1/{scale}");
-            assert_eq!(
-                (ours.0, ours.1, ours.2),
-                (reference.0, reference.1, reference.2),
-                "{what}"
-            );
-            assert_eq!(ours.2, channels, "{what}");
+            let scaled = thumbnail_engine::decode_jpeg_scaled(&bytes, scale, true).unwrap();
+            assert_eq!((ours.0, ours.1, ours.2), (scaled.0, scaled.1, channels), "{what}");
             assert_eq!(ours.3.len(), ours.0 * ours.1 * channels, "{what}");
-            let (mean, psnr) = diff(&ours.3, &reference.3);
-            eprintln!("{what}: mean abs diff {mean:.3}, PSNR {psnr:.2} dB");
-            assert!(
-                mean < 2.0 && psnr > 35.0,
-                "{what}: mean abs diff {mean:.3}, PSNR {psnr:.2} dB"
-            );
+            if !reference.is_empty() {
+                let img =
+                    image::load_from_memory(&fixture(&format!("djpeg/{reference}_{scale}.png"))).unwrap();
+                let want = if channels == 1 {
+                    img.into_luma8().into_raw()
+                } else {
+                    img.into_rgb8().into_raw()
+                };
+                let (mean, psnr) = diff(&ours.3, &want);
+                eprintln!("{what}: vs djpeg: mean abs diff {mean:.3}, PSNR {psnr:.2} dB");
+                assert!(
+                    mean < 3.0 && psnr > 34.0,
+                    "{what} vs djpeg: mean abs diff {mean:.3}, PSNR {psnr:.2} dB"
+                );
+            }
+            let (mean, psnr) = diff(&ours.3, &scaled.3);
+            eprintln!("{what}: vs jpeg-decoder: mean abs diff {mean:.3}, PSNR {psnr:.2} dB");
+            if same_chroma {
+                assert!(
+                    mean < 0.5 && psnr > 50.0,
+                    "{what} vs jpeg-decoder: mean abs diff {mean:.3}, PSNR {psnr:.2} dB"
+                );
+            }
         }
     }
 }

@@ -15,7 +15,7 @@
 //! coefficients (in zigzag order) are nonzero, which is all that AC refinement scans need to be
 //! parsed. Scans that touch neither the zone nor anything a zone-touching refinement scan depends
 //! on are skipped without being entropy-decoded.
-use super::{Bits, DcImage, Error, Huffman, JpegHeader, be16, is_rgb, mcu_counts, skip_entropy};
+use super::{Bits, DcImage, Error, Huffman, JpegHeader, MAX_SCANS, be16, is_rgb, mcu_counts, skip_entropy};
 use std::borrow::Cow;
 
 /// Natural (row-major) index of the coefficient at each zigzag position.
@@ -268,7 +268,7 @@ impl Comp {
             return;
         };
         if !ac || n == 1 {
-            let v = sample(descale(i64::from(zone[0]) * i64::from(q[0]), 3));
+            let v = sample(zone[0].wrapping_mul(q[0]).wrapping_add(4) >> 3);
             for row in out.chunks_mut(stride).take(n) {
                 if let Some(r) = row.get_mut(..n) {
                     r.fill(v);
@@ -315,7 +315,6 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
     let mut ac_tables: [Option<AcTable>; 4] = [None, None, None, None];
     let mut restart_interval = 0usize;
     let mut scan_index = 0usize;
-    let mut saw_scan = false;
 
     let mut pos = 2;
     loop {
@@ -367,10 +366,12 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
             }
             0xDD => restart_interval = be16(seg, 0)?,
             0xDA => {
-                saw_scan = true;
                 let scan = parse_sos(seg, header)?;
                 let this_scan = scan_index;
                 scan_index += 1;
+                if scan_index > MAX_SCANS {
+                    return Err(format!("more than {MAX_SCANS} scans"));
+                }
                 if progressive && !needed_scans.get(this_scan).copied().unwrap_or(true) {
                     pos = skip_entropy(bytes, pos);
                     if pos >= bytes.len() {
@@ -417,7 +418,7 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
             _ => {}
         }
     }
-    if !saw_scan {
+    if scan_index == 0 {
         return Err("no image data".into());
     }
     if progressive {
@@ -574,6 +575,9 @@ fn plan_progressive(bytes: &[u8], header: &JpegHeader, comps: &[Comp]) -> Vec<bo
                 usize::MAX
             };
             scans.push((ci, band, scan.ah > 0));
+            if scans.len() > MAX_SCANS {
+                break;
+            }
             pos = skip_entropy(bytes, pos);
         }
     }
@@ -731,33 +735,30 @@ fn decode_block(
 
 fn decode_progressive_scan(ctx: &ScanCtx, bits: &mut Bits, comps: &mut [Comp]) -> Result<(), Error> {
     let scan = ctx.scan;
+    if scan.ss > 0 {
+        let ac = ctx.ac_tables[scan.comps[0].2]
+            .as_ref()
+            .ok_or("missing AC Huffman table")?;
+        let c = comps
+            .get_mut(scan.comps[0].0)
+            .ok_or("scan refers to an unknown component")?;
+        return decode_ac_scan(ctx, bits, c, ac);
+    }
     let (ux, uy) = ctx.units();
     let mut preds = [0i32; 4];
-    let mut eobrun = 0u32;
     let mut since_restart = 0usize;
-    let dc_scan = scan.ss == 0;
     let mut dc_tabs = Vec::with_capacity(scan.comps.len());
-    if dc_scan && scan.ah == 0 {
+    if scan.ah == 0 {
         for &(_, td, _) in &scan.comps {
             dc_tabs.push(ctx.dc_tables[td].as_ref().ok_or("missing DC Huffman table")?);
         }
     }
-    let ac = if dc_scan {
-        None
-    } else {
-        Some(
-            ctx.ac_tables[scan.comps[0].2]
-                .as_ref()
-                .ok_or("missing AC Huffman table")?,
-        )
-    };
     let al = scan.al;
     for uyi in 0..uy {
         for uxi in 0..ux {
             if ctx.restart_interval > 0 && since_restart == ctx.restart_interval {
                 bits.restart();
                 preds = [0; 4];
-                eobrun = 0;
                 since_restart = 0;
             }
             since_restart += 1;
@@ -768,33 +769,21 @@ fn decode_progressive_scan(ctx: &ScanCtx, bits: &mut Bits, comps: &mut [Comp]) -
                 for by in 0..bv {
                     for bx in 0..bh {
                         let (x, y) = (uxi * bh + bx, uyi * bv + by);
-                        let b = (y * c.geom.bw + x).min(c.masks.len());
-                        let mut sink_c = [0i16; 64];
-                        let mut sink_m = 0u64;
                         let inside = x < c.geom.bw && y < c.geom.bh;
-                        let (coefs, mask) = match (c.coefs.get_mut(b * nn..(b + 1) * nn), c.masks.get_mut(b))
-                        {
-                            (Some(cf), Some(m)) if inside => (cf, m),
-                            _ => (&mut sink_c[..], &mut sink_m),
+                        let mut sink = 0i16;
+                        let dc = match c.coefs.get_mut((y * c.geom.bw + x) * nn) {
+                            Some(v) if inside => v,
+                            _ => &mut sink,
                         };
-                        if dc_scan {
-                            if scan.ah == 0 {
-                                let s = u32::from(bits.decode(dc_tabs[si])?);
-                                if s > 16 {
-                                    return Err("invalid DC coefficient size".into());
-                                }
-                                preds[si] = preds[si].wrapping_add(bits.receive_extend(s));
-                                let v = (preds[si].clamp(-32768, 32767) << al).clamp(-32768, 32767);
-                                coefs[0] = v as i16;
-                            } else if bits.get(1) == 1 {
-                                coefs[0] |= 1 << al;
+                        if scan.ah == 0 {
+                            let s = u32::from(bits.decode(dc_tabs[si])?);
+                            if s > 16 {
+                                return Err("invalid DC coefficient size".into());
                             }
-                        } else if let Some(ac) = ac {
-                            if scan.ah == 0 {
-                                ac_first(bits, ac, scan, al, &mut eobrun, coefs, mask, &c.slot)?;
-                            } else {
-                                ac_refine(bits, ac, scan, al, &mut eobrun, coefs, mask, &c.slot)?;
-                            }
+                            preds[si] = preds[si].wrapping_add(bits.receive_extend(s));
+                            *dc = (preds[si].clamp(-32768, 32767) << al).clamp(-32768, 32767) as i16;
+                        } else if bits.get(1) == 1 {
+                            *dc |= 1 << al;
                         }
                     }
                 }
@@ -804,24 +793,64 @@ fn decode_progressive_scan(ctx: &ScanCtx, bits: &mut Bits, comps: &mut [Comp]) -
     Ok(())
 }
 
+/// An AC scan of a progressive file (always a single component, block by block).
+fn decode_ac_scan(ctx: &ScanCtx, bits: &mut Bits, c: &mut Comp, ac: &AcTable) -> Result<(), Error> {
+    let scan = ctx.scan;
+    let (ux, uy) = ctx.units();
+    let nn = c.geom.n * c.geom.n;
+    let bw = c.geom.bw;
+    let (ss, se, al) = (scan.ss, scan.se, scan.al);
+    let refine = scan.ah != 0;
+    let zone_mask = c.zone_mask;
+    let Comp {
+        coefs, masks, slot, ..
+    } = c;
+    let mut eobrun = 0u32;
+    let mut since_restart = 0usize;
+    for y in 0..uy {
+        for x in 0..ux {
+            if ctx.restart_interval > 0 && since_restart == ctx.restart_interval {
+                bits.restart();
+                eobrun = 0;
+                since_restart = 0;
+            }
+            since_restart += 1;
+            if !refine && eobrun > 0 {
+                eobrun -= 1;
+                continue;
+            }
+            let b = y * bw + x;
+            let mut sink_c = [0i16; 64];
+            let mut sink_m = 0u64;
+            let (cf, m) = match (coefs.get_mut(b * nn..(b + 1) * nn), masks.get_mut(b)) {
+                (Some(cf), Some(m)) if x < bw => (cf, m),
+                _ => (&mut sink_c[..], &mut sink_m),
+            };
+            if refine {
+                ac_refine(bits, ac, (ss, se), al, &mut eobrun, cf, m, slot, zone_mask)?;
+            } else {
+                ac_first(bits, ac, (ss, se), al, &mut eobrun, cf, m, slot)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One block of a first AC scan (successive-approximation bit `al`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn ac_first(
     bits: &mut Bits,
     ac: &AcTable,
-    scan: &Scan,
+    (ss, se): (usize, usize),
     al: u32,
     eobrun: &mut u32,
     coefs: &mut [i16],
     mask: &mut u64,
     slot: &[u8; 128],
 ) -> Result<(), Error> {
-    if *eobrun > 0 {
-        *eobrun -= 1;
-        return Ok(());
-    }
-    let mut k = scan.ss;
-    while k <= scan.se {
+    let mut k = ss;
+    while k <= se {
         let (r, s, v) = ac_symbol(bits, ac)?;
         if s == 0 {
             if r < 15 {
@@ -847,22 +876,32 @@ fn ac_first(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Bits `a..=b` of a mask (empty when `a > b`).
 #[inline(always)]
-fn ac_refine(
-    bits: &mut Bits,
-    ac: &AcTable,
-    scan: &Scan,
-    al: u32,
-    eobrun: &mut u32,
-    coefs: &mut [i16],
-    mask: &mut u64,
-    slot: &[u8; 128],
-) -> Result<(), Error> {
-    let p1 = 1i16 << al;
-    let correct = |bits: &mut Bits, coefs: &mut [i16], k: usize| {
+fn span(a: usize, b: usize) -> u64 {
+    if a > b || a > 63 {
+        return 0;
+    }
+    let hi = if b >= 63 { u64::MAX } else { (2u64 << b) - 1 };
+    hi & (u64::MAX << a)
+}
+
+/// Read one correction bit for each coefficient in `nz` (in zigzag order) and apply those that
+/// fall in the zone; the others' bits are only skipped.
+#[inline(always)]
+fn correct(bits: &mut Bits, coefs: &mut [i16], slot: &[u8; 128], zone_mask: u64, nz: u64, p1: i16) {
+    let mut rest = nz;
+    while rest != 0 {
+        let in_zone = rest & zone_mask;
+        if in_zone == 0 {
+            skip_bits(bits, rest.count_ones());
+            return;
+        }
+        let p = in_zone.trailing_zeros() as usize;
+        let below = rest & ((1u64 << p) - 1);
+        skip_bits(bits, below.count_ones());
         if bits.get(1) == 1
-            && let Some(z) = coefs.get_mut(usize::from(slot[k]))
+            && let Some(z) = coefs.get_mut(usize::from(slot[p]))
             && *z & p1 == 0
         {
             *z = if *z >= 0 {
@@ -871,33 +910,71 @@ fn ac_refine(
                 z.saturating_sub(p1)
             };
         }
-    };
-    let mut k = scan.ss;
+        rest &= !(below | 1u64 << p);
+    }
+}
+
+#[inline(always)]
+fn skip_bits(bits: &mut Bits, mut n: u32) {
+    while n > 0 {
+        let t = n.min(32);
+        bits.consume_n(t);
+        n -= t;
+    }
+}
+
+/// One block of an AC refinement scan: new coefficients of magnitude `1 << al` and one
+/// correction bit per coefficient that already has history (libjpeg's decode_mcu_AC_refine).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn ac_refine(
+    bits: &mut Bits,
+    ac: &AcTable,
+    (ss, se): (usize, usize),
+    al: u32,
+    eobrun: &mut u32,
+    coefs: &mut [i16],
+    mask: &mut u64,
+    slot: &[u8; 128],
+    zone_mask: u64,
+) -> Result<(), Error> {
+    let p1 = 1i16 << al;
+    let mut k = ss;
     if *eobrun == 0 {
-        while k <= scan.se {
+        while k <= se {
             let rs = bits.decode(&ac.huff)?;
-            let (mut r, s) = (i32::from(rs >> 4), rs & 15);
+            let (r, s) = (u32::from(rs >> 4), rs & 15);
             let mut val = 0i16;
             if s != 0 {
                 val = if bits.get(1) == 1 { p1 } else { -p1 };
             } else if r != 15 {
                 *eobrun = 1 << r;
                 if r > 0 {
-                    *eobrun += bits.get(r as u32);
+                    *eobrun += bits.get(r);
                 }
                 break;
             }
-            while k <= scan.se {
-                if *mask & (1 << k) != 0 {
-                    correct(bits, coefs, k);
-                } else {
-                    r -= 1;
-                    if r < 0 {
-                        break;
-                    }
-                }
-                k += 1;
+            // The new coefficient goes to the (r + 1)-th position from k on without history
+            // (past the band when there are not that many); those with history in between get
+            // a correction bit each.
+            let mut zeros = !*mask & span(k, se);
+            for _ in 0..r {
+                zeros &= zeros.wrapping_sub(1);
             }
+            let target = if zeros == 0 {
+                se + 1
+            } else {
+                zeros.trailing_zeros() as usize
+            };
+            correct(
+                bits,
+                coefs,
+                slot,
+                zone_mask,
+                *mask & span(k, target.wrapping_sub(1)),
+                p1,
+            );
+            k = target;
             if val != 0 && k < 64 {
                 *mask |= 1 << k;
                 if let Some(z) = coefs.get_mut(usize::from(slot[k])) {
@@ -908,176 +985,181 @@ fn ac_refine(
         }
     }
     if *eobrun > 0 {
-        while k <= scan.se {
-            if *mask & (1 << k) != 0 {
-                correct(bits, coefs, k);
-            }
-            k += 1;
-        }
+        correct(bits, coefs, slot, zone_mask, *mask & span(k, se), p1);
         *eobrun -= 1;
     }
     Ok(())
 }
 
 // Reduced-size inverse DCTs. Input: the zone in slot order (row-major n x n), not yet
-// dequantised. Arithmetic is in i64 so that no input can overflow.
+// dequantised. 32-bit fixed point as in libjpeg, whose scaling keeps every intermediate of a valid
+// stream within 32 bits; the arithmetic wraps so that corrupt coefficients only give wrong
+// pixels. Each pass transforms all columns (then all rows) at once, lane by lane, so that the
+// compiler can vectorise it.
 
 const CONST_BITS: u32 = 13;
 const PASS1_BITS: u32 = 2;
-const FIX_0_298631336: i64 = 2446;
-const FIX_0_390180644: i64 = 3196;
-const FIX_0_541196100: i64 = 4433;
-const FIX_0_765366865: i64 = 6270;
-const FIX_0_899976223: i64 = 7373;
-const FIX_1_175875602: i64 = 9633;
-const FIX_1_501321110: i64 = 12299;
-const FIX_1_847759065: i64 = 15137;
-const FIX_1_961570560: i64 = 16069;
-const FIX_2_053119869: i64 = 16819;
-const FIX_2_562915447: i64 = 20995;
-const FIX_3_072711026: i64 = 25172;
+const FIX_0_298631336: i32 = 2446;
+const FIX_0_390180644: i32 = 3196;
+const FIX_0_541196100: i32 = 4433;
+const FIX_0_765366865: i32 = 6270;
+const FIX_0_899976223: i32 = 7373;
+const FIX_1_175875602: i32 = 9633;
+const FIX_1_501321110: i32 = 12299;
+const FIX_1_847759065: i32 = 15137;
+const FIX_1_961570560: i32 = 16069;
+const FIX_2_053119869: i32 = 16819;
+const FIX_2_562915447: i32 = 20995;
+const FIX_3_072711026: i32 = 25172;
 
-#[inline(always)]
-fn descale(x: i64, n: u32) -> i64 {
-    (x + (1 << (n - 1))) >> n
+/// Lane-wise i32 arithmetic on N lanes (wrapping).
+#[derive(Clone, Copy)]
+struct V<const N: usize>([i32; N]);
+
+impl<const N: usize> V<N> {
+    #[inline(always)]
+    fn map2(self, o: V<N>, f: impl Fn(i32, i32) -> i32) -> V<N> {
+        V(std::array::from_fn(|i| f(self.0[i], o.0[i])))
+    }
+    #[inline(always)]
+    fn add(self, o: V<N>) -> V<N> {
+        self.map2(o, i32::wrapping_add)
+    }
+    #[inline(always)]
+    fn sub(self, o: V<N>) -> V<N> {
+        self.map2(o, i32::wrapping_sub)
+    }
+    #[inline(always)]
+    fn mul(self, k: i32) -> V<N> {
+        V(self.0.map(|v| v.wrapping_mul(k)))
+    }
+    #[inline(always)]
+    fn shl(self, n: u32) -> V<N> {
+        V(self.0.map(|v| v << n))
+    }
+    /// Round and shift right by `n`.
+    #[inline(always)]
+    fn descale(self, n: u32) -> V<N> {
+        V(self.0.map(|v| v.wrapping_add(1 << (n - 1)) >> n))
+    }
 }
 
 #[inline(always)]
-fn sample(x: i64) -> u8 {
-    (x + 128).clamp(0, 255) as u8
+fn sample(x: i32) -> u8 {
+    x.wrapping_add(128).clamp(0, 255) as u8
+}
+
+/// Dequantised coefficients as rows of lanes: `rows[r].0[c]` is coefficient (r, c).
+#[inline(always)]
+fn dequantise<const N: usize>(z: &Zone, q: &[i32; 64]) -> [V<N>; N] {
+    std::array::from_fn(|r| V(std::array::from_fn(|c| z[r * N + c].wrapping_mul(q[r * N + c]))))
+}
+
+/// Transpose so that lanes become rows.
+#[inline(always)]
+fn transpose<const N: usize>(m: [V<N>; N]) -> [V<N>; N] {
+    std::array::from_fn(|r| V(std::array::from_fn(|c| m[c].0[r])))
+}
+
+#[inline(always)]
+fn store<const N: usize>(cols: [V<N>; N], shift: u32, out: &mut [u8], stride: usize) {
+    // `cols[c].0[r]` is the pixel at row r, column c.
+    for r in 0..N {
+        if let Some(o) = out.get_mut(r * stride..r * stride + N) {
+            for (c, px) in o.iter_mut().enumerate() {
+                *px = sample(cols[c].0[r].wrapping_add(1 << (shift - 1)) >> shift);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 fn idct1(z: &Zone, q: &[i32; 64], out: &mut [u8]) {
     if let Some(o) = out.first_mut() {
-        *o = sample(descale(i64::from(z[0]) * i64::from(q[0]), 3));
+        *o = sample(z[0].wrapping_mul(q[0]).wrapping_add(4) >> 3);
     }
 }
 
 fn idct2(z: &Zone, q: &[i32; 64], out: &mut [u8], stride: usize) {
-    let d = |i: usize| i64::from(z[i]) * i64::from(q[i]);
-    let (c00, c01, c10, c11) = (d(0), d(1), d(2), d(3));
-    let (x0, x2) = (c00 + c10, c00 - c10);
-    let (x1, x3) = (c01 + c11, c01 - c11);
-    let rows = [[x0 + x1, x0 - x1], [x2 + x3, x2 - x3]];
-    for (r, vals) in rows.iter().enumerate() {
-        if let Some(o) = out.get_mut(r * stride..r * stride + 2) {
-            o[0] = sample(descale(vals[0], 3));
-            o[1] = sample(descale(vals[1], 3));
-        }
+    let [r0, r1] = dequantise::<2>(z, q);
+    // Columns, then rows: [a + b, a - b] each way.
+    let cols = transpose([r0.add(r1), r0.sub(r1)]);
+    let [a, b] = cols;
+    store([a.add(b), a.sub(b)], 3, out, stride);
+}
+
+/// One 4-point pass (IJG libjpeg's jpeg_idct_4x4): even part scaled by `even_shift`, odd part
+/// descaled by `odd_descale` (0: kept at CONST_BITS).
+#[inline(always)]
+fn idct4_pass(x: [V<4>; 4], even_shift: u32, odd_descale: u32) -> [V<4>; 4] {
+    let tmp10 = x[0].add(x[2]).shl(even_shift);
+    let tmp12 = x[0].sub(x[2]).shl(even_shift);
+    let z1 = x[1].add(x[3]).mul(FIX_0_541196100);
+    let mut tmp0 = z1.add(x[1].mul(FIX_0_765366865));
+    let mut tmp2 = z1.sub(x[3].mul(FIX_1_847759065));
+    if odd_descale > 0 {
+        tmp0 = tmp0.descale(odd_descale);
+        tmp2 = tmp2.descale(odd_descale);
     }
+    [tmp10.add(tmp0), tmp12.add(tmp2), tmp12.sub(tmp2), tmp10.sub(tmp0)]
 }
 
 /// 4-point IDCT of the 4x4 zone (IJG libjpeg's jpeg_idct_4x4 arithmetic).
 fn idct4(z: &Zone, q: &[i32; 64], out: &mut [u8], stride: usize) {
-    let mut ws = [0i64; 16];
-    for col in 0..4 {
-        let d = |r: usize| i64::from(z[r * 4 + col]) * i64::from(q[r * 4 + col]);
-        let (c0, c1, c2, c3) = (d(0), d(1), d(2), d(3));
-        let tmp10 = (c0 + c2) << PASS1_BITS;
-        let tmp12 = (c0 - c2) << PASS1_BITS;
-        let z1 = (c1 + c3) * FIX_0_541196100 + (1 << (CONST_BITS - PASS1_BITS - 1));
-        let tmp0 = (z1 + c1 * FIX_0_765366865) >> (CONST_BITS - PASS1_BITS);
-        let tmp2 = (z1 - c3 * FIX_1_847759065) >> (CONST_BITS - PASS1_BITS);
-        ws[col] = tmp10 + tmp0;
-        ws[12 + col] = tmp10 - tmp0;
-        ws[4 + col] = tmp12 + tmp2;
-        ws[8 + col] = tmp12 - tmp2;
-    }
-    for r in 0..4 {
-        let w = &ws[r * 4..r * 4 + 4];
-        let tmp10 = (w[0] + w[2]) << CONST_BITS;
-        let tmp12 = (w[0] - w[2]) << CONST_BITS;
-        let z1 = (w[1] + w[3]) * FIX_0_541196100;
-        let tmp0 = z1 + w[1] * FIX_0_765366865;
-        let tmp2 = z1 - w[3] * FIX_1_847759065;
-        const SHIFT: u32 = CONST_BITS + PASS1_BITS + 3;
-        if let Some(o) = out.get_mut(r * stride..r * stride + 4) {
-            o[0] = sample(descale(tmp10 + tmp0, SHIFT));
-            o[3] = sample(descale(tmp10 - tmp0, SHIFT));
-            o[1] = sample(descale(tmp12 + tmp2, SHIFT));
-            o[2] = sample(descale(tmp12 - tmp2, SHIFT));
-        }
-    }
+    let x = dequantise::<4>(z, q);
+    let ws = idct4_pass(x, PASS1_BITS, CONST_BITS - PASS1_BITS);
+    let cols = idct4_pass(transpose(ws), CONST_BITS, 0);
+    store(cols, CONST_BITS + PASS1_BITS + 3, out, stride);
 }
 
-/// One 8-point IDCT pass (Loeffler-Ligtenberg-Moschytz, as libjpeg's jpeg_idct_islow):
-/// returns the eight outputs before descaling, with the even part scaled by 2^CONST_BITS.
+/// One 8-point pass (Loeffler-Ligtenberg-Moschytz, as libjpeg's jpeg_idct_islow), outputs
+/// before descaling, scaled by 2^CONST_BITS.
 #[inline(always)]
-fn idct8_1d(x: [i64; 8]) -> [i64; 8] {
-    let z1 = (x[2] + x[6]) * FIX_0_541196100;
-    let tmp2 = z1 - x[6] * FIX_1_847759065;
-    let tmp3 = z1 + x[2] * FIX_0_765366865;
-    let tmp0 = (x[0] + x[4]) << CONST_BITS;
-    let tmp1 = (x[0] - x[4]) << CONST_BITS;
-    let (tmp10, tmp13) = (tmp0 + tmp3, tmp0 - tmp3);
-    let (tmp11, tmp12) = (tmp1 + tmp2, tmp1 - tmp2);
+fn idct8_pass(x: [V<8>; 8]) -> [V<8>; 8] {
+    let z1 = x[2].add(x[6]).mul(FIX_0_541196100);
+    let tmp2 = z1.sub(x[6].mul(FIX_1_847759065));
+    let tmp3 = z1.add(x[2].mul(FIX_0_765366865));
+    let tmp0 = x[0].add(x[4]).shl(CONST_BITS);
+    let tmp1 = x[0].sub(x[4]).shl(CONST_BITS);
+    let (tmp10, tmp13) = (tmp0.add(tmp3), tmp0.sub(tmp3));
+    let (tmp11, tmp12) = (tmp1.add(tmp2), tmp1.sub(tmp2));
 
-    let (mut t0, mut t1, mut t2, mut t3) = (x[7], x[5], x[3], x[1]);
-    let z1 = t0 + t3;
-    let z2 = t1 + t2;
-    let z3 = t0 + t2;
-    let z4 = t1 + t3;
-    let z5 = (z3 + z4) * FIX_1_175875602;
-    t0 *= FIX_0_298631336;
-    t1 *= FIX_2_053119869;
-    t2 *= FIX_3_072711026;
-    t3 *= FIX_1_501321110;
-    let z1 = -z1 * FIX_0_899976223;
-    let z2 = -z2 * FIX_2_562915447;
-    let z3 = -z3 * FIX_1_961570560 + z5;
-    let z4 = -z4 * FIX_0_390180644 + z5;
-    t0 += z1 + z3;
-    t1 += z2 + z4;
-    t2 += z2 + z3;
-    t3 += z1 + z4;
+    let (t0, t1, t2, t3) = (x[7], x[5], x[3], x[1]);
+    let z1 = t0.add(t3);
+    let z2 = t1.add(t2);
+    let z3 = t0.add(t2);
+    let z4 = t1.add(t3);
+    let z5 = z3.add(z4).mul(FIX_1_175875602);
+    let t0 = t0.mul(FIX_0_298631336);
+    let t1 = t1.mul(FIX_2_053119869);
+    let t2 = t2.mul(FIX_3_072711026);
+    let t3 = t3.mul(FIX_1_501321110);
+    let z1 = z1.mul(-FIX_0_899976223);
+    let z2 = z2.mul(-FIX_2_562915447);
+    let z3 = z3.mul(-FIX_1_961570560).add(z5);
+    let z4 = z4.mul(-FIX_0_390180644).add(z5);
+    let t0 = t0.add(z1).add(z3);
+    let t1 = t1.add(z2).add(z4);
+    let t2 = t2.add(z2).add(z3);
+    let t3 = t3.add(z1).add(z4);
     [
-        tmp10 + t3,
-        tmp11 + t2,
-        tmp12 + t1,
-        tmp13 + t0,
-        tmp13 - t0,
-        tmp12 - t1,
-        tmp11 - t2,
-        tmp10 - t3,
+        tmp10.add(t3),
+        tmp11.add(t2),
+        tmp12.add(t1),
+        tmp13.add(t0),
+        tmp13.sub(t0),
+        tmp12.sub(t1),
+        tmp11.sub(t2),
+        tmp10.sub(t3),
     ]
 }
 
 /// Full 8x8 IDCT (libjpeg's accurate integer method), for chroma decoded at twice luma's size.
 fn idct8(z: &Zone, q: &[i32; 64], out: &mut [u8], stride: usize) {
-    let mut ws = [0i64; 64];
-    for col in 0..8 {
-        let mut x = [0i64; 8];
-        let mut ac = false;
-        for (r, v) in x.iter_mut().enumerate() {
-            *v = i64::from(z[r * 8 + col]) * i64::from(q[r * 8 + col]);
-            ac |= r > 0 && *v != 0;
-        }
-        if !ac {
-            for r in 0..8 {
-                ws[r * 8 + col] = x[0] << PASS1_BITS;
-            }
-            continue;
-        }
-        let y = idct8_1d(x);
-        for (r, &v) in y.iter().enumerate() {
-            ws[r * 8 + col] = descale(v, CONST_BITS - PASS1_BITS);
-        }
-    }
-    for r in 0..8 {
-        let w: [i64; 8] = ws[r * 8..r * 8 + 8].try_into().unwrap_or([0; 8]);
-        let Some(o) = out.get_mut(r * stride..r * stride + 8) else {
-            continue;
-        };
-        if w[1..].iter().all(|&v| v == 0) {
-            o.fill(sample(descale(w[0], PASS1_BITS + 3)));
-            continue;
-        }
-        let y = idct8_1d(w);
-        for (o, &v) in o.iter_mut().zip(&y) {
-            *o = sample(descale(v, CONST_BITS + PASS1_BITS + 3));
-        }
-    }
+    let x = dequantise::<8>(z, q);
+    let ws = idct8_pass(x).map(|v| v.descale(CONST_BITS - PASS1_BITS));
+    let cols = idct8_pass(transpose(ws));
+    store(cols, CONST_BITS + PASS1_BITS + 3, out, stride);
 }
 
 /// Upsample (if needed), colour-convert and interleave the component planes.
