@@ -186,6 +186,10 @@ const SKIP_BITS: u32 = 12;
 /// walks every block, so a file made of tiny scans could otherwise take very long to decode.
 const MAX_SCANS: usize = 1000;
 
+/// Bytes the Huffman lookup tables can take at once: eight live tables of up to 40 KiB
+/// (value and skip lookups), plus one being built.
+const TABLES_MEMORY: u64 = 9 * 40 * 1024;
+
 impl Huffman {
     fn new(counts: &[u8; 16], values: &[u8]) -> Result<Huffman, Error> {
         let mut fast = Box::new([(0u8, 0u8); 1 << FAST_BITS]);
@@ -499,7 +503,7 @@ pub fn dc_memory(h: &JpegHeader) -> u64 {
         .map(|c| (mcux * usize::from(c.h)) as u64 * (mcuy * usize::from(c.v)) as u64)
         .sum();
     let out = u64::from(h.width.div_ceil(8)) * u64::from(h.height.div_ceil(8)) * 4;
-    blocks * 2 + out * 2
+    blocks * 2 + out * 2 + TABLES_MEMORY
 }
 
 fn mcu_counts(h: &JpegHeader) -> (usize, usize) {

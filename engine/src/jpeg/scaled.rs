@@ -15,7 +15,10 @@
 //! coefficients (in zigzag order) are nonzero, which is all that AC refinement scans need to be
 //! parsed. Scans that touch neither the zone nor anything a zone-touching refinement scan depends
 //! on are skipped without being entropy-decoded.
-use super::{Bits, DcImage, Error, Huffman, JpegHeader, MAX_SCANS, be16, is_rgb, mcu_counts, skip_entropy};
+use super::{
+    Bits, DcImage, Error, Huffman, JpegHeader, MAX_SCANS, TABLES_MEMORY, be16, is_rgb, mcu_counts,
+    skip_entropy,
+};
 use std::borrow::Cow;
 
 /// Natural (row-major) index of the coefficient at each zigzag position.
@@ -197,7 +200,7 @@ pub fn scaled_memory(header: &JpegHeader, scale: u32) -> u64 {
         }
     }
     let px = (g.ow * g.oh) as u64;
-    total + px * 4 + px * 3 + 256 * 1024
+    total + px * 4 + px * 3 + TABLES_MEMORY
 }
 
 /// The component's plane is already at the output resolution.
@@ -667,7 +670,13 @@ fn decode_baseline_scan(ctx: &ScanCtx, bits: &mut Bits, comps: &mut [Comp]) -> R
                 let nn = c.geom.n * c.geom.n;
                 for by in 0..bv {
                     for bx in 0..bh {
-                        zone[..nn].fill(0);
+                        // Constant lengths, so that this is a few stores rather than a memset call.
+                        match nn {
+                            1 => zone[0] = 0,
+                            4 => zone[..4].fill(0),
+                            16 => zone[..16].fill(0),
+                            _ => zone[..64].fill(0),
+                        }
                         let has_ac = decode_block(bits, dc, ac, &mut preds[si], &mut zone, &c.slot, c.kmax)?;
                         let (x, y) = (uxi * bh + bx, uyi * bv + by);
                         if x < c.geom.bw && y < c.geom.bh {
