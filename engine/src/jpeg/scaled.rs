@@ -158,7 +158,7 @@ fn geometry(header: &JpegHeader, scale: u32) -> Geometry {
             // libjpeg-turbo's rule: scale subsampled components up by IDCT where the result is
             // still an integral fraction of the output resolution.
             let mut n = m;
-            while n < 8 && (hmax * m) % (ch * n * 2) == 0 && (vmax * m) % (cv * n * 2) == 0 {
+            while n < 8 && (hmax * m).is_multiple_of(ch * n * 2) && (vmax * m).is_multiple_of(cv * n * 2) {
                 n *= 2;
             }
             let (bw, bh) = (mcux * ch, mcuy * cv);
