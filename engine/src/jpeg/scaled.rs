@@ -816,6 +816,8 @@ fn decode_ac_scan(ctx: &ScanCtx, bits: &mut Bits, c: &mut Comp, ac: &AcTable) ->
     } = c;
     let mut eobrun = 0u32;
     let mut since_restart = 0usize;
+    // Where a block outside the coefficient buffer (none, for a consistent header) would go.
+    let (mut sink_c, mut sink_m) = ([0i16; 64], 0u64);
     for y in 0..uy {
         for x in 0..ux {
             if ctx.restart_interval > 0 && since_restart == ctx.restart_interval {
@@ -829,8 +831,6 @@ fn decode_ac_scan(ctx: &ScanCtx, bits: &mut Bits, c: &mut Comp, ac: &AcTable) ->
                 continue;
             }
             let b = y * bw + x;
-            let mut sink_c = [0i16; 64];
-            let mut sink_m = 0u64;
             let (cf, m) = match (coefs.get_mut(b * nn..(b + 1) * nn), masks.get_mut(b)) {
                 (Some(cf), Some(m)) if x < bw => (cf, m),
                 _ => (&mut sink_c[..], &mut sink_m),
@@ -896,39 +896,42 @@ fn span(a: usize, b: usize) -> u64 {
 }
 
 /// Read one correction bit for each coefficient in `nz` (in zigzag order) and apply those that
-/// fall in the zone; the others' bits are only skipped.
+/// fall in the zone; the others' bits are only skipped. Up to 32 bits are taken at once.
 #[inline(always)]
 fn correct(bits: &mut Bits, coefs: &mut [i16], slot: &[u8; 128], zone_mask: u64, nz: u64, p1: i16) {
     let mut rest = nz;
     while rest != 0 {
-        let in_zone = rest & zone_mask;
-        if in_zone == 0 {
-            skip_bits(bits, rest.count_ones());
-            return;
+        let count = rest.count_ones();
+        let chunk = if count <= 32 {
+            rest
+        } else {
+            let mut later = rest;
+            for _ in 0..32 {
+                later &= later - 1;
+            }
+            rest & !later
+        };
+        let take = count.min(32);
+        let v = bits.peek(take);
+        bits.consume(take);
+        let mut in_zone = chunk & zone_mask;
+        while in_zone != 0 {
+            let p = in_zone.trailing_zeros() as usize;
+            // This coefficient's bit is the j-th of the chunk, j counted from the first.
+            let j = (chunk & ((1u64 << p) - 1)).count_ones();
+            if (v >> (take - 1 - j)) & 1 == 1
+                && let Some(z) = coefs.get_mut(usize::from(slot[p]))
+                && *z & p1 == 0
+            {
+                *z = if *z >= 0 {
+                    z.saturating_add(p1)
+                } else {
+                    z.saturating_sub(p1)
+                };
+            }
+            in_zone &= in_zone - 1;
         }
-        let p = in_zone.trailing_zeros() as usize;
-        let below = rest & ((1u64 << p) - 1);
-        skip_bits(bits, below.count_ones());
-        if bits.get(1) == 1
-            && let Some(z) = coefs.get_mut(usize::from(slot[p]))
-            && *z & p1 == 0
-        {
-            *z = if *z >= 0 {
-                z.saturating_add(p1)
-            } else {
-                z.saturating_sub(p1)
-            };
-        }
-        rest &= !(below | 1u64 << p);
-    }
-}
-
-#[inline(always)]
-fn skip_bits(bits: &mut Bits, mut n: u32) {
-    while n > 0 {
-        let t = n.min(32);
-        bits.consume_n(t);
-        n -= t;
+        rest &= !chunk;
     }
 }
 
@@ -1121,54 +1124,78 @@ fn idct4(z: &Zone, q: &[i32; 64], out: &mut [u8], stride: usize) {
     store(cols, CONST_BITS + PASS1_BITS + 3, out, stride);
 }
 
-/// One 8-point pass (Loeffler-Ligtenberg-Moschytz, as libjpeg's jpeg_idct_islow), outputs
+/// One 8-point IDCT (Loeffler-Ligtenberg-Moschytz, as libjpeg's jpeg_idct_islow), outputs
 /// before descaling, scaled by 2^CONST_BITS.
 #[inline(always)]
-fn idct8_pass(x: [V<8>; 8]) -> [V<8>; 8] {
-    let z1 = x[2].add(x[6]).mul(FIX_0_541196100);
-    let tmp2 = z1.sub(x[6].mul(FIX_1_847759065));
-    let tmp3 = z1.add(x[2].mul(FIX_0_765366865));
-    let tmp0 = x[0].add(x[4]).shl(CONST_BITS);
-    let tmp1 = x[0].sub(x[4]).shl(CONST_BITS);
-    let (tmp10, tmp13) = (tmp0.add(tmp3), tmp0.sub(tmp3));
-    let (tmp11, tmp12) = (tmp1.add(tmp2), tmp1.sub(tmp2));
+fn idct8_1d(x: [i32; 8]) -> [i32; 8] {
+    let mul = i32::wrapping_mul;
+    let z1 = mul(x[2].wrapping_add(x[6]), FIX_0_541196100);
+    let tmp2 = z1.wrapping_sub(mul(x[6], FIX_1_847759065));
+    let tmp3 = z1.wrapping_add(mul(x[2], FIX_0_765366865));
+    let tmp0 = x[0].wrapping_add(x[4]) << CONST_BITS;
+    let tmp1 = x[0].wrapping_sub(x[4]) << CONST_BITS;
+    let (tmp10, tmp13) = (tmp0.wrapping_add(tmp3), tmp0.wrapping_sub(tmp3));
+    let (tmp11, tmp12) = (tmp1.wrapping_add(tmp2), tmp1.wrapping_sub(tmp2));
 
     let (t0, t1, t2, t3) = (x[7], x[5], x[3], x[1]);
-    let z1 = t0.add(t3);
-    let z2 = t1.add(t2);
-    let z3 = t0.add(t2);
-    let z4 = t1.add(t3);
-    let z5 = z3.add(z4).mul(FIX_1_175875602);
-    let t0 = t0.mul(FIX_0_298631336);
-    let t1 = t1.mul(FIX_2_053119869);
-    let t2 = t2.mul(FIX_3_072711026);
-    let t3 = t3.mul(FIX_1_501321110);
-    let z1 = z1.mul(-FIX_0_899976223);
-    let z2 = z2.mul(-FIX_2_562915447);
-    let z3 = z3.mul(-FIX_1_961570560).add(z5);
-    let z4 = z4.mul(-FIX_0_390180644).add(z5);
-    let t0 = t0.add(z1).add(z3);
-    let t1 = t1.add(z2).add(z4);
-    let t2 = t2.add(z2).add(z3);
-    let t3 = t3.add(z1).add(z4);
+    let z1 = t0.wrapping_add(t3);
+    let z2 = t1.wrapping_add(t2);
+    let z3 = t0.wrapping_add(t2);
+    let z4 = t1.wrapping_add(t3);
+    let z5 = mul(z3.wrapping_add(z4), FIX_1_175875602);
+    let z1 = mul(z1, -FIX_0_899976223);
+    let z2 = mul(z2, -FIX_2_562915447);
+    let z3 = mul(z3, -FIX_1_961570560).wrapping_add(z5);
+    let z4 = mul(z4, -FIX_0_390180644).wrapping_add(z5);
+    let t0 = mul(t0, FIX_0_298631336).wrapping_add(z1).wrapping_add(z3);
+    let t1 = mul(t1, FIX_2_053119869).wrapping_add(z2).wrapping_add(z4);
+    let t2 = mul(t2, FIX_3_072711026).wrapping_add(z2).wrapping_add(z3);
+    let t3 = mul(t3, FIX_1_501321110).wrapping_add(z1).wrapping_add(z4);
     [
-        tmp10.add(t3),
-        tmp11.add(t2),
-        tmp12.add(t1),
-        tmp13.add(t0),
-        tmp13.sub(t0),
-        tmp12.sub(t1),
-        tmp11.sub(t2),
-        tmp10.sub(t3),
+        tmp10.wrapping_add(t3),
+        tmp11.wrapping_add(t2),
+        tmp12.wrapping_add(t1),
+        tmp13.wrapping_add(t0),
+        tmp13.wrapping_sub(t0),
+        tmp12.wrapping_sub(t1),
+        tmp11.wrapping_sub(t2),
+        tmp10.wrapping_sub(t3),
     ]
 }
 
 /// Full 8x8 IDCT (libjpeg's accurate integer method), for chroma decoded at twice luma's size.
+/// Columns and rows without AC coefficients (most of them, in chroma) take a shortcut.
 fn idct8(z: &Zone, q: &[i32; 64], out: &mut [u8], stride: usize) {
-    let x = dequantise::<8>(z, q);
-    let ws = idct8_pass(x).map(|v| v.descale(CONST_BITS - PASS1_BITS));
-    let cols = idct8_pass(transpose(ws));
-    store(cols, CONST_BITS + PASS1_BITS + 3, out, stride);
+    let mut ws = [0i32; 64];
+    for col in 0..8 {
+        let x: [i32; 8] = std::array::from_fn(|r| z[r * 8 + col].wrapping_mul(q[r * 8 + col]));
+        if x[1..].iter().all(|&v| v == 0) {
+            for r in 0..8 {
+                ws[r * 8 + col] = x[0] << PASS1_BITS;
+            }
+            continue;
+        }
+        let y = idct8_1d(x);
+        for (r, &v) in y.iter().enumerate() {
+            ws[r * 8 + col] = v.wrapping_add(1 << (CONST_BITS - PASS1_BITS - 1)) >> (CONST_BITS - PASS1_BITS);
+        }
+    }
+    const SHIFT: u32 = CONST_BITS + PASS1_BITS + 3;
+    for (r, w) in ws.chunks_exact(8).enumerate() {
+        let Some(o) = out.get_mut(r * stride..r * stride + 8) else {
+            continue;
+        };
+        let w: [i32; 8] = std::array::from_fn(|i| w[i]);
+        if w[1..].iter().all(|&v| v == 0) {
+            o.fill(sample(
+                w[0].wrapping_add(1 << (PASS1_BITS + 2)) >> (PASS1_BITS + 3),
+            ));
+            continue;
+        }
+        for (px, v) in o.iter_mut().zip(idct8_1d(w)) {
+            *px = sample(v.wrapping_add(1 << (SHIFT - 1)) >> SHIFT);
+        }
+    }
 }
 
 /// Upsample (if needed), colour-convert and interleave the component planes.
