@@ -92,6 +92,14 @@ fn main() {
             format: Some(OutputFormat::Webp),
             ..Default::default()
         },
+        // JPEG shrink-on-load at 1/2 for the 136x100 fixtures (1/4 comes from 30x20 above).
+        ThumbnailOptions {
+            width: 60,
+            height: 60,
+            fit: Fit::Contain,
+            format: Some(OutputFormat::Png),
+            ..Default::default()
+        },
     ];
     panic::set_hook(Box::new(|_| {}));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));

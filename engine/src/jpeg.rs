@@ -7,8 +7,12 @@
 //! of magnitude faster than a full decode. Baseline files still need their AC codes walked (the
 //! Huffman stream has no index), but the coefficients are never stored or transformed.
 //!
-//! Everything else (other scales, arithmetic coding, lossless) goes to `jpeg-decoder`.
+//! Scales 1/2 and 1/4 are decoded by [`scaled`] with reduced-size IDCTs. Everything else (full
+//! size, arithmetic coding, 12-bit, lossless) goes to `jpeg-decoder`.
 use std::ops::Range;
+
+mod scaled;
+pub use scaled::{decode_scaled, scaled_memory};
 
 /// What the markers before the first scan say.
 #[derive(Debug, Clone, Default)]
@@ -163,22 +167,32 @@ pub fn read_header(bytes: &[u8], stop_at_sof: bool) -> Result<JpegHeader, Error>
 /// A Huffman table as a lookup table (9-bit fast path) plus the canonical code for longer codes.
 struct Huffman {
     /// For each 9-bit prefix: (code length, symbol); length 0 means "longer than 9 bits".
-    fast: Vec<(u8, u8)>,
+    fast: Box<[(u8, u8); 1 << FAST_BITS]>,
     maxcode: [i32; 18],
     valptr: [i32; 17],
     mincode: [i32; 17],
     values: Vec<u8>,
-    /// For AC tables: per 12-bit prefix, a whole coefficient (code + magnitude bits) to skip:
-    /// `bits | advance << 5` (advance 64 = end of block); 0 = take the slow path.
-    ac_skip: Vec<u16>,
+    /// For AC tables: per 12-bit prefix, up to two whole coefficients (code + magnitude bits) to
+    /// skip: `bits | first's bits << 4 | advance << 8 | first's advance << 15` (advance 64 = end
+    /// of block); 0 = take the slow path. A pair's second code may only be used while the first
+    /// one does not end the block (else it belongs to the next block).
+    ac_skip2: Box<[u32; 1 << SKIP_BITS]>,
 }
 
 const FAST_BITS: u32 = 9;
 const SKIP_BITS: u32 = 12;
 
+/// More scans than any encoder writes (libjpeg's progressive scripts use about ten): each scan
+/// walks every block, so a file made of tiny scans could otherwise take very long to decode.
+const MAX_SCANS: usize = 1000;
+
+/// Bytes the Huffman lookup tables can take at once: eight live tables of up to 40 KiB
+/// (value and skip lookups), plus one being built.
+const TABLES_MEMORY: u64 = 9 * 40 * 1024;
+
 impl Huffman {
     fn new(counts: &[u8; 16], values: &[u8]) -> Result<Huffman, Error> {
-        let mut fast = vec![(0u8, 0u8); 1 << FAST_BITS];
+        let mut fast = Box::new([(0u8, 0u8); 1 << FAST_BITS]);
         let mut maxcode = [-1i32; 18];
         let mut valptr = [0i32; 17];
         let mut mincode = [0i32; 17];
@@ -207,6 +221,7 @@ impl Huffman {
             code <<= 1;
         }
         maxcode[17] = i32::MAX;
+        // One coefficient per prefix first: `bits | advance << 5`.
         let mut ac_skip = vec![0u16; 1 << SKIP_BITS];
         let (mut code, mut k) = (0u32, 0usize);
         for len in 1..=16u32 {
@@ -231,14 +246,68 @@ impl Huffman {
             }
             code <<= 1;
         }
+        let mut ac_skip2 = Box::new([0u32; 1 << SKIP_BITS]);
+        for (p, e2) in ac_skip2.iter_mut().enumerate() {
+            let e = u32::from(ac_skip[p]);
+            let (len1, adv1) = (e & 31, e >> 5);
+            if e == 0 {
+                continue;
+            }
+            let (mut len, mut adv) = (len1, adv1);
+            if adv1 < 64 && len1 < SKIP_BITS {
+                // The bits after the first code that are known from this prefix.
+                let next = u32::from(ac_skip[(p << len1) & ((1 << SKIP_BITS) - 1)]);
+                if next != 0 && (next & 31) <= SKIP_BITS - len1 {
+                    len += next & 31;
+                    adv += next >> 5;
+                }
+            }
+            *e2 = len | len1 << 4 | adv.min(127) << 8 | adv1 << 15;
+        }
         Ok(Huffman {
-            ac_skip,
+            ac_skip2,
             fast,
             maxcode,
             valptr,
             mincode,
             values: values[..k].to_vec(),
         })
+    }
+}
+
+impl Huffman {
+    /// Walk an AC table's codes from zigzag index `k` to the end of the block, keeping nothing.
+    #[inline(always)]
+    fn skip_ac(&self, bits: &mut Bits, mut k: usize) -> Result<(), Error> {
+        while k < 64 {
+            if bits.n < 32 {
+                bits.refill();
+            }
+            let e = self.ac_skip2[(bits.acc >> (64 - SKIP_BITS)) as usize];
+            if e != 0 {
+                let adv1 = ((e >> 15) & 127) as usize;
+                if k + adv1 < 64 {
+                    bits.consume(e & 15);
+                    k += ((e >> 8) & 127) as usize;
+                } else {
+                    bits.consume((e >> 4) & 15);
+                    k += adv1;
+                }
+                continue;
+            }
+            let rs = bits.decode(self)?;
+            let (r, s) = (rs >> 4, u32::from(rs & 15));
+            if s == 0 {
+                if r != 15 {
+                    break;
+                }
+                k += 16;
+            } else {
+                k += usize::from(r) + 1;
+                bits.consume_n(s);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -252,6 +321,9 @@ struct Bits<'a> {
     marker_hit: bool,
     /// Zero bits appended because the data ended.
     fake_bits: u32,
+    /// No marker starts between `pos` and here (so that a restart interval whose RST marker is
+    /// missing does not rescan the same data at every interval).
+    no_marker_before: usize,
 }
 
 impl<'a> Bits<'a> {
@@ -263,10 +335,11 @@ impl<'a> Bits<'a> {
             n: 0,
             marker_hit: false,
             fake_bits: 0,
+            no_marker_before: 0,
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn refill(&mut self) {
         // Fast path: the next 8 bytes hold no 0xFF, so no stuffing and no marker.
         if !self.marker_hit
@@ -316,7 +389,7 @@ impl<'a> Bits<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self, k: u32) -> u32 {
         if self.n < k {
             self.refill();
@@ -324,13 +397,13 @@ impl<'a> Bits<'a> {
         (self.acc >> (64 - k)) as u32
     }
 
-    #[inline]
+    #[inline(always)]
     fn consume(&mut self, k: u32) {
         self.acc <<= k;
         self.n -= k;
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, k: u32) -> u32 {
         if k == 0 {
             return 0;
@@ -340,7 +413,7 @@ impl<'a> Bits<'a> {
         v
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode(&mut self, t: &Huffman) -> Result<u8, Error> {
         if self.n < 16 {
             self.refill();
@@ -367,7 +440,7 @@ impl<'a> Bits<'a> {
             .ok_or_else(|| "invalid Huffman code".into())
     }
 
-    #[inline]
+    #[inline(always)]
     fn receive_extend(&mut self, s: u32) -> i32 {
         if s == 0 {
             return 0;
@@ -381,12 +454,13 @@ impl<'a> Bits<'a> {
         self.acc = 0;
         self.n = 0;
         self.marker_hit = false;
-        let mut p = self.pos;
+        let mut p = self.pos.max(self.no_marker_before);
         while p + 1 < self.data.len()
             && !(self.data[p] == 0xFF && self.data[p + 1] != 0 && self.data[p + 1] != 0xFF)
         {
             p += 1;
         }
+        self.no_marker_before = p;
         if p + 1 < self.data.len() && (0xD0..=0xD7).contains(&self.data[p + 1]) {
             self.pos = p + 2;
         }
@@ -429,7 +503,7 @@ pub fn dc_memory(h: &JpegHeader) -> u64 {
         .map(|c| (mcux * usize::from(c.h)) as u64 * (mcuy * usize::from(c.v)) as u64)
         .sum();
     let out = u64::from(h.width.div_ceil(8)) * u64::from(h.height.div_ceil(8)) * 4;
-    blocks * 2 + out * 2
+    blocks * 2 + out * 2 + TABLES_MEMORY
 }
 
 fn mcu_counts(h: &JpegHeader) -> (usize, usize) {
@@ -459,7 +533,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
     let mut dc_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut ac_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut restart_interval = 0usize;
-    let mut saw_scan = false;
+    let mut scans = 0usize;
 
     let mut pos = 2;
     loop {
@@ -527,7 +601,10 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
             }
             0xDD => restart_interval = be16(seg, 0)?,
             0xDA => {
-                saw_scan = true;
+                scans += 1;
+                if scans > MAX_SCANS {
+                    return Err(format!("more than {MAX_SCANS} scans"));
+                }
                 let ns = usize::from(*seg.first().ok_or("scan header too short")?);
                 if ns == 0 || ns > 4 || seg.len() < 1 + 2 * ns + 3 {
                     return Err("invalid scan header".into());
@@ -614,29 +691,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
                                     }
                                     if !progressive {
                                         let t = ac_tables[ta].as_ref().ok_or("missing AC Huffman table")?;
-                                        let mut k = 1;
-                                        while k < 64 {
-                                            if bits.n < 32 {
-                                                bits.refill();
-                                            }
-                                            let e = t.ac_skip[(bits.acc >> (64 - SKIP_BITS)) as usize];
-                                            if e != 0 {
-                                                bits.consume(u32::from(e & 31));
-                                                k += usize::from(e >> 5);
-                                                continue;
-                                            }
-                                            let rs = bits.decode(t)?;
-                                            let (r, s) = (rs >> 4, u32::from(rs & 15));
-                                            if s == 0 {
-                                                if r != 15 {
-                                                    break;
-                                                }
-                                                k += 16;
-                                            } else {
-                                                k += usize::from(r) + 1;
-                                                bits.consume_n(s);
-                                            }
-                                        }
+                                        t.skip_ac(&mut bits, 1)?;
                                     }
                                 }
                             }
@@ -651,7 +706,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
             _ => {}
         }
     }
-    if !saw_scan {
+    if scans == 0 {
         return Err("no image data".into());
     }
 
@@ -705,7 +760,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
 }
 
 impl Bits<'_> {
-    #[inline]
+    #[inline(always)]
     fn consume_n(&mut self, s: u32) {
         if self.n < s {
             self.refill();

@@ -14,7 +14,7 @@ mod pipeline;
 mod sniff;
 
 pub use options::{Fit, Limits, OptionError, OutputFormat, ThumbnailOptions};
-pub use pipeline::{Thumbnail, probe, render};
+pub use pipeline::{Thumbnail, decode_jpeg_scaled, probe, render};
 pub use sniff::{ImageFormat, ProbeInfo, sniff};
 
 /// Why an image could not be turned into a thumbnail.

@@ -257,6 +257,8 @@ fn memory_needed(hdr: &Header, plan: &Plan, jpeg_scale: u32, box_factor: u32) ->
             );
             if jpeg_scale == 8 && j.huffman.is_some() {
                 jpeg::dc_memory(j)
+            } else if (jpeg_scale == 2 || jpeg_scale == 4) && j.huffman.is_some() {
+                jpeg::scaled_memory(j, jpeg_scale)
             } else {
                 // jpeg-decoder: whole-image coefficients for progressive files, a few rows of
                 // planes otherwise, plus the output and its colour-converted copy.
@@ -357,8 +359,13 @@ fn decode_jpeg(
     let header = header.ok_or_else(|| EngineError::Internal("JPEG header missing".into()))?;
     let adobe = header.adobe.is_some();
     let icc = header.icc_profile(bytes);
-    if scale == 8 && header.huffman.is_some() {
-        let img = jpeg::decode_dc(bytes, header).map_err(|e| corrupt(f, e))?;
+    if header.huffman.is_some() && matches!(scale, 2 | 4 | 8) {
+        let img = if scale == 8 {
+            jpeg::decode_dc(bytes, header)
+        } else {
+            jpeg::decode_scaled(bytes, header, scale)
+        }
+        .map_err(|e| corrupt(f, e))?;
         let raster = Raster {
             width: img.width,
             height: img.height,
@@ -367,6 +374,18 @@ fn decode_jpeg(
         };
         return Ok((cmyk_to_rgb(raster, adobe, false), icc));
     }
+    Ok((decode_with_jpeg_decoder(bytes, header, scale, limits)?, icc))
+}
+
+/// The fallback: `jpeg-decoder`, which decodes at full size or scales after a full IDCT.
+fn decode_with_jpeg_decoder(
+    bytes: &[u8],
+    header: &JpegHeader,
+    scale: u32,
+    limits: &Limits,
+) -> Result<Raster, EngineError> {
+    let f = ImageFormat::Jpeg;
+    let adobe = header.adobe.is_some();
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     dec.set_max_decoding_buffer_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX));
     dec.read_info().map_err(|e| corrupt(f, e))?;
@@ -395,7 +414,30 @@ fn decode_jpeg(
             "decoder returned fewer pixels than the header promises",
         ));
     }
-    Ok((cmyk_to_rgb(raster, adobe, inverted), icc))
+    Ok(cmyk_to_rgb(raster, adobe, inverted))
+}
+
+/// For tests and tools: decode a JPEG at 1/`scale` (1, 2, 4 or 8) as the pipeline does, or
+/// with `jpeg-decoder` when `reference` is set. Returns (width, height, channels, pixels) after
+/// CMYK conversion, so grey (1) or RGB (3).
+#[doc(hidden)]
+pub fn decode_jpeg_scaled(
+    bytes: &[u8],
+    scale: u32,
+    reference: bool,
+) -> Result<(usize, usize, usize, Vec<u8>), EngineError> {
+    let limits = Limits::default();
+    let hdr = read_header(bytes, &limits)?;
+    let header = hdr
+        .jpeg
+        .as_ref()
+        .ok_or_else(|| corrupt(hdr.info.format, "not a JPEG"))?;
+    let raster = if reference {
+        decode_with_jpeg_decoder(bytes, header, scale, &limits)?
+    } else {
+        decode_jpeg(bytes, Some(header), scale, &limits)?.0
+    };
+    Ok((raster.width, raster.height, raster.channels, raster.data))
 }
 
 /// CMYK to RGB on the (already small) decoded image. `samples_inverted`: the samples are

@@ -17,6 +17,20 @@ fn fuzz_findings_do_not_panic() {
                 format: Some(OutputFormat::Jpeg),
                 ..Default::default()
             },
+            ThumbnailOptions {
+                width: 30,
+                height: 20,
+                fit: Fit::Fill,
+                format: Some(OutputFormat::Webp),
+                ..Default::default()
+            },
+            ThumbnailOptions {
+                width: 60,
+                height: 60,
+                fit: Fit::Contain,
+                format: Some(OutputFormat::Png),
+                ..Default::default()
+            },
         ] {
             if let Err(e) = render(&bytes, &o, &Limits::default()) {
                 assert!(e.is_bad_input(), "{e}");

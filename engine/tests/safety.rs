@@ -278,3 +278,55 @@ fn memory_bound_holds_in_a_child_process() {
         eprintln!("{which}: job peak {peak} KiB");
     }
 }
+
+/// Every scan walks all blocks, so a file of thousands of tiny scans is refused rather than
+/// decoded for minutes; truncated files at the reduced-size scales are typed errors.
+#[test]
+fn jpeg_scan_flood_and_truncation_at_reduced_scales() {
+    let bytes = fixture("jpeg_420_prog.jpg");
+    // The DC refinement scan (three components, Ss 0, Ah 1: one bit per block, so it parses the
+    // same however often it comes), from its SOS marker to the next one; repeat it 1200 times.
+    let sos: Vec<usize> = (0..bytes.len() - 1)
+        .filter(|&i| bytes[i] == 0xFF && bytes[i + 1] == 0xDA)
+        .collect();
+    let i = sos
+        .iter()
+        .position(|&p| bytes[p + 4] == 3 && bytes[p + 11] == 0 && bytes[p + 13] == 0x10)
+        .unwrap();
+    let scan = &bytes[sos[i]..sos[i + 1]];
+    let eoi = bytes.len() - 2;
+    assert_eq!(&bytes[eoi..], &[0xFF, 0xD9]);
+    let mut flood = bytes[..eoi].to_vec();
+    for _ in 0..1200 {
+        flood.extend_from_slice(scan);
+    }
+    flood.extend_from_slice(&[0xFF, 0xD9]);
+    for scale in [2, 4, 8] {
+        let err = thumbnail_engine::decode_jpeg_scaled(&flood, scale, false).unwrap_err();
+        assert_eq!(err.reason(), "CorruptImage", "1/{scale}: {err}");
+        assert!(err.to_string().contains("scans"), "1/{scale}: {err}");
+    }
+    // 20 repeats are fine (the refinement bits are only OR-ed in again).
+    let mut some = bytes[..eoi].to_vec();
+    for _ in 0..20 {
+        some.extend_from_slice(scan);
+    }
+    some.extend_from_slice(&[0xFF, 0xD9]);
+    thumbnail_engine::decode_jpeg_scaled(&some, 2, false).unwrap();
+
+    for name in [
+        "jpeg_420.jpg",
+        "jpeg_420_prog.jpg",
+        "jpeg_422.jpg",
+        "jpeg_gray_prog.jpg",
+    ] {
+        let bytes = fixture(name);
+        for cut in [bytes.len() / 3, bytes.len() / 2, bytes.len() - 10] {
+            for scale in [2, 4] {
+                let err = thumbnail_engine::decode_jpeg_scaled(&bytes[..cut], scale, false)
+                    .expect_err(&format!("{name} cut at {cut}, 1/{scale}"));
+                assert_eq!(err.reason(), "CorruptImage", "{name} cut at {cut}: {err}");
+            }
+        }
+    }
+}

@@ -286,3 +286,147 @@ fn webp_output_is_lossy_at_the_requested_quality() {
     assert_eq!(&lo.bytes[12..16], b"VP8 ", "lossy bitstream");
     assert_quad(&lo.bytes, "webp q10", 60);
 }
+
+/// Mean absolute difference and PSNR (dB) of two equally long sample buffers.
+fn diff(a: &[u8], b: &[u8]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let (mut sum, mut sq) = (0u64, 0u64);
+    for (&x, &y) in a.iter().zip(b) {
+        let d = u64::from(x.abs_diff(y));
+        sum += d;
+        sq += d * d;
+    }
+    let n = a.len() as f64;
+    let mse = sq as f64 / n;
+    let psnr = if mse == 0.0 {
+        99.0
+    } else {
+        10.0 * (255.0 * 255.0 / mse).log10()
+    };
+    (sum as f64 / n, psnr)
+}
+
+/// The reduced-size decoder (scales 1/2, 1/4) against what libjpeg-turbo's `djpeg -scale 1/N`
+/// made of the same file (tests/fixtures/djpeg/, see make_fixtures.py) and against
+/// jpeg-decoder's scaled decode. The luma differs slightly from djpeg's by design (we transform
+/// the low-frequency zone, djpeg averages the full IDCT's pixels); jpeg-decoder uses the same
+/// transform and must agree closely, except with 4:2:0 chroma, which it decodes at the reduced
+/// size and upsamples where we (like libjpeg-turbo) use a larger IDCT.
+#[test]
+fn reduced_size_jpeg_decodes_match_djpeg_and_jpeg_decoder() {
+    for (name, reference, channels, same_chroma) in [
+        ("jpeg_420.jpg", "jpeg_420", 3, false),
+        ("jpeg_422.jpg", "jpeg_422", 3, true),
+        ("jpeg_440.jpg", "jpeg_440", 3, true),
+        ("jpeg_444.jpg", "jpeg_444", 3, true),
+        ("jpeg_411.jpg", "jpeg_411", 3, true),
+        ("jpeg_420_prog.jpg", "jpeg_420", 3, false),
+        ("jpeg_420_restart.jpg", "jpeg_420", 3, false),
+        ("jpeg_420_prog_restart.jpg", "jpeg_420", 3, false),
+        ("jpeg_444_separate_scans.jpg", "jpeg_444", 3, true),
+        ("jpeg_gray.jpg", "jpeg_gray", 1, true),
+        ("jpeg_gray_prog.jpg", "jpeg_gray", 1, true),
+        ("jpeg_rgb.jpg", "jpeg_rgb", 3, true),
+        ("jpeg_cmyk_adobe.jpg", "jpeg_cmyk_adobe", 3, true),
+        ("jpeg_cmyk_adobe_prog.jpg", "jpeg_cmyk_adobe", 3, true),
+        ("jpeg_cmyk_pillow.jpg", "jpeg_rgb", 3, true),
+        ("quad.jpg", "quad", 3, false),
+        ("progressive.jpg", "quad", 3, false),
+        ("panorama.jpg", "panorama", 3, false),
+        ("cmyk_plain.jpg", "", 3, true),
+    ] {
+        let bytes = fixture(name);
+        for scale in [2u32, 4] {
+            let ours = thumbnail_engine::decode_jpeg_scaled(&bytes, scale, false).unwrap();
+            let what = format!("{name} at 1/{scale}");
+            let scaled = thumbnail_engine::decode_jpeg_scaled(&bytes, scale, true).unwrap();
+            assert_eq!((ours.0, ours.1, ours.2), (scaled.0, scaled.1, channels), "{what}");
+            assert_eq!(ours.3.len(), ours.0 * ours.1 * channels, "{what}");
+            if !reference.is_empty() {
+                let img =
+                    image::load_from_memory(&fixture(&format!("djpeg/{reference}_{scale}.png"))).unwrap();
+                let want = if channels == 1 {
+                    img.into_luma8().into_raw()
+                } else {
+                    img.into_rgb8().into_raw()
+                };
+                let (mean, psnr) = diff(&ours.3, &want);
+                eprintln!("{what}: vs djpeg: mean abs diff {mean:.3}, PSNR {psnr:.2} dB");
+                assert!(
+                    mean < 3.0 && psnr > 34.0,
+                    "{what} vs djpeg: mean abs diff {mean:.3}, PSNR {psnr:.2} dB"
+                );
+            }
+            let (mean, psnr) = diff(&ours.3, &scaled.3);
+            eprintln!("{what}: vs jpeg-decoder: mean abs diff {mean:.3}, PSNR {psnr:.2} dB");
+            if same_chroma {
+                assert!(
+                    mean < 0.5 && psnr > 50.0,
+                    "{what} vs jpeg-decoder: mean abs diff {mean:.3}, PSNR {psnr:.2} dB"
+                );
+            }
+        }
+    }
+}
+
+/// Files that hold the same coefficients in another layout (progressive, restart intervals,
+/// one scan per component, skippable scans) must decode to exactly the same pixels.
+#[test]
+fn reduced_size_decodes_are_layout_independent() {
+    for (base, variants) in [
+        (
+            "jpeg_420.jpg",
+            &[
+                "jpeg_420_prog.jpg",
+                "jpeg_420_restart.jpg",
+                "jpeg_420_prog_restart.jpg",
+                "jpeg_420_prog_skippable.jpg",
+                "jpeg_420_prog_refined.jpg",
+            ][..],
+        ),
+        ("jpeg_444.jpg", &["jpeg_444_separate_scans.jpg"][..]),
+        ("jpeg_gray.jpg", &["jpeg_gray_prog.jpg"][..]),
+        ("jpeg_cmyk_adobe.jpg", &["jpeg_cmyk_adobe_prog.jpg"][..]),
+    ] {
+        for scale in [2u32, 4] {
+            let want = thumbnail_engine::decode_jpeg_scaled(&fixture(base), scale, false).unwrap();
+            for v in variants {
+                let got = thumbnail_engine::decode_jpeg_scaled(&fixture(v), scale, false).unwrap();
+                assert_eq!(
+                    (got.0, got.1, got.2),
+                    (want.0, want.1, want.2),
+                    "{v} at 1/{scale}"
+                );
+                assert!(got.3 == want.3, "{v} at 1/{scale} differs from {base}");
+            }
+        }
+    }
+}
+
+/// Sizes that make the pipeline decode at 1/2 and 1/4 give the right colours and sizes.
+#[test]
+fn jpeg_shrink_on_load_at_half_and_quarter_scale() {
+    for name in [
+        "quad.jpg",
+        "progressive.jpg",
+        "baseline_444.jpg",
+        "cmyk_adobe.jpg",
+        "cmyk_plain.jpg",
+    ] {
+        // 96x64: 40 px wide needs 1/2 (48 px), 20 px wide 1/4 (24 px).
+        for (w, h) in [(40, 27), (20, 13)] {
+            let t = render(
+                &fixture(name),
+                &opts(w, w, Fit::Contain, Some(OutputFormat::Png)),
+                &Limits::default(),
+            )
+            .unwrap();
+            assert_eq!((t.width, t.height), (w, h), "{name}");
+            assert_quad(&t.bytes, &format!("{name} at {w}px"), 40);
+        }
+    }
+    for (scale, size) in [(2, (68, 50)), (4, (34, 25))] {
+        let img = thumbnail_engine::decode_jpeg_scaled(&fixture("jpeg_420.jpg"), scale, false).unwrap();
+        assert_eq!((img.0, img.1), size, "136x100 at 1/{scale}: ceil(w / {scale})");
+    }
+}
