@@ -38,8 +38,10 @@ fetch_photo plasma-workspace-wallpapers usr/share/wallpapers/EveningGlow/content
 R01="$WORK/r01_greenmeadow_1280x1024.jpg"
 R02="$WORK/r02_eveningglow_2560x1600.jpg"
 
-cargo build --release --locked -p thumbnail-api --bin thumbnail-api --example loadgen >&2
+cargo build --release --locked -p thumbnail-api --bin thumbnail-api --example loadgen -p s3-test-server >&2
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+# The S3 server, release-built in the same cargo run (see svc_ensure_s3s).
+export SVC_S3S="$TARGET/release/s3-test-server"
 BIN="$TARGET/release/thumbnail-api"
 LOADGEN="$TARGET/release/examples/loadgen"
 
@@ -92,7 +94,6 @@ echo "== embedded default (SQLite + local directory)" >&2
 scenario embedded
 
 echo "== PostgreSQL + S3 (s3s-fs)" >&2
-export SVC_S3S_PROFILE=release
 STATE=$(mktemp -d "${SVC_PREFIX}.XXXXXX")
 svc_start_all "$STATE" "$$"
 S3_ENV=(DATABASE_URL="$TEST_DATABASE_URL" S3_ENDPOINT_URL="$TEST_S3_ENDPOINT" S3_BUCKET_NAME=bench
