@@ -287,7 +287,8 @@ fn memory_needed(hdr: &Header, plan: &Plan, jpeg_scale: u32, box_factor: u32) ->
     decoded + u64::from(plan.out_w) * h * 4 + out * 4 + 64 * 1024
 }
 
-/// How much (at least, per axis) the Lanczos pass has left to shrink after JPEG shrink-on-load.
+/// How much (at least, per axis) the Lanczos pass has left to shrink after JPEG shrink-on-load at
+/// 1/2 or 1/4.
 const JPEG_LANCZOS_MARGIN: f64 = 1.25;
 
 /// Turn image bytes into a thumbnail. The one entry point every caller uses.
@@ -300,16 +301,17 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
     let plan = plan(info.width, info.height, options, info.orientation);
     let (need_w, need_h) = plan.needed(info.width, info.height);
 
-    // Shrink-on-load: the smallest DCT scale that still leaves the Lanczos pass at least
-    // JPEG_LANCZOS_MARGIN to shrink. DCT-domain scaling alone aliases: r03 (1622 wide) to 400 at
-    // 1/4 leaves 1.01x and its SSIM against libvips falls to 0.88; with the margin it is
-    // decoded at 1/2 (0.95+). libvips keeps a full 2x, which costs a scale on most photos.
+    // Shrink-on-load: the smallest DCT scale that covers what the output needs. At 1/2 and 1/4
+    // (reduced-size IDCTs) the Lanczos pass must also be left at least JPEG_LANCZOS_MARGIN to
+    // shrink, because the reduced IDCT alone aliases: r03 (1622 wide) to 400 at 1/4 leaves 1.01x
+    // and its SSIM against libvips falls to 0.88; at 1/2 it is 0.97. At 1/8 each pixel is its
+    // block's exact mean (a box filter), which needs no margin (r04 to 400 at 1.2x: 0.96).
     let jpeg_scale = [8u32, 4, 2]
         .into_iter()
         .find(|&n| {
-            let margin =
-                |decoded: u32, needed: u32| f64::from(decoded) >= f64::from(needed) * JPEG_LANCZOS_MARGIN;
-            margin(info.width.div_ceil(n), need_w) && margin(info.height.div_ceil(n), need_h)
+            let margin = if n == 8 { 1.0 } else { JPEG_LANCZOS_MARGIN };
+            let covers = |decoded: u32, needed: u32| f64::from(decoded) >= f64::from(needed) * margin;
+            covers(info.width.div_ceil(n), need_w) && covers(info.height.div_ceil(n), need_h)
         })
         .unwrap_or(1);
     // Integer box pre-shrink keeps at least twice the needed size for the Lanczos pass.
