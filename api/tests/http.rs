@@ -11,6 +11,27 @@ use thumbnail_engine::{ImageFormat, ThumbnailOptions};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A PENDING job stored directly, never handed to the runner: it stays as the test leaves it.
+async fn never_queued_job(app: &common::TestApp) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    app.state
+        .jobs
+        .create(&NewJob {
+            id,
+            owner: None,
+            source_bucket: "local".into(),
+            source_key: format!("images/original/{id}.jpg"),
+            source_format: ImageFormat::Jpeg,
+            source_width: 10,
+            source_height: 10,
+            source_bytes: 10,
+            outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+        })
+        .await
+        .unwrap();
+    id
+}
+
 fn decode(bytes: &[u8]) -> (image::ImageFormat, u32, u32) {
     let format = image::guess_format(bytes).expect("a known image format");
     let img = image::load_from_memory(bytes).expect("the thumbnail decodes");
@@ -338,22 +359,7 @@ async fn thumbnail_link_errors_unknown_unfinished_and_failed() {
     assert_eq!(status, 404);
 
     // A job that exists but was never queued stays PENDING: its link is refused with its status.
-    let id = uuid::Uuid::new_v4();
-    app.state
-        .jobs
-        .create(&NewJob {
-            id,
-            owner: None,
-            source_bucket: "local".into(),
-            source_key: format!("images/original/{id}.jpg"),
-            source_format: ImageFormat::Jpeg,
-            source_width: 10,
-            source_height: 10,
-            source_bytes: 10,
-            outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
-        })
-        .await
-        .unwrap();
+    let id = never_queued_job(&app).await;
     let (status, detail_text) = detail(
         app.client
             .get(app.url(&format!("/api/v1/jobs/{id}/thumbnail")))
@@ -389,22 +395,7 @@ async fn thumbnail_link_errors_unknown_unfinished_and_failed() {
 async fn get_job_with_wait_answers_when_the_job_finishes() {
     let app = spawn_app().await;
     // Never queued, so it only finishes when this test finishes it.
-    let id = uuid::Uuid::new_v4();
-    app.state
-        .jobs
-        .create(&NewJob {
-            id,
-            owner: None,
-            source_bucket: "local".into(),
-            source_key: format!("images/original/{id}.jpg"),
-            source_format: ImageFormat::Jpeg,
-            source_width: 10,
-            source_height: 10,
-            source_bytes: 10,
-            outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
-        })
-        .await
-        .unwrap();
+    let id = never_queued_job(&app).await;
     let get = |query: &str| {
         app.client
             .get(app.url(&format!("/api/v1/jobs/{id}{query}")))

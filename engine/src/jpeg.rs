@@ -65,6 +65,36 @@ fn be16(b: &[u8], at: usize) -> Result<usize, Error> {
     }
 }
 
+/// The next marker segment from `*pos` on, skipping fill bytes and the markers that stand alone
+/// (SOI, TEM, RSTn); `None` at the end-of-image marker. `*pos` ends after the segment, where a
+/// scan's entropy-coded data starts.
+pub(crate) fn next_segment<'a>(bytes: &'a [u8], pos: &mut usize) -> Result<Option<(u8, &'a [u8])>, Error> {
+    loop {
+        while *pos < bytes.len() && bytes[*pos] != 0xFF {
+            *pos += 1;
+        }
+        while *pos < bytes.len() && bytes[*pos] == 0xFF {
+            *pos += 1;
+        }
+        let Some(&marker) = bytes.get(*pos) else {
+            return Err("the file ends before the end-of-image marker (truncated)".into());
+        };
+        *pos += 1;
+        match marker {
+            0xD8 | 0x01 | 0xD0..=0xD7 => continue,
+            0xD9 => return Ok(None),
+            _ => {}
+        }
+        let len = be16(bytes, *pos)?;
+        let body = *pos + 2..*pos + len.max(2);
+        let Some(seg) = bytes.get(body.clone()) else {
+            return Err("marker segment runs past the end of the file (truncated)".into());
+        };
+        *pos = body.end;
+        return Ok(Some((marker, seg)));
+    }
+}
+
 /// Walk the markers from SOI up to the first SOS (or, with `stop_at_sof`, up to the frame header).
 pub fn read_header(bytes: &[u8], stop_at_sof: bool) -> Result<JpegHeader, Error> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
@@ -536,28 +566,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
     let mut scans = 0usize;
 
     let mut pos = 2;
-    loop {
-        while pos < bytes.len() && bytes[pos] != 0xFF {
-            pos += 1;
-        }
-        while pos < bytes.len() && bytes[pos] == 0xFF {
-            pos += 1;
-        }
-        let Some(&marker) = bytes.get(pos) else {
-            return Err("the file ends before the end-of-image marker (truncated)".into());
-        };
-        pos += 1;
-        match marker {
-            0xD8 | 0x01 | 0xD0..=0xD7 => continue,
-            0xD9 => break,
-            _ => {}
-        }
-        let len = be16(bytes, pos)?;
-        let body = pos + 2..pos + len.max(2);
-        let Some(seg) = bytes.get(body.clone()) else {
-            return Err("marker segment runs past the end of the file (truncated)".into());
-        };
-        pos = body.end;
+    while let Some((marker, seg)) = next_segment(bytes, &mut pos)? {
         match marker {
             0xDB => {
                 let mut p = 0;

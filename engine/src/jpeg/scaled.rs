@@ -17,7 +17,7 @@
 //! on are skipped without being entropy-decoded.
 use super::{
     Bits, DcImage, Error, Huffman, JpegHeader, MAX_SCANS, TABLES_MEMORY, be16, is_rgb, mcu_counts,
-    skip_entropy,
+    next_segment, skip_entropy,
 };
 use std::borrow::Cow;
 
@@ -320,28 +320,7 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
     let mut scan_index = 0usize;
 
     let mut pos = 2;
-    loop {
-        while pos < bytes.len() && bytes[pos] != 0xFF {
-            pos += 1;
-        }
-        while pos < bytes.len() && bytes[pos] == 0xFF {
-            pos += 1;
-        }
-        let Some(&marker) = bytes.get(pos) else {
-            return Err("the file ends before the end-of-image marker (truncated)".into());
-        };
-        pos += 1;
-        match marker {
-            0xD8 | 0x01 | 0xD0..=0xD7 => continue,
-            0xD9 => break,
-            _ => {}
-        }
-        let len = be16(bytes, pos)?;
-        let body = pos + 2..pos + len.max(2);
-        let Some(seg) = bytes.get(body.clone()) else {
-            return Err("marker segment runs past the end of the file (truncated)".into());
-        };
-        pos = body.end;
+    while let Some((marker, seg)) = next_segment(bytes, &mut pos)? {
         match marker {
             0xDB => read_dqt(seg, &mut qt)?,
             0xC4 => {
@@ -546,26 +525,8 @@ fn plan_progressive(bytes: &[u8], header: &JpegHeader, comps: &[Comp]) -> Vec<bo
     // (component, band, refinement) per scan; DC scans as band bit 0.
     let mut scans: Vec<(usize, u64, bool)> = Vec::new();
     let mut pos = 2;
-    loop {
-        while pos < bytes.len() && bytes[pos] != 0xFF {
-            pos += 1;
-        }
-        while pos < bytes.len() && bytes[pos] == 0xFF {
-            pos += 1;
-        }
-        let Some(&marker) = bytes.get(pos) else { break };
-        pos += 1;
-        match marker {
-            0xD8 | 0x01 | 0xD0..=0xD7 => continue,
-            0xD9 => break,
-            _ => {}
-        }
-        let Ok(len) = be16(bytes, pos) else { break };
-        let body = pos + 2..pos + len.max(2);
-        let Some(seg) = bytes.get(body.clone()) else {
-            break;
-        };
-        pos = body.end;
+    // A damaged file ends the plan early; decoding reports the damage.
+    while let Ok(Some((marker, seg))) = next_segment(bytes, &mut pos) {
         if marker == 0xDA {
             let Ok(scan) = parse_sos(seg, header) else {
                 break;
