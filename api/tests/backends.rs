@@ -214,15 +214,21 @@ async fn start_up_waits_for_the_database_instead_of_crashing() {
     let mut config = ApiConfig::for_tests(&dir);
     use_backends(&mut config, &pg_via_proxy, &s3, &endpoint);
     let starting = tokio::spawn(thumbnail_api::Application::build(config));
-    // While the database is unreachable, start-up keeps retrying rather than failing.
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
+    // While the database is unreachable, start-up keeps retrying rather than failing: wait until
+    // it has knocked three times (each refused by the proxy), still running.
+    let until = Instant::now() + DEADLINE;
+    while proxy.refused() < 3 {
         assert!(
             !starting.is_finished(),
             "start-up gave up while the database was down"
         );
+        assert!(Instant::now() < until, "start-up did not retry the database");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        !starting.is_finished(),
+        "start-up gave up while the database was down"
+    );
     proxy.restore();
     let app = tokio::time::timeout(DEADLINE, starting)
         .await

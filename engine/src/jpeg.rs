@@ -65,6 +65,32 @@ fn be16(b: &[u8], at: usize) -> Result<usize, Error> {
     }
 }
 
+/// Each table of a DHT segment, in order: `each(class, id, counts, values)`, class 0 for DC and
+/// 1 for AC, id 0-3.
+fn each_huffman_table(
+    seg: &[u8],
+    mut each: impl FnMut(u8, usize, &[u8; 16], &[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut p = 0;
+    while p < seg.len() {
+        let class = seg[p] >> 4;
+        let id = usize::from(seg[p] & 15);
+        let counts: [u8; 16] = seg
+            .get(p + 1..p + 17)
+            .ok_or("Huffman table too short")?
+            .try_into()
+            .map_err(|_| "Huffman table too short")?;
+        let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+        let values = seg.get(p + 17..p + 17 + total).ok_or("Huffman table too short")?;
+        if id > 3 || class > 1 {
+            return Err("invalid Huffman table id".into());
+        }
+        each(class, id, &counts, values)?;
+        p += 17 + total;
+    }
+    Ok(())
+}
+
 /// The next marker segment from `*pos` on, skipping fill bytes and the markers that stand alone
 /// (SOI, TEM, RSTn); `None` at the end-of-image marker. `*pos` ends after the segment, where a
 /// scan's entropy-coded data starts.
@@ -559,7 +585,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
     let pw: Vec<usize> = comps.iter().map(|c| mcux * usize::from(c.h)).collect();
     let ph: Vec<usize> = comps.iter().map(|c| mcuy * usize::from(c.v)).collect();
     let mut planes: Vec<Vec<i16>> = (0..ncomp).map(|i| vec![0i16; pw[i] * ph[i]]).collect();
-    let mut qt: [Option<u16>; 4] = [None; 4];
+    let mut qt: [Option<[u16; 64]>; 4] = [None; 4];
     let mut dc_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut ac_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut restart_interval = 0usize;
@@ -568,46 +594,16 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
     let mut pos = 2;
     while let Some((marker, seg)) = next_segment(bytes, &mut pos)? {
         match marker {
-            0xDB => {
-                let mut p = 0;
-                while p < seg.len() {
-                    let (pq, tq) = (seg[p] >> 4, usize::from(seg[p] & 15));
-                    if tq > 3 {
-                        return Err("invalid quantisation table id".into());
-                    }
-                    let q0 = if pq == 0 {
-                        seg.get(p + 1).map(|&v| u16::from(v))
-                    } else {
-                        be16(seg, p + 1).ok().map(|v| v as u16)
-                    };
-                    qt[tq] = Some(q0.ok_or("quantisation table too short")?);
-                    p += 1 + 64 * (usize::from(pq) + 1);
+            0xDB => scaled::read_dqt(seg, &mut qt)?,
+            0xC4 => each_huffman_table(seg, |class, id, counts, values| {
+                let table = Some(Huffman::new(counts, values)?);
+                if class == 0 {
+                    dc_tables[id] = table;
+                } else {
+                    ac_tables[id] = table;
                 }
-            }
-            0xC4 => {
-                let mut p = 0;
-                while p < seg.len() {
-                    let class = seg[p] >> 4;
-                    let id = usize::from(seg[p] & 15);
-                    let counts: [u8; 16] = seg
-                        .get(p + 1..p + 17)
-                        .ok_or("Huffman table too short")?
-                        .try_into()
-                        .map_err(|_| "Huffman table too short")?;
-                    let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
-                    let values = seg.get(p + 17..p + 17 + total).ok_or("Huffman table too short")?;
-                    if id > 3 || class > 1 {
-                        return Err("invalid Huffman table id".into());
-                    }
-                    let t = Some(Huffman::new(&counts, values)?);
-                    if class == 0 {
-                        dc_tables[id] = t;
-                    } else {
-                        ac_tables[id] = t;
-                    }
-                    p += 17 + total;
-                }
-            }
+                Ok(())
+            })?,
             0xDD => restart_interval = be16(seg, 0)?,
             0xDA => {
                 scans += 1;
@@ -724,7 +720,7 @@ pub fn decode_dc(bytes: &[u8], header: &JpegHeader) -> Result<DcImage, Error> {
     let oh = usize::from(header.height).div_ceil(8);
     let mut samples: Vec<Vec<u8>> = Vec::with_capacity(ncomp);
     for (ci, c) in comps.iter().enumerate() {
-        let q = i32::from(qt[usize::from(c.tq)].ok_or("missing quantisation table")?);
+        let q = i32::from(qt[usize::from(c.tq)].ok_or("missing quantisation table")?[0]);
         let (fx, fy) = (hmax / usize::from(c.h), vmax / usize::from(c.v));
         let mut out = vec![0u8; ow * oh];
         for y in 0..oh {

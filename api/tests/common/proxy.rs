@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    /// Connections refused while cut: how often a client tried to reach the dependency.
+    refused: Arc<AtomicU64>,
     generation: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -20,14 +22,16 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(AtomicU64::new(0));
         let (generation, _) = watch::channel(0u64);
-        let (up2, gen2) = (up.clone(), generation.clone());
+        let (up2, gen2, refused2) = (up.clone(), generation.clone(), refused.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 if !up2.load(Ordering::SeqCst) {
+                    refused2.fetch_add(1, Ordering::SeqCst);
                     drop(client); // refused: the connection is closed at once
                     continue;
                 }
@@ -47,6 +51,7 @@ impl Proxy {
         Proxy {
             addr,
             up,
+            refused,
             generation,
             task,
         }
@@ -56,6 +61,11 @@ impl Proxy {
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// How many connections were refused while cut.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     pub fn restore(&self) {

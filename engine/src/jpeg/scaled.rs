@@ -16,8 +16,8 @@
 //! parsed. Scans that touch neither the zone nor anything a zone-touching refinement scan depends
 //! on are skipped without being entropy-decoded.
 use super::{
-    Bits, DcImage, Error, Huffman, JpegHeader, MAX_SCANS, TABLES_MEMORY, be16, is_rgb, mcu_counts,
-    next_segment, skip_entropy,
+    Bits, DcImage, Error, Huffman, JpegHeader, MAX_SCANS, TABLES_MEMORY, be16, each_huffman_table, is_rgb,
+    mcu_counts, next_segment, skip_entropy,
 };
 use std::borrow::Cow;
 
@@ -323,29 +323,14 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
     while let Some((marker, seg)) = next_segment(bytes, &mut pos)? {
         match marker {
             0xDB => read_dqt(seg, &mut qt)?,
-            0xC4 => {
-                let mut p = 0;
-                while p < seg.len() {
-                    let class = seg[p] >> 4;
-                    let id = usize::from(seg[p] & 15);
-                    let counts: [u8; 16] = seg
-                        .get(p + 1..p + 17)
-                        .ok_or("Huffman table too short")?
-                        .try_into()
-                        .map_err(|_| "Huffman table too short")?;
-                    let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
-                    let values = seg.get(p + 17..p + 17 + total).ok_or("Huffman table too short")?;
-                    if id > 3 || class > 1 {
-                        return Err("invalid Huffman table id".into());
-                    }
-                    if class == 0 {
-                        dc_tables[id] = Some(Huffman::new(&counts, values)?);
-                    } else {
-                        ac_tables[id] = Some(AcTable::new(&counts, values)?);
-                    }
-                    p += 17 + total;
+            0xC4 => each_huffman_table(seg, |class, id, counts, values| {
+                if class == 0 {
+                    dc_tables[id] = Some(Huffman::new(counts, values)?);
+                } else {
+                    ac_tables[id] = Some(AcTable::new(counts, values)?);
                 }
-            }
+                Ok(())
+            })?,
             0xDD => restart_interval = be16(seg, 0)?,
             0xDA => {
                 let scan = parse_sos(seg, header)?;
@@ -431,7 +416,7 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
     Ok(convert(header, &g, &comps))
 }
 
-fn read_dqt(seg: &[u8], qt: &mut [Option<[u16; 64]>; 4]) -> Result<(), Error> {
+pub(super) fn read_dqt(seg: &[u8], qt: &mut [Option<[u16; 64]>; 4]) -> Result<(), Error> {
     let mut p = 0;
     while p < seg.len() {
         let (pq, tq) = (seg[p] >> 4, usize::from(seg[p] & 15));
