@@ -413,6 +413,14 @@ impl<'a> Bits<'a> {
                 return;
             }
         }
+        self.refill_slow();
+    }
+
+    /// Byte-at-a-time refill near a 0xFF (stuffing or a marker) or the end of the data: kept
+    /// out of line so that the inlined fast path stays small in the decoders' hot loops.
+    #[cold]
+    #[inline(never)]
+    fn refill_slow(&mut self) {
         while self.n <= 56 {
             let mut byte = 0u8;
             if !self.marker_hit {
@@ -479,6 +487,13 @@ impl<'a> Bits<'a> {
             self.consume(u32::from(len));
             return Ok(sym);
         }
+        self.decode_long(t)
+    }
+
+    /// A code longer than the lookup table's [`FAST_BITS`] (rare: out of line).
+    #[cold]
+    #[inline(never)]
+    fn decode_long(&mut self, t: &Huffman) -> Result<u8, Error> {
         let mut len = FAST_BITS as usize + 1;
         let mut code = (self.acc >> (64 - len)) as i32;
         while code > t.maxcode[len] {

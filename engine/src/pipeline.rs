@@ -773,9 +773,21 @@ fn encode(img: Raster, format: OutputFormat, quality: u8) -> Result<Thumbnail, E
     match format {
         OutputFormat::Jpeg => {
             let img = flatten_on_white(img);
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-                .write_image(&img.data, width, height, color(img.channels))
-                .map_err(internal)?;
+            let too_large = || EngineError::Internal(format!("{width}x{height} exceeds JPEG's 65535"));
+            let w = u16::try_from(width).map_err(|_| too_large())?;
+            let h = u16::try_from(height).map_err(|_| too_large())?;
+            let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+            // Average each 2x2 block for 4:2:0 chroma as libjpeg does, rather than taking its
+            // top-left pixel: no colour fringes on thin coloured lines.
+            encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
+            let color = if img.channels == 1 {
+                jpeg_encoder::ColorType::Luma
+            } else {
+                jpeg_encoder::ColorType::Rgb
+            };
+            encoder
+                .encode(&img.data, w, h, color)
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
         }
         OutputFormat::Png => {
             image::codecs::png::PngEncoder::new(&mut out)
