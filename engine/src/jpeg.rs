@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 mod scaled;
-pub use scaled::{decode_scaled, scaled_memory};
+pub use scaled::{Plane, decode_scaled, decode_scaled_planes, scaled_memory};
 
 /// What the markers before the first scan say.
 #[derive(Debug, Clone, Default)]
@@ -369,6 +369,11 @@ impl Huffman {
 
 /// Bit reader over entropy-coded data: removes stuffed zero bytes and stops at markers
 /// (feeding zero bits past them, as libjpeg does for corrupt data).
+///
+/// `Copy`, and its out-of-line paths take and return it by value, so that its address never
+/// escapes the decoding loops and the accumulator stays in registers there (a `&mut self` call
+/// that is not inlined pins it to the stack: a store and a reload on every symbol).
+#[derive(Clone, Copy)]
 struct Bits<'a> {
     data: &'a [u8],
     pos: usize,
@@ -413,14 +418,14 @@ impl<'a> Bits<'a> {
                 return;
             }
         }
-        self.refill_slow();
+        *self = self.refill_slow();
     }
 
     /// Byte-at-a-time refill near a 0xFF (stuffing or a marker) or the end of the data: kept
     /// out of line so that the inlined fast path stays small in the decoders' hot loops.
     #[cold]
     #[inline(never)]
-    fn refill_slow(&mut self) {
+    fn refill_slow(mut self) -> Self {
         while self.n <= 56 {
             let mut byte = 0u8;
             if !self.marker_hit {
@@ -451,6 +456,7 @@ impl<'a> Bits<'a> {
             self.acc |= u64::from(byte) << (56 - self.n);
             self.n += 8;
         }
+        self
     }
 
     #[inline(always)]
@@ -487,28 +493,32 @@ impl<'a> Bits<'a> {
             self.consume(u32::from(len));
             return Ok(sym);
         }
-        self.decode_long(t)
+        let (bits, symbol) = self.decode_long(t);
+        *self = bits;
+        symbol
     }
 
     /// A code longer than the lookup table's [`FAST_BITS`] (rare: out of line).
     #[cold]
     #[inline(never)]
-    fn decode_long(&mut self, t: &Huffman) -> Result<u8, Error> {
+    fn decode_long(mut self, t: &Huffman) -> (Self, Result<u8, Error>) {
         let mut len = FAST_BITS as usize + 1;
         let mut code = (self.acc >> (64 - len)) as i32;
         while code > t.maxcode[len] {
             len += 1;
             if len > 16 {
-                return Err("invalid Huffman code".into());
+                return (self, Err("invalid Huffman code".into()));
             }
             code = (self.acc >> (64 - len)) as i32;
         }
         self.consume(len as u32);
         let idx = (t.valptr[len] + code - t.mincode[len]) as usize;
-        t.values
+        let symbol = t
+            .values
             .get(idx)
             .copied()
-            .ok_or_else(|| "invalid Huffman code".into())
+            .ok_or_else(|| "invalid Huffman code".into());
+        (self, symbol)
     }
 
     #[inline(always)]
@@ -521,7 +531,13 @@ impl<'a> Bits<'a> {
     }
 
     /// Drop the buffered bits and step over an RSTn marker if one is next.
+    #[inline(always)]
     fn restart(&mut self) {
+        *self = self.restarted();
+    }
+
+    #[inline(never)]
+    fn restarted(mut self) -> Self {
         self.acc = 0;
         self.n = 0;
         self.marker_hit = false;
@@ -535,6 +551,7 @@ impl<'a> Bits<'a> {
         if p + 1 < self.data.len() && (0xD0..=0xD7).contains(&self.data[p + 1]) {
             self.pos = p + 2;
         }
+        self
     }
 }
 
@@ -789,7 +806,8 @@ impl Bits<'_> {
     }
 }
 
-fn is_rgb(h: &JpegHeader) -> bool {
+/// The three components are R, G and B rather than YCbCr (Adobe transform 0, or ids 'R' 'G' 'B').
+pub fn is_rgb(h: &JpegHeader) -> bool {
     match h.adobe {
         Some(t) => t == 0,
         None => h.components.iter().map(|c| c.id).eq([b'R', b'G', b'B']),

@@ -326,7 +326,7 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         });
     }
 
-    let (resized, icc) = if info.format == ImageFormat::Webp && info.frames <= 1 {
+    let (resized, icc, colour) = if info.format == ImageFormat::Webp && info.frames <= 1 {
         // Resized straight from libwebp's buffer: a copy of a full-size decode is what costs most
         // memory here.
         let decoded = decode_webp(bytes)?;
@@ -334,21 +334,107 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         (
             resize(&raster, &plan, info.width, info.height)?,
             icc_from_webp(bytes),
+            Colour::Rgb,
         )
+    } else if let Some(planes) = decode_jpeg_planes(bytes, hdr.jpeg.as_ref(), jpeg_scale)? {
+        let icc = hdr.jpeg.as_ref().and_then(|h| h.icc_profile(bytes));
+        (resize_planes(&planes, &plan)?, icc, Colour::YCbCr)
     } else {
         let (raster, icc) = match info.format {
             ImageFormat::Jpeg => decode_jpeg(bytes, hdr.jpeg.as_ref(), jpeg_scale, limits)?,
             ImageFormat::Png if !hdr.facts.interlaced => decode_png_streaming(bytes, box_factor, limits)?,
             _ => decode_with_image(bytes, info.format, limits)?,
         };
-        (resize(&raster.view(), &plan, info.width, info.height)?, icc)
+        (
+            resize(&raster.view(), &plan, info.width, info.height)?,
+            icc,
+            Colour::Rgb,
+        )
     };
     let mut out = orient(resized, info.orientation);
+    let format = options.format.unwrap_or_else(|| info.format.default_output());
+    // A YCbCr JPEG resampled in YCbCr goes back out as JPEG without ever being RGB; anything
+    // else (another format, or a profile to convert from) is converted at the output size.
+    let colour = if colour == Colour::YCbCr && (format != OutputFormat::Jpeg || icc.is_some()) {
+        ycbcr_to_rgb(&mut out);
+        Colour::Rgb
+    } else {
+        colour
+    };
     if let Some(icc) = icc {
         to_srgb(&mut out, &icc);
     }
-    let format = options.format.unwrap_or_else(|| info.format.default_output());
-    encode(out, format, options.quality)
+    encode(out, colour, format, options.quality)
+}
+
+/// What the samples of a 3-channel [`Raster`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Colour {
+    Rgb,
+    /// JFIF YCbCr, as a JPEG codes it.
+    YCbCr,
+}
+
+/// A YCbCr JPEG at 1/2 or 1/4 scale as its three planes, each at its own resolution; `None`
+/// when the file or scale takes the RGB route (grey, RGB, CMYK, 1/1, 1/8, arithmetic coding).
+///
+/// Resampling the planes straight to the output size and converting only there saves the
+/// full-size work the RGB route does: chroma upsampling (or larger chroma IDCTs), colour
+/// conversion, a three-channel resize, and the JPEG encoder's conversion back to YCbCr.
+fn decode_jpeg_planes(
+    bytes: &[u8],
+    header: Option<&JpegHeader>,
+    scale: u32,
+) -> Result<Option<Vec<jpeg::Plane>>, EngineError> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    if !matches!(scale, 2 | 4)
+        || header.huffman.is_none()
+        || header.components.len() != 3
+        || jpeg::is_rgb(header)
+    {
+        return Ok(None);
+    }
+    jpeg::decode_scaled_planes(bytes, header, scale)
+        .map(Some)
+        .map_err(|e| corrupt(ImageFormat::Jpeg, e))
+}
+
+/// Resample each plane onto the output grid (the plan's crop maps onto every plane in
+/// proportion, which keeps JFIF's centred chroma siting) and interleave them.
+fn resize_planes(planes: &[jpeg::Plane], plan: &Plan) -> Result<Raster, EngineError> {
+    let (w, h) = (plan.out_w as usize, plan.out_h as usize);
+    let channels = planes.len();
+    let mut data = vec![0u8; w * h * channels];
+    for (i, p) in planes.iter().enumerate() {
+        let view = RasterView {
+            width: p.width,
+            height: p.height,
+            channels: 1,
+            data: &p.data,
+        };
+        let resized = resize_scaled(&view, plan, p.x_per_source, p.y_per_source)?;
+        for (out, &v) in data.iter_mut().skip(i).step_by(channels).zip(&resized.data) {
+            *out = v;
+        }
+    }
+    Ok(Raster {
+        width: w,
+        height: h,
+        channels,
+        data,
+    })
+}
+
+fn ycbcr_to_rgb(r: &mut Raster) {
+    if r.channels != 3 {
+        return;
+    }
+    for px in r.data.chunks_exact_mut(3) {
+        let rgb = jpeg::ycc_to_rgb(px[0], px[1], px[2]);
+        px.copy_from_slice(&rgb);
+    }
 }
 
 fn decode_jpeg(
@@ -672,14 +758,20 @@ fn pixel_type(channels: usize) -> fir::PixelType {
 /// Lanczos3 from the decoded (possibly pre-shrunk) image to the output, cropping the `plan`
 /// rectangle. `src_w`/`src_h` are the full source dimensions the plan was made for.
 fn resize(r: &RasterView<'_>, plan: &Plan, src_w: u32, src_h: u32) -> Result<Raster, EngineError> {
-    let internal = |e: &dyn std::fmt::Display| EngineError::Internal(format!("resize: {e}"));
-    let pt = pixel_type(r.channels);
-    let src =
-        fir::images::ImageRef::new(r.width as u32, r.height as u32, r.data, pt).map_err(|e| internal(&e))?;
     let (sx, sy) = (
         r.width as f64 / f64::from(src_w),
         r.height as f64 / f64::from(src_h),
     );
+    resize_scaled(r, plan, sx, sy)
+}
+
+/// [`resize`] of a raster that has `sx` x `sy` samples per source pixel (exact for subsampled
+/// planes, whose sizes are rounded up).
+fn resize_scaled(r: &RasterView<'_>, plan: &Plan, sx: f64, sy: f64) -> Result<Raster, EngineError> {
+    let internal = |e: &dyn std::fmt::Display| EngineError::Internal(format!("resize: {e}"));
+    let pt = pixel_type(r.channels);
+    let src =
+        fir::images::ImageRef::new(r.width as u32, r.height as u32, r.data, pt).map_err(|e| internal(&e))?;
     let (cw, ch) = (
         (plan.crop_w * sx).min(r.width as f64),
         (plan.crop_h * sy).min(r.height as f64),
@@ -759,7 +851,7 @@ fn to_srgb(r: &mut Raster, icc: &[u8]) {
     }
 }
 
-fn encode(img: Raster, format: OutputFormat, quality: u8) -> Result<Thumbnail, EngineError> {
+fn encode(img: Raster, colour: Colour, format: OutputFormat, quality: u8) -> Result<Thumbnail, EngineError> {
     use image::{ExtendedColorType, ImageEncoder};
     let internal = |e: image::ImageError| EngineError::Internal(e.to_string());
     let (width, height) = (img.width as u32, img.height as u32);
@@ -780,10 +872,10 @@ fn encode(img: Raster, format: OutputFormat, quality: u8) -> Result<Thumbnail, E
             // Average each 2x2 block for 4:2:0 chroma as libjpeg does, rather than taking its
             // top-left pixel: no colour fringes on thin coloured lines.
             encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
-            let color = if img.channels == 1 {
-                jpeg_encoder::ColorType::Luma
-            } else {
-                jpeg_encoder::ColorType::Rgb
+            let color = match (img.channels, colour) {
+                (1, _) => jpeg_encoder::ColorType::Luma,
+                (_, Colour::YCbCr) => jpeg_encoder::ColorType::Ycbcr,
+                _ => jpeg_encoder::ColorType::Rgb,
             };
             encoder
                 .encode(&img.data, w, h, color)

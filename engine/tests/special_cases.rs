@@ -219,7 +219,10 @@ fn panorama_and_tiny_inputs() {
 fn embedded_icc_profiles_are_converted_to_srgb() {
     // The profile swaps the red and green primaries: stored red is sRGB green.
     for name in ["icc_swapped.jpg", "icc_swapped.png"] {
-        for o in both_sizes() {
+        // Plus 30 px as JPEG: the JPEG's YCbCr planes are resampled at 1/2 scale and must still
+        // go through RGB for the profile.
+        let half = opts(30, 30, Fit::Contain, Some(OutputFormat::Jpeg));
+        for o in both_sizes().into_iter().chain([half]) {
             let t = render(&fixture(name), &o, &Limits::default()).unwrap();
             let img = pixels(&t.bytes);
             let p = img.get_pixel(img.width() / 4, img.height() / 4).0;
@@ -413,16 +416,35 @@ fn jpeg_shrink_on_load_at_half_and_quarter_scale() {
         "cmyk_adobe.jpg",
         "cmyk_plain.jpg",
     ] {
-        // 96x64: 40 px wide needs 1/2 (48 px), 20 px wide 1/4 (24 px).
-        for (w, h) in [(40, 27), (20, 13)] {
-            let t = render(
-                &fixture(name),
-                &opts(w, w, Fit::Contain, Some(OutputFormat::Png)),
-                &Limits::default(),
-            )
-            .unwrap();
-            assert_eq!((t.width, t.height), (w, h), "{name}");
-            assert_quad(&t.bytes, &format!("{name} at {w}px"), 40);
+        // 96x64, with the Lanczos pass left at least 1.25x: 30 px wide decodes at 1/2 (48 px),
+        // 16 px at 1/4 (24 px). YCbCr files are resampled as planes: PNG output converts them to
+        // RGB at the end, JPEG output never does.
+        for (w, h) in [(30, 20), (16, 11)] {
+            for format in [OutputFormat::Png, OutputFormat::Jpeg] {
+                let t = render(
+                    &fixture(name),
+                    &opts(w, w, Fit::Contain, Some(format)),
+                    &Limits::default(),
+                )
+                .unwrap();
+                assert_eq!((t.width, t.height), (w, h), "{name}");
+                assert_quad(&t.bytes, &format!("{name} at {w}px as {format:?}"), 40);
+            }
+        }
+    }
+    // Orientation on the planar route, both output formats, both scales.
+    for o in [3, 5, 6, 8] {
+        for w in [30, 16] {
+            for format in [OutputFormat::Png, OutputFormat::Jpeg] {
+                let bytes = fixture(&format!("orient{o}.jpg"));
+                let t = render(
+                    &bytes,
+                    &opts(w, w, Fit::Contain, Some(format)),
+                    &Limits::default(),
+                )
+                .unwrap();
+                assert_quad(&t.bytes, &format!("orientation {o} at {w}px as {format:?}"), 40);
+            }
         }
     }
     for (scale, size) in [(2, (68, 50)), (4, (34, 25))] {

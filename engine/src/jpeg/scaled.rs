@@ -144,7 +144,9 @@ struct Geometry {
     comps: Vec<CompGeom>,
 }
 
-fn geometry(header: &JpegHeader, scale: u32) -> Geometry {
+/// `planar`: every component at its own resolution (IDCT size `8 / scale` throughout), for
+/// callers that resample the planes themselves rather than converting them to RGB here.
+fn geometry(header: &JpegHeader, scale: u32, planar: bool) -> Geometry {
     let m = 8 / scale.clamp(1, 8) as usize;
     let comps = &header.components;
     let hmax = comps.iter().map(|c| usize::from(c.h)).max().unwrap_or(1);
@@ -158,7 +160,11 @@ fn geometry(header: &JpegHeader, scale: u32) -> Geometry {
             // libjpeg-turbo's rule: scale subsampled components up by IDCT where the result is
             // still an integral fraction of the output resolution.
             let mut n = m;
-            while n < 8 && (hmax * m).is_multiple_of(ch * n * 2) && (vmax * m).is_multiple_of(cv * n * 2) {
+            while !planar
+                && n < 8
+                && (hmax * m).is_multiple_of(ch * n * 2)
+                && (vmax * m).is_multiple_of(cv * n * 2)
+            {
                 n *= 2;
             }
             let (bw, bh) = (mcux * ch, mcuy * cv);
@@ -186,7 +192,7 @@ fn geometry(header: &JpegHeader, scale: u32) -> Geometry {
 /// An upper bound of the bytes [`decode_scaled`] allocates (besides small tables) for this
 /// header at `scale` 2 or 4, including the RGB copy the caller makes of CMYK output.
 pub fn scaled_memory(header: &JpegHeader, scale: u32) -> u64 {
-    let g = geometry(header, scale);
+    let g = geometry(header, scale, false);
     let progressive = header.is_progressive();
     let mut total = 0u64;
     for c in &g.comps {
@@ -290,6 +296,56 @@ impl Comp {
 /// Decode a Huffman-coded 8-bit JPEG at `scale` 2 (1/2) or 4 (1/4). Output as [`DcImage`]:
 /// ceil(width * k / 8) x ceil(height * k / 8) pixels, grey, RGB, or CMYK as libjpeg returns it.
 pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<DcImage, Error> {
+    let (g, comps) = decode_components(bytes, header, scale, false)?;
+    Ok(convert(header, &g, &comps))
+}
+
+/// One component's samples, `width` per row, no padding.
+pub struct Plane {
+    pub width: usize,
+    pub height: usize,
+    /// Samples per pixel of the full-size image, across and down (exact: `width` and `height`
+    /// are rounded up).
+    pub x_per_source: f64,
+    pub y_per_source: f64,
+    pub data: Vec<u8>,
+}
+
+/// Decode at `scale` 2 or 4 like [`decode_scaled`], but return the components as they are coded
+/// (Y, Cb, Cr; each at its own subsampled resolution, with no upsampling or colour conversion)
+/// so that the caller can resample them straight to the output size and convert only there.
+pub fn decode_scaled_planes(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Vec<Plane>, Error> {
+    let (g, comps) = decode_components(bytes, header, scale, true)?;
+    Ok(comps
+        .into_iter()
+        .map(|c| {
+            let x_per_source = (c.geom.h * c.geom.n) as f64 / (g.hmax * 8) as f64;
+            let y_per_source = (c.geom.v * c.geom.n) as f64 / (g.vmax * 8) as f64;
+            let (stride, width, height) = (c.geom.stride(), c.geom.dw, c.geom.dh);
+            let mut data = c.plane;
+            if stride != width {
+                for y in 1..height {
+                    data.copy_within(y * stride..y * stride + width, y * width);
+                }
+            }
+            data.truncate(width * height);
+            Plane {
+                width,
+                height,
+                x_per_source,
+                y_per_source,
+                data,
+            }
+        })
+        .collect())
+}
+
+fn decode_components(
+    bytes: &[u8],
+    header: &JpegHeader,
+    scale: u32,
+    planar: bool,
+) -> Result<(Geometry, Vec<Comp>), Error> {
     if scale != 2 && scale != 4 {
         return Err(format!("unsupported reduced-size scale 1/{scale}"));
     }
@@ -300,7 +356,7 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
         return Err("not a Huffman-coded 8-bit JPEG".into());
     }
     let progressive = header.is_progressive();
-    let g = geometry(header, scale);
+    let g = geometry(header, scale, planar);
     let (mcux, mcuy) = mcu_counts(header);
     let mut comps: Vec<Comp> = g
         .comps
@@ -413,7 +469,7 @@ pub fn decode_scaled(bytes: &[u8], header: &JpegHeader, scale: u32) -> Result<Dc
             c.masks = Vec::new();
         }
     }
-    Ok(convert(header, &g, &comps))
+    Ok((g, comps))
 }
 
 pub(super) fn read_dqt(seg: &[u8], qt: &mut [Option<[u16; 64]>; 4]) -> Result<(), Error> {
@@ -588,6 +644,8 @@ impl ScanCtx<'_> {
     }
 }
 
+// Inlined into decode_components so that its `Bits` never leaves registers (see `Bits`).
+#[inline(always)]
 fn decode_baseline_scan(ctx: &ScanCtx, bits: &mut Bits, comps: &mut [Comp]) -> Result<(), Error> {
     let scan = ctx.scan;
     let mut tables = Vec::with_capacity(scan.comps.len());
@@ -688,6 +746,8 @@ fn decode_block(
     Ok(true)
 }
 
+// Inlined into decode_components so that its `Bits` never leaves registers (see `Bits`).
+#[inline(always)]
 fn decode_progressive_scan(ctx: &ScanCtx, bits: &mut Bits, comps: &mut [Comp]) -> Result<(), Error> {
     let scan = ctx.scan;
     if scan.ss > 0 {
@@ -749,6 +809,8 @@ fn decode_progressive_scan(ctx: &ScanCtx, bits: &mut Bits, comps: &mut [Comp]) -
 }
 
 /// An AC scan of a progressive file (always a single component, block by block).
+// Inlined into decode_components so that its `Bits` never leaves registers (see `Bits`).
+#[inline(always)]
 fn decode_ac_scan(ctx: &ScanCtx, bits: &mut Bits, c: &mut Comp, ac: &AcTable) -> Result<(), Error> {
     let scan = ctx.scan;
     let (ux, uy) = ctx.units();
@@ -1422,7 +1484,7 @@ mod tests {
 
     fn planned(bytes: &[u8], scale: u32) -> Vec<bool> {
         let header = super::super::read_header(bytes, false).unwrap();
-        let g = geometry(&header, scale);
+        let g = geometry(&header, scale, false);
         let comps: Vec<Comp> = g.comps.iter().map(|c| Comp::new(c.clone(), true)).collect();
         plan_progressive(bytes, &header, &comps)
     }
