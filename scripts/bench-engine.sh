@@ -50,7 +50,7 @@ EX=$CARGO_TARGET_DIR/release/examples
   echo "libvips $(vips --version | cut -d- -f2), Pillow $(python3 -c 'import PIL; print(PIL.__version__)'), one thread everywhere."
   echo "Command: \`scripts/bench-engine.sh\`. In-process times are medians (ours: $EX/bench, 7 runs;"
   echo "libvips: pyvips thumbnail_buffer + write_to_buffer, cache off, 5 runs; Pillow: 3 runs)."
-  echo "Process times are medians of 5 whole runs of examples/render vs vipsthumbnail vs djpeg."
+  echo "Process times are medians of 9 whole runs of examples/render, vipsthumbnail and djpeg, taking turns."
   echo "Peak MiB: the job's peak resident memory above the resident memory after loading the input."
   echo
   python3 bench/engine/run.py "$C" "$EX/bench" "$EX/render" "$CACHE/work"

@@ -104,7 +104,8 @@ impl KubernetesLauncher {
 
 #[async_trait]
 impl JobLauncher for KubernetesLauncher {
-    async fn launch(&self, job: &JobRecord) -> ApiResult<()> {
+    async fn launch(&self, job: &JobRecord, _original: Option<bytes::Bytes>) -> ApiResult<()> {
+        // The operator's workers are other processes: they read the original from S3.
         let resource = Self::resource(job);
         match self.api.create(&PostParams::default(), &resource).await {
             Ok(_) => {

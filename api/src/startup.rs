@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{self, DynJobStore, JobEvents, NotifyingJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
@@ -26,6 +27,10 @@ use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
+
+/// Bytes of uploaded originals kept for the embedded runner's workers (see `OriginalHandoff`):
+/// a few seconds of uploads at full speed; beyond that, jobs read the object store.
+const HANDOFF_BUDGET: u64 = 64 * 1024 * 1024;
 
 pub struct Application {
     listener: TcpListener,
@@ -116,16 +121,22 @@ impl Application {
         let (launcher, runner): (Arc<dyn JobLauncher>, Option<Runner>) = match config.job_runner {
             JobRunnerKind::Embedded => {
                 let workers = config.worker_count();
+                let handoff = Arc::new(OriginalHandoff::new(HANDOFF_BUDGET));
                 let worker = Arc::new(Worker {
                     jobs: jobs.clone(),
                     objects: objects.clone(),
+                    handoff: Some(handoff.clone()),
                     keys: keys.clone(),
                     limits,
                     cpu: CpuPool::new(workers),
                     metrics: metrics.job.clone(),
                 });
                 let (runner, handle) = Runner::start(worker, workers).await?;
-                (Arc::new(EmbeddedLauncher(handle)), Some(runner))
+                let launcher = EmbeddedLauncher {
+                    runner: handle,
+                    handoff,
+                };
+                (Arc::new(launcher), Some(runner))
             }
             JobRunnerKind::Kubernetes => {
                 // The operator reads the originals and writes the thumbnails: they must be in S3.

@@ -2,9 +2,11 @@
 use crate::error::ApiResult;
 use crate::metrics::ApiMetrics;
 use async_trait::async_trait;
+use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{DynJobStore, JobEvents};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::model::JobRecord;
@@ -16,19 +18,28 @@ use thumbnail_engine::Limits;
 #[async_trait]
 pub trait JobLauncher: Send + Sync + 'static {
     /// Called after the original is stored and the row exists. An error undoes the upload.
-    async fn launch(&self, job: &JobRecord) -> ApiResult<()>;
+    /// `original`: the stored bytes, when the upload kept them in memory (small uploads), for a
+    /// launcher whose worker can use them instead of reading the object store.
+    async fn launch(&self, job: &JobRecord, original: Option<Bytes>) -> ApiResult<()>;
     fn name(&self) -> &'static str;
 }
 
-/// The embedded default: queue the job on this process's runner.
-pub struct EmbeddedLauncher(pub RunnerHandle);
+/// The embedded default: queue the job on this process's runner, leaving its original (when
+/// at hand) for the worker.
+pub struct EmbeddedLauncher {
+    pub runner: RunnerHandle,
+    pub handoff: Arc<OriginalHandoff>,
+}
 
 #[async_trait]
 impl JobLauncher for EmbeddedLauncher {
-    async fn launch(&self, job: &JobRecord) -> ApiResult<()> {
+    async fn launch(&self, job: &JobRecord, original: Option<Bytes>) -> ApiResult<()> {
+        if let Some(bytes) = original {
+            self.handoff.put(job.id, bytes);
+        }
         // A stopped runner (shutdown in progress) is fine: the job is stored and resumes at the
         // next start.
-        if !self.0.enqueue(job.id) {
+        if !self.runner.enqueue(job.id) {
             tracing::info!(job_id = %job.id, "runner stopping; job will resume at the next start");
         }
         Ok(())

@@ -183,7 +183,7 @@ async fn a_job_retries_while_s3_is_down_and_completes_when_it_returns() {
         .await
         .unwrap();
     proxy.cut();
-    app.state.launcher.launch(&job).await.unwrap();
+    app.state.launcher.launch(&job, None).await.unwrap();
 
     // It keeps trying (attempts grow) without failing.
     let until = Instant::now() + DEADLINE;

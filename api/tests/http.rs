@@ -188,8 +188,67 @@ async fn rejected_uploads_answer_precisely_and_store_nothing() {
         app.stored_objects()
     );
     assert!(app.all_jobs().await.is_empty());
-    let spooled: Vec<_> = std::fs::read_dir(app.data_dir.join("spool")).unwrap().collect();
+    assert_no_spool_files(&app);
+}
+
+fn assert_no_spool_files(app: &common::TestApp) {
+    let spooled: Vec<_> = std::fs::read_dir(app.data_dir.join("spool"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
     assert!(spooled.is_empty(), "spool files left behind: {spooled:?}");
+}
+
+/// A file part sent as a stream of unknown length: the request is chunked, without a
+/// `Content-Length`, so the API spools it to disk instead of reading it into memory.
+fn streamed_part(bytes: Vec<u8>, file_name: &str) -> Part {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(7_000).map(|c| Ok(c.to_vec())).collect();
+    Part::stream(reqwest::Body::wrap_stream(futures::stream::iter(chunks))).file_name(file_name.to_owned())
+}
+
+/// Small requests are read into memory (the other tests); unsized ones take the spool file,
+/// which must give the same results and leave no file behind.
+#[tokio::test]
+async fn uploads_without_a_length_are_spooled() {
+    let app = spawn_app_with(|c| c.limits.max_upload_bytes = 50_000).await;
+    let photo = fixture("photo.jpg");
+    let sized = Part::bytes(photo.clone()).file_name("p.jpg");
+    for (how, part) in [
+        ("in memory", sized),
+        ("spooled", streamed_part(photo.clone(), "p.jpg")),
+    ] {
+        let id = app
+            .accepted(app.upload_form(Form::new().part("image", part), "").await)
+            .await;
+        let job = app.wait_finished(&id, DEADLINE).await;
+        assert_eq!(job["status"], "SUCCESS", "{how}: {job}");
+        assert_eq!(job["source"]["bytes"], photo.len() as u64, "{how}: {job}");
+        let original = app
+            .stored_objects()
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains(&format!("original/{id}")))
+            .expect("original stored");
+        assert_eq!(
+            std::fs::read(original).unwrap(),
+            photo,
+            "{how}: stored original is the upload"
+        );
+    }
+
+    let mut big = fixture("photo.png");
+    big.resize(60_000, 0);
+    let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n".to_vec();
+    for (bytes, status, expected) in [(big, 413, "limit is 50000 bytes"), (pdf, 415, "application/pdf")] {
+        let form = Form::new().part("image", streamed_part(bytes, "x.bin"));
+        let (got, detail) = detail(app.upload_form(form, "").await).await;
+        assert_eq!(got, status, "{detail}");
+        assert!(detail.contains(expected), "expected '{expected}' in '{detail}'");
+    }
+    assert_eq!(
+        app.all_jobs().await.len(),
+        2,
+        "only the accepted uploads have rows"
+    );
+    assert_no_spool_files(&app);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ IMAGES = ["r01_greenmeadow_1280x1024.jpg", "r02_eveningglow_2560x1600.jpg", "r03
           "r04_elephants_3840x2160.jpg", "r05_volna_5120x2880.jpg", "r06_elephants_5640x3172.jpg",
           "r07_patak_5120x2880_rgba.png", "r08_pixels_4096x4096.webp", "s13_phone_4032x3024_orient6.jpg"]
 GEOMS = [("100x100 cover", 100, 100, True), ("400w contain", 400, 4096, False)]
-N_OURS, N_VIPS, N_PIL, N_PROC = 7, 5, 3, 5
+N_OURS, N_VIPS, N_PIL, N_PROC = 7, 5, 3, 9
 env1 = dict(os.environ, VIPS_CONCURRENCY="1", OMP_NUM_THREADS="1")
 
 
@@ -24,13 +24,17 @@ def line(cmd):
     return float(t), int(kib), int(w), int(h)
 
 
-def proc_median(cmd, n=N_PROC):
-    ts = []
+def proc_medians(cmds, n=N_PROC):
+    """Median wall time of each command as a whole process. The commands take turns (round
+    robin), so that a burst of load on this shared machine falls on all of them alike instead of
+    on whichever happened to be running."""
+    ts = [[] for _ in cmds]
     for _ in range(n):
-        t = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env1, check=True)
-        ts.append((time.perf_counter() - t) * 1000)
-    return statistics.median(ts)
+        for i, cmd in enumerate(cmds):
+            t = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env1, check=True)
+            ts[i].append((time.perf_counter() - t) * 1000)
+    return [statistics.median(t) for t in ts]
 
 
 def load_flat(path):
@@ -81,12 +85,10 @@ for name in IMAGES:
         ext = os.path.splitext(name)[1]
         our_out = os.path.join(work, "ours" + ext if ext != ".webp" else "ours.webp")
         vips_out = os.path.join(work, "vips" + (ext if ext != ".png" else ".png"))
-        p_ours = proc_median([our_render, path, our_out, *flags])
         vt = ["vipsthumbnail", path, "--size", f"{w}x{h}>" if not crop else f"{w}x{h}", "-o", vips_out + "[Q=80,strip]"]
         if crop:
             vt += ["--smartcrop", "centre"]
-        p_vips = proc_median(vt)
-        djpeg = None
+        procs = [[our_render, path, our_out, *flags], vt]
         if is_jpeg:
             # djpeg floor: the smallest 1/N scale at or above the target (in displayed orientation).
             im = Image.open(path)
@@ -97,7 +99,9 @@ for name in IMAGES:
             n = 8
             while n > 1 and s > 1 / n:
                 n //= 2
-            djpeg = proc_median(["djpeg", "-scale", f"1/{n}", "-outfile", "/dev/null", path])
+            procs.append(["djpeg", "-scale", f"1/{n}", "-outfile", "/dev/null", path])
+        p_ours, p_vips, *djpeg = proc_medians(procs)
+        djpeg = djpeg[0] if djpeg else None
         q = ssim(load_flat(our_out), load_flat(vips_out))
         rows.append(dict(name=name, geom=gname, ours=ours, vips=vips, orig=orig, draft=draft,
                          p_ours=p_ours, p_vips=p_vips, djpeg=djpeg, ssim=q, jpeg=is_jpeg))

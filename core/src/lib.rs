@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod handoff;
 pub mod jobstore;
 pub mod keys;
 pub mod metrics;

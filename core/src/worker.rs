@@ -4,6 +4,7 @@
 //! Steps: claim (conditional `start`) → read the original → render every requested output on the
 //! CPU pool → store the thumbnails → finish (conditional on the attempt). Bad input ends the job at
 //! once as FAILURE with its reason; a dependency error is returned for the caller to retry.
+use crate::handoff::OriginalHandoff;
 use crate::jobstore::{DynJobStore, Outcome};
 use crate::keys::KeyLayout;
 use crate::metrics::{JobMetrics, OutcomeLabels, ReasonLabels};
@@ -76,6 +77,9 @@ pub enum RunOutcome {
 pub struct Worker {
     pub jobs: DynJobStore,
     pub objects: DynObjectStore,
+    /// Originals left by this process's uploads (see [`OriginalHandoff`]); others are read from
+    /// `objects`.
+    pub handoff: Option<Arc<OriginalHandoff>>,
     pub keys: KeyLayout,
     pub limits: Limits,
     pub cpu: CpuPool,
@@ -164,7 +168,10 @@ impl Worker {
     }
 
     async fn produce(&self, job: &JobRecord) -> Result<Vec<JobOutput>> {
-        let original = self.objects.get(&job.source_key).await?;
+        let original = match self.handoff.as_ref().and_then(|h| h.take(job.id)) {
+            Some(bytes) => bytes,
+            None => self.objects.get(&job.source_key).await?,
+        };
         let mut outputs = Vec::new();
         for (spec, key) in planned_outputs(job, &self.keys) {
             let thumbnail = self.render(original.clone(), spec.options).await?;

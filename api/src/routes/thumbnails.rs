@@ -6,9 +6,10 @@ use crate::views::JobAccepted;
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::collections::HashMap;
 use thumbnail_core::model::{NewJob, OutputSpec};
@@ -18,8 +19,13 @@ use tracing::{info, instrument, warn};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-/// Bytes of the upload kept in memory for the header probe; the rest is only on disk.
+/// Bytes of a spooled upload kept in memory for the header probe; the rest is only on disk.
 const HEAD_BYTES: usize = 256 * 1024;
+/// Requests up to this size (by `Content-Length`) are read into memory instead of spooled: the
+/// bytes go to the object store from memory and on to an in-process worker, which then need not
+/// read them back. Bigger (or unsized) uploads stream through a spool file, so memory does not
+/// grow with upload size.
+const IN_MEMORY_REQUEST: u64 = 2 * 1024 * 1024;
 /// Longest accepted text form field (options are short).
 const MAX_TEXT_FIELD: usize = 1024;
 
@@ -121,14 +127,40 @@ pub fn parse_options(fields: &HashMap<String, String>) -> ApiResult<ThumbnailOpt
     Ok(options)
 }
 
-/// An upload spooled to a temporary file, with its first bytes in memory.
-struct Spooled {
-    file: tempfile::NamedTempFile,
-    head: Vec<u8>,
-    size: u64,
+/// The uploaded file: in memory (small requests) or spooled to a temporary file with its first
+/// bytes in memory.
+enum Upload {
+    Memory(Bytes),
+    Spooled {
+        file: tempfile::NamedTempFile,
+        head: Vec<u8>,
+        size: u64,
+    },
 }
 
-async fn spool(state: &SharedState, mut field: Field<'_>, max: u64) -> ApiResult<Spooled> {
+impl Upload {
+    fn size(&self) -> u64 {
+        match self {
+            Upload::Memory(b) => b.len() as u64,
+            Upload::Spooled { size, .. } => *size,
+        }
+    }
+}
+
+/// Read the file field: into memory when the whole request is small (`in_memory`), else to a
+/// spool file. Either way the size cap is enforced while reading.
+async fn receive(state: &SharedState, mut field: Field<'_>, max: u64, in_memory: bool) -> ApiResult<Upload> {
+    if in_memory {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            let size = (buf.len() + chunk.len()) as u64;
+            if size > max {
+                return Err(EngineError::FileTooLarge { size, max }.into());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        return Ok(Upload::Memory(buf.freeze()));
+    }
     tokio::fs::create_dir_all(&state.spool_dir)
         .await
         .map_err(|e| ApiError::Internal(format!("creating the spool directory: {e}")))?;
@@ -159,7 +191,7 @@ async fn spool(state: &SharedState, mut field: Field<'_>, max: u64) -> ApiResult
     out.flush()
         .await
         .map_err(|e| ApiError::Internal(format!("spooling the upload: {e}")))?;
-    Ok(Spooled { file, head, size })
+    Ok(Upload::Spooled { file, head, size })
 }
 
 fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
@@ -175,15 +207,19 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
 /// Probe the header from the bytes kept in memory; when the header is longer than those (huge
 /// EXIF or ICC segments before the frame header), read the whole spooled file, which the size cap
 /// bounds.
-async fn probe_upload(upload: &Spooled, limits: &Limits) -> ApiResult<ProbeInfo> {
+async fn probe_upload(upload: &Upload, limits: &Limits) -> ApiResult<ProbeInfo> {
     // The size was checked while streaming; the probe only sees a prefix.
     let probe_limits = Limits {
         max_input_bytes: u64::MAX,
         ..*limits
     };
-    match thumbnail_engine::probe(&upload.head, &probe_limits) {
-        Err(EngineError::Corrupt { .. }) if (upload.head.len() as u64) < upload.size => {
-            let bytes = tokio::fs::read(upload.file.path())
+    let (file, head, size) = match upload {
+        Upload::Memory(bytes) => return Ok(thumbnail_engine::probe(bytes, &probe_limits)?),
+        Upload::Spooled { file, head, size } => (file, head, *size),
+    };
+    match thumbnail_engine::probe(head, &probe_limits) {
+        Err(EngineError::Corrupt { .. }) if (head.len() as u64) < size => {
+            let bytes = tokio::fs::read(file.path())
                 .await
                 .map_err(|e| ApiError::Internal(format!("reading the spooled upload: {e}")))?;
             tokio::task::spawn_blocking(move || thumbnail_engine::probe(&bytes, &probe_limits))
@@ -216,8 +252,13 @@ async fn probe_upload(upload: &Spooled, limits: &Limits) -> ApiResult<ProbeInfo>
 pub async fn create_thumbnail(
     State(state): State<SharedState>,
     Query(query): Query<OptionParams>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
+    let in_memory = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len <= IN_MEMORY_REQUEST);
     let mut multipart = multipart.map_err(|e| {
         ApiError::Invalid(format!(
             "image: the body must be multipart/form-data with a file field 'image' ({})",
@@ -238,7 +279,7 @@ pub async fn create_thumbnail(
             fields.insert(name.to_owned(), v.clone());
         }
     }
-    let mut upload: Option<Spooled> = None;
+    let mut upload: Option<Upload> = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "image" {
@@ -247,7 +288,7 @@ pub async fn create_thumbnail(
                     "image: the field was sent more than once; send one file".into(),
                 ));
             }
-            upload = Some(spool(&state, field, state.limits.max_input_bytes).await?);
+            upload = Some(receive(&state, field, state.limits.max_input_bytes, in_memory).await?);
         } else {
             let text = field.bytes().await.map_err(multipart_error)?;
             if text.len() > MAX_TEXT_FIELD {
@@ -259,7 +300,7 @@ pub async fn create_thumbnail(
     let upload = upload.ok_or_else(|| {
         ApiError::Invalid("image: field required (a file in multipart field 'image')".into())
     })?;
-    if upload.size == 0 {
+    if upload.size() == 0 {
         return Err(ApiError::Invalid("image: the file is empty".into()));
     }
     let options = parse_options(&fields)?;
@@ -272,15 +313,16 @@ pub async fn create_thumbnail(
     let id = Uuid::new_v4();
     tracing::Span::current().record("job_id", tracing::field::display(id));
     let key = state.keys.original(id, probe.format.extension());
-    state
-        .objects
-        .put_file(&key, upload.file.path(), probe.format.content_type())
-        .await
-        .inspect_err(|_| {
-            // A failed put may still have left a partial object behind on some servers.
-            let (objects, key) = (state.objects.clone(), key.clone());
-            tokio::spawn(async move { objects.delete(&key).await });
-        })?;
+    let content_type = probe.format.content_type();
+    match &upload {
+        Upload::Memory(bytes) => state.objects.put_bytes(&key, bytes.clone(), content_type).await,
+        Upload::Spooled { file, .. } => state.objects.put_file(&key, file.path(), content_type).await,
+    }
+    .inspect_err(|_| {
+        // A failed put may still have left a partial object behind on some servers.
+        let (objects, key) = (state.objects.clone(), key.clone());
+        tokio::spawn(async move { objects.delete(&key).await });
+    })?;
     let new_job = NewJob {
         id,
         owner,
@@ -289,7 +331,7 @@ pub async fn create_thumbnail(
         source_format: probe.format,
         source_width: probe.width,
         source_height: probe.height,
-        source_bytes: upload.size,
+        source_bytes: upload.size(),
         outputs: vec![OutputSpec::default_output(options)],
     };
     let job = match state.jobs.create(&new_job).await {
@@ -299,12 +341,16 @@ pub async fn create_thumbnail(
             return Err(err.into());
         }
     };
-    if let Err(err) = state.launcher.launch(&job).await {
+    let original = match &upload {
+        Upload::Memory(bytes) => Some(bytes.clone()),
+        Upload::Spooled { .. } => None,
+    };
+    if let Err(err) = state.launcher.launch(&job, original).await {
         undo(&state, id, &key, true).await;
         return Err(err);
     }
-    state.metrics.upload_bytes.inc_by(upload.size);
-    info!(format = %probe.format, width = probe.width, height = probe.height, bytes = upload.size, "job accepted");
+    state.metrics.upload_bytes.inc_by(upload.size());
+    info!(format = %probe.format, width = probe.width, height = probe.height, bytes = upload.size(), "job accepted");
     let location = format!("/api/v1/jobs/{id}");
     let mut response = (
         StatusCode::ACCEPTED,
