@@ -22,6 +22,7 @@ use thumbnail_core::signing::LinkSigner;
 use thumbnail_core::worker::{CpuPool, Worker};
 use thumbnail_core::{CoreError, Result};
 use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
@@ -36,6 +37,8 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     runner: Option<Runner>,
+    /// Stops the PostgreSQL finished-job relay when the application ends (or is dropped).
+    _relay: Option<DropGuard>,
     port: u16,
     public_url: String,
     grace: Duration,
@@ -95,6 +98,17 @@ impl Application {
             with_startup_retries("database", startup, || jobstore::connect(&db_url, max_conn)).await?;
         let job_events = JobEvents::new();
         let jobs = NotifyingJobStore::wrap(jobs, job_events.clone());
+        // On PostgreSQL, jobs finished by other processes (the operator, other replicas) wake
+        // long-polling readers too.
+        let relay = (jobs.backend() == "postgres").then(|| {
+            let stop = CancellationToken::new();
+            tokio::spawn(jobstore::relay_finished_jobs(
+                db_url.clone(),
+                job_events.clone(),
+                stop.clone(),
+            ));
+            stop.drop_guard()
+        });
 
         let (objects, local_objects): (DynObjectStore, Option<Arc<LocalObjectStore>>) =
             match config.store.s3_config() {
@@ -180,6 +194,7 @@ impl Application {
             listener,
             router,
             runner,
+            _relay: relay,
             port,
             public_url,
             grace: config.shutdown_grace(),

@@ -8,9 +8,11 @@ use common::{detail, fixture, spawn_app_with};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use thumbnail_api::config::ApiConfig;
+use thumbnail_core::jobstore::{JobStore, Outcome, PostgresJobStore};
+use thumbnail_core::model::JobError;
 use thumbnail_core::model::{NewJob, OutputSpec};
 use thumbnail_core::objects::{ObjectStore, S3Config, S3ObjectStore};
-use thumbnail_core::testsupport::{fresh_postgres_url, s3_store, test_s3_config};
+use thumbnail_core::testsupport::{fresh_postgres_url, s3_store, sample_job, test_s3_config};
 use thumbnail_engine::{ImageFormat, ThumbnailOptions};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -235,4 +237,44 @@ async fn start_up_waits_for_the_database_instead_of_crashing() {
         .expect("start-up finishes")
         .unwrap();
     assert!(app.is_ok(), "start-up failed after the database came back");
+}
+
+/// Jobs another process finishes (here a second store connection standing in for the operator)
+/// reach this API's long-poll waiters through PostgreSQL's notifications, not only at the next
+/// re-read. The relay may still be connecting when the test starts, so fresh jobs are finished
+/// until one is seen, within the deadline.
+#[tokio::test]
+async fn jobs_finished_by_another_process_wake_this_processs_waiters() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("notify");
+    let endpoint = s3.endpoint_url.clone().unwrap();
+    let app = spawn_app_with(|c| use_backends(c, &pg, &s3, &endpoint)).await;
+    let mut finished = app.state.job_events.subscribe();
+    let operator = PostgresJobStore::connect(&pg, 2).await.unwrap();
+    let failure = Outcome::Failure(JobError {
+        reason: "Test".into(),
+        message: "finished by another process".into(),
+    });
+    let until = Instant::now() + DEADLINE;
+    loop {
+        assert!(
+            Instant::now() < until,
+            "no finished-job notification reached the API"
+        );
+        let job = operator.create(&sample_job(None)).await.unwrap();
+        operator.start(job.id).await.unwrap();
+        assert!(operator.finish(job.id, 1, &failure).await.unwrap());
+        let seen = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(id) = finished.recv().await {
+                if id == job.id {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if seen == Ok(true) {
+            break;
+        }
+    }
 }

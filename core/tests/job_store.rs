@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use thumbnail_core::CoreError;
-use thumbnail_core::jobstore::{JobStore, Outcome, PostgresJobStore};
+use thumbnail_core::jobstore::{FINISHED_CHANNEL, JobStore, Outcome, PostgresJobStore};
 use thumbnail_core::model::{JobError, JobOutput, JobRecord, JobStatus, ListCursor, ListQuery, OutputSpec};
 use thumbnail_core::testsupport::{Backend, TestJobStore, sample_job};
 use thumbnail_engine::{Fit, OutputFormat, ThumbnailOptions};
@@ -852,5 +852,35 @@ async fn postgres_list_queries_use_the_indexes() {
             page.iter()
                 .all(|j| query.owner.is_none() || j.owner == query.owner)
         );
+    }
+}
+
+/// Every landed `finish` notifies its id on PostgreSQL (for long-polling readers in other
+/// processes); one that does not land notifies nothing. Notifications arrive in commit order, so
+/// the second landed finish being the next one received shows the stale one sent nothing.
+#[tokio::test]
+async fn landed_finishes_notify_their_job_id_on_postgres() {
+    let store = TestJobStore::postgres().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&store.url).await.unwrap();
+    listener.listen(FINISHED_CHANNEL).await.unwrap();
+    let failure = Outcome::Failure(JobError {
+        reason: "Test".into(),
+        message: "finished".into(),
+    });
+    let first = store.create(&sample_job(None)).await.unwrap();
+    let second = store.create(&sample_job(None)).await.unwrap();
+    for job in [&first, &second] {
+        store.start(job.id).await.unwrap();
+    }
+    assert!(store.finish(first.id, 1, &failure).await.unwrap());
+    assert!(
+        !store.finish(first.id, 1, &failure).await.unwrap(),
+        "already finished"
+    );
+    assert!(store.finish(second.id, 1, &failure).await.unwrap());
+    for want in [first.id, second.id] {
+        let n = tokio::time::timeout(Duration::from_secs(30), listener.recv()).await;
+        let payload = n.expect("a notification").unwrap().payload().to_owned();
+        assert_eq!(payload, want.to_string());
     }
 }

@@ -42,8 +42,9 @@ async fn load(state: &SharedState, raw: &str) -> ApiResult<JobRecord> {
 
 /// The longest `wait` a request may ask for, in seconds.
 pub const MAX_WAIT_SECONDS: f64 = 60.0;
-/// While waiting, how often the store is re-read anyway: jobs finished by another process (the
-/// operator, another replica) are not announced to this one.
+/// While waiting, how often the store is re-read anyway: on SQLite jobs finished by another
+/// process are not announced to this one, and on PostgreSQL a notification can be lost while the
+/// relay reconnects (`thumbnail_core::jobstore::relay_finished_jobs`).
 const WAIT_RECHECK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,8 +1,9 @@
 //! In-process notice of finished jobs, so a request can wait for a job (long-poll) instead of the
 //! client polling: every `finish` that lands through [`NotifyingJobStore`] is broadcast by id.
 //!
-//! Only writers in this process are seen (the embedded runner); waiters must still re-read the
-//! store now and then for jobs other processes finish (the operator, another replica).
+//! On PostgreSQL, jobs other processes finish (the operator, another replica) arrive too, relayed
+//! from `pg_notify` by `relay_finished_jobs`. Waiters still re-read the store now and then, for
+//! notifications lost while that connection was down.
 use super::{DynJobStore, JobStore, Outcome};
 use crate::Result;
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob};
@@ -29,7 +30,8 @@ impl JobEvents {
         self.finished.subscribe()
     }
 
-    fn publish(&self, id: Uuid) {
+    /// Tell the waiters that job `id` finished (also used for finishes other processes report).
+    pub fn publish(&self, id: Uuid) {
         // No receivers is fine: nobody is waiting.
         let _ = self.finished.send(id);
     }

@@ -16,7 +16,7 @@ mod sqlite;
 
 pub use events::{JobEvents, NotifyingJobStore};
 pub use mirror::{JobMirror, Mirrored, mirror};
-pub use postgres::PostgresJobStore;
+pub use postgres::{FINISHED_CHANNEL, PostgresJobStore, relay_finished_jobs};
 pub use sqlite::SqliteJobStore;
 
 /// How a job ended.

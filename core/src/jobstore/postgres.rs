@@ -1,19 +1,72 @@
 //! The production job store: PostgreSQL, migrations embedded and applied at start-up.
+use super::JobEvents;
 use super::{JobStore, Outcome, migrate_error, status_from_db};
 use crate::model::{JobError, JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 use uuid::Uuid;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PostgresJobStore {
     pool: PgPool,
+}
+
+/// The channel on which every landed `finish` notifies the job id (`pg_notify`), whichever
+/// process made it: the operator, another API replica.
+pub const FINISHED_CHANNEL: &str = "thumbnail_job_finished";
+
+/// Relay the notifications of jobs finished by any process into `events`, so that long-polling
+/// readers (`GET /api/v1/jobs/{id}?wait=`) answer at once rather than at their next re-read.
+/// Runs until `stop` is cancelled; reconnects with backoff when the connection drops.
+/// Notifications sent while it is down are lost, which only delays waiters to their next re-read.
+pub async fn relay_finished_jobs(url: String, events: JobEvents, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let connect = async {
+            let mut listener = PgListener::connect(&url).await?;
+            listener.listen(FINISHED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = stop.cancelled() => return,
+            connected = connect => match connected {
+                Ok(listener) => listener,
+                Err(error) => {
+                    warn!(%error, retry_ms = backoff.as_millis() as u64, "cannot listen for finished jobs");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(250);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                received = listener.recv() => match received {
+                    Ok(notification) => match notification.payload().parse::<Uuid>() {
+                        Ok(id) => events.publish(id),
+                        Err(_) => warn!(payload = notification.payload(), "ignoring a malformed finished-job notification"),
+                    },
+                    Err(error) => {
+                        warn!(%error, "lost the finished-job notifications; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
 }
 
 const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
@@ -170,10 +223,14 @@ impl JobStore for PostgresJobStore {
             Outcome::Success(outputs) => (JobStatus::Success, outputs, None, None),
             Outcome::Failure(err) => (JobStatus::Failure, &empty, Some(&err.reason), Some(&err.message)),
         };
-        let done = sqlx::query(
-            "UPDATE jobs SET status = $1, outputs = $2, error_reason = $3, error_message = $4, \
-             finished_at = $5, version = version + 1 \
-             WHERE id = $6 AND attempts = $7 AND status IN ('PENDING', 'STARTED')",
+        // The notification goes out when the update commits, to every process listening (see
+        // `relay_finished_jobs`); no row updated, no notification.
+        let landed = sqlx::query(
+            "WITH finished AS (\
+               UPDATE jobs SET status = $1, outputs = $2, error_reason = $3, error_message = $4, \
+               finished_at = $5, version = version + 1 \
+               WHERE id = $6 AND attempts = $7 AND status IN ('PENDING', 'STARTED') RETURNING id) \
+             SELECT pg_notify($8, id::text) FROM finished",
         )
         .bind(status.as_str())
         .bind(Json(outputs))
@@ -182,9 +239,10 @@ impl JobStore for PostgresJobStore {
         .bind(now())
         .bind(id)
         .bind(attempt as i32)
-        .execute(&self.pool)
+        .bind(FINISHED_CHANNEL)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(landed.len() == 1)
     }
 
     async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>> {
