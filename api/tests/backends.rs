@@ -3,7 +3,6 @@
 //! when it returns, `/ready` naming what is down, and a start-up that waits.
 mod common;
 
-use common::proxy::{Proxy, socket_of, via};
 use common::{detail, fixture, spawn_app_with};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use thumbnail_core::jobstore::{JobStore, Outcome, PostgresJobStore};
 use thumbnail_core::model::JobError;
 use thumbnail_core::model::{NewJob, OutputSpec};
 use thumbnail_core::objects::{ObjectStore, S3Config, S3ObjectStore};
+use thumbnail_core::testsupport::proxy::{Proxy, socket_of, via};
 use thumbnail_core::testsupport::{fresh_postgres_url, s3_store, sample_job, test_s3_config};
 use thumbnail_engine::{ImageFormat, ThumbnailOptions};
 

@@ -68,6 +68,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     store: Mutex<Option<Store<ThumbnailJob>>>,
+    /// Checked by `/readyz`.
+    jobs: DynJobStore,
+    objects: DynObjectStore,
 }
 
 pub struct Operator {
@@ -183,6 +186,8 @@ impl Operator {
             metrics,
             ready: AtomicBool::new(true),
             store: Mutex::new(None),
+            jobs: ctx.jobs.clone(),
+            objects: ctx.objects.clone(),
         });
         Ok(Operator {
             config,
@@ -350,11 +355,40 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// What is wrong with a dependency, if anything: its error, or no answer in time.
+async fn ready_check(ping: impl Future<Output = thumbnail_core::Result<()>>) -> Option<String> {
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, ping).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {} s", READY_CHECK_TIMEOUT.as_secs())),
+    }
+}
+
+/// How long `/readyz` waits for each dependency.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness: serving, and the job store and the object store both answer; a 503 names what is
+/// down (the pod shows not ready while, say, PostgreSQL is unreachable). `/healthz` touches no
+/// dependency, so an outage never gets the operator restarted.
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
+    if !shared.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting".to_owned());
+    }
+    let (db, objects) = tokio::join!(
+        ready_check(shared.jobs.ping()),
+        ready_check(shared.objects.ping())
+    );
+    let down: Vec<String> = [
+        ("database", shared.jobs.backend(), db),
+        ("object store", shared.objects.backend(), objects),
+    ]
+    .into_iter()
+    .filter_map(|(what, backend, error)| error.map(|e| format!("{what} ({backend}) unavailable: {e}")))
+    .collect();
+    if down.is_empty() {
+        (StatusCode::OK, "ready".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+        (StatusCode::SERVICE_UNAVAILABLE, down.join("; "))
     }
 }
 

@@ -658,3 +658,42 @@ async fn two_replicas_with_leader_election_process_each_job_once() {
     assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
     standby.shutdown().await;
 }
+
+/// `/readyz` names a dependency that stops answering (PostgreSQL behind a proxy that is cut) and
+/// is ready again once it answers; `/healthz` stays up throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_reports_the_database_going_away_and_coming_back() {
+    use thumbnail_core::testsupport::proxy::{Proxy, socket_of, via};
+    let world = World::new().await;
+    let proxy = Proxy::start(socket_of(&world.database_url)).await;
+    let database_url = via(&world.database_url, &proxy);
+    let operator = world.operator_with(|c| c.database_url = database_url).await;
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", operator.port);
+    let readyz = || async {
+        let r = reqwest::get(url("/readyz")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(readyz().await, (200, "ready".to_owned()));
+
+    proxy.cut();
+    let detail = eventually(
+        "/readyz to report the database down",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = readyz().await;
+            (status == 503).then_some(body)
+        },
+    )
+    .await;
+    assert!(detail.starts_with("database (postgres) unavailable"), "{detail}");
+    assert!(!detail.contains("object store"), "S3 is still up: {detail}");
+    let health = reqwest::get(url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200, "liveness does not depend on the database");
+
+    proxy.restore();
+    eventually("/readyz to be ready again", Duration::from_secs(30), || async {
+        (readyz().await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
+}

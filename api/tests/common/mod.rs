@@ -1,8 +1,6 @@
 //! `spawn_app()`: the real server on a free port with a fresh data directory, plus helpers.
 #![allow(dead_code)]
 
-pub mod proxy;
-
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use std::path::PathBuf;

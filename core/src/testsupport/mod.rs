@@ -12,6 +12,8 @@
 //! test gets a database of its own) and `TEST_S3_ENDPOINT`, `TEST_S3_ACCESS_KEY`,
 //! `TEST_S3_SECRET_KEY`, `TEST_S3_REGION` (every test gets buckets of its own). Tests that need
 //! them panic with a message saying so when they are unset: they never pass by skipping.
+
+pub mod proxy;
 use crate::jobstore::{DynJobStore, PostgresJobStore, SqliteJobStore};
 use crate::model::{NewJob, OutputSpec};
 use crate::objects::{DynObjectStore, LocalObjectStore, S3Config, S3ObjectStore};

@@ -1,7 +1,5 @@
 //! A TCP proxy in front of a real server (PostgreSQL, S3) that a test can cut and restore, to
 //! make a dependency unreachable without stopping it. Cutting also drops open connections.
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
