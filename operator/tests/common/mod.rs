@@ -2,7 +2,7 @@
 //! PostgreSQL database and S3 bucket per test (servers from `scripts/test.sh`), operators started
 //! in-process, and a "kubelet" that runs render Jobs with the real `thumbnail-operator` binary.
 //!
-//! (Small local versions of `thumbnail_core::testsupport`, which lands with the `infra` branch.)
+//! (The database and proxy helpers are `thumbnail_core::testsupport`'s.)
 #![allow(dead_code)]
 
 use k8s_openapi::api::batch::v1::Job;
@@ -46,19 +46,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 /// A fresh database on the test server; its URL.
 pub async fn fresh_database() -> String {
-    use sqlx::Connection;
-    let admin = env("TEST_DATABASE_URL");
-    let name = format!("op_{}", &Uuid::new_v4().simple().to_string()[..16]);
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to TEST_DATABASE_URL: {e}; {HOW_TO_RUN}"));
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let _ = conn.close().await;
-    let (base, _) = admin.rsplit_once('/').expect("TEST_DATABASE_URL has a path");
-    format!("{base}/{name}")
+    thumbnail_core::testsupport::fresh_postgres_url().await
 }
 
 /// S3 settings for a fresh bucket on the test server (created).
