@@ -76,16 +76,20 @@ stop_api() {
 
 RESULTS="$WORK/service-results.jsonl"
 : >"$RESULTS"
+# CPU time per job is reported for the API and, when running, the S3 server (S3_PID).
+S3_PID=""
 scenario() { # label, env...
     local label="$1"
     shift
     for image in "$R01" "$R02"; do
         start_api "$@"
+        local cpu=(--cpu "api=$API_PID")
+        [[ -n "$S3_PID" ]] && cpu+=(--cpu "s3=$S3_PID")
         # One client: latency without queueing. Sixteen: throughput and tail latency.
         "$LOADGEN" run --base "$BASE" --file "$image" --clients 1 --jobs 60 --pid "$API_PID" \
-            --label "$label" | tee -a "$RESULTS"
+            "${cpu[@]}" --label "$label" | tee -a "$RESULTS"
         "$LOADGEN" run --base "$BASE" --file "$image" --clients 16 --jobs "$JOBS" --pid "$API_PID" \
-            --label "$label" | tee -a "$RESULTS"
+            "${cpu[@]}" --label "$label" | tee -a "$RESULTS"
         stop_api
     done
 }
@@ -96,6 +100,7 @@ scenario embedded
 echo "== PostgreSQL + S3 (s3s-fs)" >&2
 STATE=$(mktemp -d "${SVC_PREFIX}.XXXXXX")
 svc_start_all "$STATE" "$$"
+S3_PID=$(cat "$STATE/s3/s3s.pid")
 S3_ENV=(DATABASE_URL="$TEST_DATABASE_URL" S3_ENDPOINT_URL="$TEST_S3_ENDPOINT" S3_BUCKET_NAME=bench
     S3_CREATE_BUCKET=true AWS_ACCESS_KEY_ID="$TEST_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$TEST_S3_SECRET_KEY"
     S3_REGION="$TEST_S3_REGION")
@@ -103,7 +108,6 @@ scenario postgres+s3 "${S3_ENV[@]}"
 
 echo "== /health while S3 stalls (s3s-fs stopped with SIGSTOP; 8 uploads hang meanwhile)" >&2
 start_api "${S3_ENV[@]}"
-S3_PID=$(cat "$STATE/s3/s3s.pid")
 kill -STOP "$S3_PID"
 "$LOADGEN" health-probe --base "$BASE" --file "$R01" --uploads 8 --seconds 10 | tee -a "$RESULTS"
 kill -CONT "$S3_PID"
@@ -119,14 +123,16 @@ echo "Service benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model 
 python3 - "$RESULTS" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| backend | image | clients | jobs | jobs/s | uploads/s | upload p50 / p99 ms | upload→SUCCESS p50 / p99 ms | API peak RSS MiB |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| backend | image | clients | jobs | jobs/s | uploads/s | upload p50 / p99 ms | upload→SUCCESS p50 / p99 ms | API peak RSS MiB | CPU ms per job: API / S3 server |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if "jobs_per_s" in r:
         rss = r["peak_rss_mib"].split(":")[-1]
+        cpu = r.get("cpu_ms_per_job", {})
+        cpu_cell = " / ".join(f"{cpu[k]:.1f}" if k in cpu else "–" for k in ("api", "s3"))
         print(f"| {r['label']} | {r['image'][:3]} | {r['clients']} | {r['jobs']} | {r['jobs_per_s']:.1f} | "
               f"{r['uploads_per_s']:.1f} | {r['upload_p50_ms']:.1f} / {r['upload_p99_ms']:.1f} | "
-              f"{r['success_p50_ms']:.1f} / {r['success_p99_ms']:.1f} | {rss} |")
+              f"{r['success_p50_ms']:.1f} / {r['success_p99_ms']:.1f} | {rss} | {cpu_cell} |")
 for r in rows:
     if "worst_ms" in r:
         print(f"\n/health while S3 stalls: {r['health_probes']} probes, {r['failed']} failed, worst {r['worst_ms']:.1f} ms")

@@ -37,6 +37,10 @@ enum Command {
         /// Processes whose peak RSS (VmHWM) to report.
         #[arg(long)]
         pid: Vec<u32>,
+        /// NAME=PID: a process whose CPU time (user + system) per completed job to report, e.g.
+        /// `--cpu api=123 --cpu s3=456`.
+        #[arg(long, value_parser = parse_cpu_watch)]
+        cpu: Vec<(String, u32)>,
         /// A label printed with the figures.
         #[arg(long, default_value = "")]
         label: String,
@@ -85,6 +89,29 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+fn parse_cpu_watch(v: &str) -> Result<(String, u32), String> {
+    let (name, pid) = v.split_once('=').ok_or("expected NAME=PID")?;
+    Ok((name.to_owned(), pid.parse().map_err(|e| format!("PID: {e}"))?))
+}
+
+/// CPU time (user + system) a process has used so far, in ms: fields 14 and 15 of
+/// `/proc/PID/stat`, in clock ticks of 10 ms (Linux's USER_HZ).
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing ')' do not.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
+}
+
+/// What to watch while a run goes: processes whose peak RSS, and named processes whose CPU time
+/// per job, to report.
+struct Watched {
+    rss: Vec<u32>,
+    cpu: Vec<(String, u32)>,
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -111,9 +138,10 @@ async fn run(
     clients: usize,
     jobs: usize,
     poll: Duration,
-    pids: Vec<u32>,
+    watched: Watched,
     label: String,
 ) {
+    let cpu_before: Vec<Option<f64>> = watched.cpu.iter().map(|(_, p)| cpu_ms(*p)).collect();
     let bytes = Arc::new(std::fs::read(&file).expect("reading the image"));
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     let client = reqwest::Client::builder()
@@ -192,9 +220,19 @@ async fn run(
     let elapsed = started.elapsed().as_secs_f64();
     uploads.sort();
     totals.sort();
-    let rss: Vec<String> = pids
+    let rss: Vec<String> = watched
+        .rss
         .iter()
         .map(|p| format!("{p}:{:.0}", peak_rss_mib(*p).unwrap_or(f64::NAN)))
+        .collect();
+    let cpu_per_job: serde_json::Map<String, Value> = watched
+        .cpu
+        .iter()
+        .zip(cpu_before)
+        .filter_map(|((name, pid), before)| {
+            let used = cpu_ms(*pid)? - before?;
+            Some((name.clone(), Value::from(used / totals.len().max(1) as f64)))
+        })
         .collect();
     let summary = serde_json::json!({
         "label": label,
@@ -210,6 +248,7 @@ async fn run(
         "success_p50_ms": ms(percentile(&totals, 0.5)),
         "success_p99_ms": ms(percentile(&totals, 0.99)),
         "peak_rss_mib": rss.join(" "),
+        "cpu_ms_per_job": cpu_per_job,
     });
     println!("{summary}");
 }
@@ -316,15 +355,17 @@ async fn main() {
             jobs,
             poll_ms,
             pid,
+            cpu,
             label,
         } => {
+            let watched = Watched { rss: pid, cpu };
             run(
                 base,
                 file,
                 clients,
                 jobs,
                 Duration::from_millis(poll_ms),
-                pid,
+                watched,
                 label,
             )
             .await

@@ -4,7 +4,7 @@
 //! sizes, and saves any input that panics or takes over 2 s. Prints executions and findings.
 use std::panic;
 use std::time::{Duration, Instant};
-use thumbnail_engine::{Fit, Limits, OutputFormat, ThumbnailOptions, render};
+use thumbnail_engine::render;
 
 struct Rng(u64);
 impl Rng {
@@ -70,37 +70,8 @@ fn main() {
         .filter_map(|e| std::fs::read(e.path()).ok())
         .collect();
     seeds.sort();
-    let limits = Limits {
-        max_pixels: 4_000_000,
-        max_memory_bytes: 256 * 1024 * 1024,
-        max_frames: 100,
-        ..Limits::default()
-    };
-    let sizes = [
-        ThumbnailOptions::default(),
-        ThumbnailOptions {
-            width: 8,
-            height: 8,
-            fit: Fit::Contain,
-            format: Some(OutputFormat::Jpeg),
-            ..Default::default()
-        },
-        ThumbnailOptions {
-            width: 30,
-            height: 20,
-            fit: Fit::Fill,
-            format: Some(OutputFormat::Webp),
-            ..Default::default()
-        },
-        // JPEG shrink-on-load at 1/2 for the 136x100 fixtures (1/4 comes from 30x20 above).
-        ThumbnailOptions {
-            width: 60,
-            height: 60,
-            fit: Fit::Contain,
-            format: Some(OutputFormat::Png),
-            ..Default::default()
-        },
-    ];
+    let limits = thumbnail_engine::fuzzing::limits();
+    let sizes = thumbnail_engine::fuzzing::option_sets();
     panic::set_hook(Box::new(|_| {}));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
     let deadline = Instant::now() + Duration::from_secs(secs);

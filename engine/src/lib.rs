@@ -8,6 +8,8 @@
 
 pub mod cli;
 mod container;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jpeg;
 mod options;
 mod pipeline;

@@ -1,6 +1,6 @@
 //! Inputs the fuzzer (scripts/fuzz.sh) found; each must give a typed result, never a panic.
 //! Run 1: scan headers naming Huffman tables above 3 indexed past the table array.
-use thumbnail_engine::{Fit, Limits, OutputFormat, ThumbnailOptions, render};
+use thumbnail_engine::render;
 
 #[test]
 fn fuzz_findings_do_not_panic() {
@@ -8,31 +8,8 @@ fn fuzz_findings_do_not_panic() {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        for o in [
-            ThumbnailOptions::default(),
-            ThumbnailOptions {
-                width: 8,
-                height: 8,
-                fit: Fit::Contain,
-                format: Some(OutputFormat::Jpeg),
-                ..Default::default()
-            },
-            ThumbnailOptions {
-                width: 30,
-                height: 20,
-                fit: Fit::Fill,
-                format: Some(OutputFormat::Webp),
-                ..Default::default()
-            },
-            ThumbnailOptions {
-                width: 60,
-                height: 60,
-                fit: Fit::Contain,
-                format: Some(OutputFormat::Png),
-                ..Default::default()
-            },
-        ] {
-            if let Err(e) = render(&bytes, &o, &Limits::default()) {
+        for o in thumbnail_engine::fuzzing::option_sets() {
+            if let Err(e) = render(&bytes, &o, &thumbnail_engine::fuzzing::limits()) {
                 assert!(e.is_bad_input(), "{e}");
             }
         }

@@ -94,11 +94,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = conn.await;
         });
     }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(10)) => {
-            tracing::warn!("requests still running after 10 s; stopping anyway");
-        }
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after 10 s; stopping anyway");
     }
     Ok(())
 }
