@@ -147,11 +147,17 @@ impl Upload {
     }
 }
 
-/// Read the file field: into memory when the whole request is small (`in_memory`), else to a
-/// spool file. Either way the size cap is enforced while reading.
-async fn receive(state: &SharedState, mut field: Field<'_>, max: u64, in_memory: bool) -> ApiResult<Upload> {
-    if in_memory {
-        let mut buf = BytesMut::new();
+/// Read the file field: into memory when the whole request is small (`in_memory`: its length,
+/// which bounds the file's), else to a spool file. Either way the size cap is enforced while
+/// reading.
+async fn receive(
+    state: &SharedState,
+    mut field: Field<'_>,
+    max: u64,
+    in_memory: Option<u64>,
+) -> ApiResult<Upload> {
+    if let Some(request_length) = in_memory {
+        let mut buf = BytesMut::with_capacity(request_length.min(max) as usize);
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             let size = (buf.len() + chunk.len()) as u64;
             if size > max {
@@ -258,7 +264,7 @@ pub async fn create_thumbnail(
     let in_memory = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|len| len <= IN_MEMORY_REQUEST);
+        .filter(|&len| len <= IN_MEMORY_REQUEST);
     let mut multipart = multipart.map_err(|e| {
         ApiError::Invalid(format!(
             "image: the body must be multipart/form-data with a file field 'image' ({})",
