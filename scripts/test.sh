@@ -24,6 +24,8 @@ source "$ROOT/scripts/lib/services.sh"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# A one-shot build gains nothing from the incremental cache, which costs gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 T_START=$(svc_now)
 STATE=""
@@ -73,6 +75,12 @@ step() {
 command -v cargo >/dev/null 2>&1 || svc_die "cargo is not on PATH"
 
 svc_reap_stale
+# A clean build of the workspace and its tests needs a few gigabytes; say so before it fails.
+free_kib=$(df -Pk "$ROOT" | awk 'NR == 2 { print $4 }')
+svc_log "free disk space: $((free_kib / 1024 / 1024)) GiB"
+if ((free_kib < 6 * 1024 * 1024)); then
+    svc_log "warning: less than 6 GiB free; the build may run out of disk space"
+fi
 STATE="$(mktemp -d "$SVC_PREFIX.XXXXXX")"
 svc_log "services state directory: $STATE"
 t0=$(svc_now)
