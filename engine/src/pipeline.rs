@@ -152,57 +152,105 @@ impl Plan {
     }
 }
 
-fn plan(w: u32, h: u32, options: &ThumbnailOptions, orientation: u8) -> Plan {
+/// The part of the source libvips' `thumbnail` samples a JPEG on, in source pixels: its loader
+/// shrinks by 2, 4 or 8 whenever that still leaves the resize at least 2x, drops the last partial
+/// block of pixels (r03, 1622 wide, is 202 columns at 1/8: its last 6 source columns are not
+/// used), and every size after that is computed from the shrunk image.
+///
+/// Planning on the same grid makes our thumbnails sample the points libvips' do, whatever scale
+/// we decode at ourselves. Neither convention is more right than the other (they differ by less
+/// than an output pixel); agreeing matters because on texture-heavy photos a drift of a tenth of a
+/// pixel between two thumbnails costs more SSIM than any difference of resampling kernel (r03
+/// 100x100 cover compared as PNG: 0.960 with our own rounding, above 0.99 on libvips' grid).
+fn reference_grid(info: &ProbeInfo, options: &ThumbnailOptions) -> (u32, u32) {
+    let (w, h) = (info.width, info.height);
+    if info.format != ImageFormat::Jpeg {
+        return (w, h);
+    }
+    let (bw, bh) = if info.orientation >= 5 {
+        (options.height, options.width)
+    } else {
+        (options.width, options.height)
+    };
+    let (hs, vs) = (f64::from(w) / f64::from(bw), f64::from(h) / f64::from(bh));
+    let shrink = match options.fit {
+        Fit::Cover => hs.min(vs),
+        Fit::Contain => hs.max(vs),
+        Fit::Fill => hs.min(vs),
+    };
+    // libvips' vips_thumbnail_find_jpegshrink.
+    let s = if shrink >= 16.0 {
+        8
+    } else if shrink >= 8.0 {
+        4
+    } else if shrink >= 4.0 {
+        2
+    } else {
+        1
+    };
+    ((w / s).max(1) * s, (h / s).max(1) * s)
+}
+
+/// What to cut and scale, for a `w` x `h` source sampled on the `grid` (see [`reference_grid`]).
+///
+/// As in libvips, the scale comes from the grid's size, the output's size is rounded from it, and
+/// the scaled image is centred on the grid: an output that is rounded moves every sample by half
+/// the difference rather than stretching the image.
+fn plan(w: u32, h: u32, grid: (u32, u32), options: &ThumbnailOptions, orientation: u8) -> Plan {
     let swap = orientation >= 5;
     let (bw, bh) = if swap {
         (options.height, options.width)
     } else {
         (options.width, options.height)
     };
-    let (fw, fh) = (f64::from(w), f64::from(h));
-    let whole = |out_w, out_h| Plan {
+    let (gw, gh) = (f64::from(grid.0.clamp(1, w)), f64::from(grid.1.clamp(1, h)));
+    // Where `scaled` output pixels at `scale` start when they are centred on the grid.
+    let origin = |grid: f64, scaled: u32, scale: f64| (grid - f64::from(scaled) / scale) / 2.0;
+    let fitted = |out_w: u32, out_h: u32, sx: f64, sy: f64| Plan {
         out_w,
         out_h,
-        crop_x: 0.0,
-        crop_y: 0.0,
-        crop_w: fw,
-        crop_h: fh,
+        crop_x: origin(gw, out_w, sx),
+        crop_y: origin(gh, out_h, sy),
+        crop_w: f64::from(out_w) / sx,
+        crop_h: f64::from(out_h) / sy,
     };
     match options.fit {
         Fit::Cover => {
             let (tw, th) = cover_box(w, h, bw, bh, options.upscale);
-            let scale = f64::max(f64::from(tw) / fw, f64::from(th) / fh);
+            let scale = f64::max(f64::from(tw) / gw, f64::from(th) / gh);
             // Scale the whole image to cover the box, then cut the box out of the middle at whole
             // output pixels, rounding towards the top left of the *displayed* image: the framing
             // libvips (thumbnail + centre crop) produces, so the two agree pixel for pixel instead
             // of half a pixel apart.
             let (reverse_x, reverse_y) = reversed_axes(orientation);
-            let offset = |covered: f64, wanted: u32, reverse: bool| {
-                let spare = ((covered * scale).round() as u32).saturating_sub(wanted);
+            let axis = |grid: f64, wanted: u32, reverse: bool| {
+                let covered = ((grid * scale).round() as u32).max(wanted);
+                let spare = covered - wanted;
                 let first = if reverse { spare - spare / 2 } else { spare / 2 };
-                f64::from(first) / scale
+                origin(grid, covered, scale) + f64::from(first) / scale
             };
-            let crop_w = (f64::from(tw) / scale).min(fw);
-            let crop_h = (f64::from(th) / scale).min(fh);
             Plan {
                 out_w: tw,
                 out_h: th,
-                crop_x: offset(fw, tw, reverse_x).min(fw - crop_w),
-                crop_y: offset(fh, th, reverse_y).min(fh - crop_h),
-                crop_w,
-                crop_h,
+                crop_x: axis(gw, tw, reverse_x),
+                crop_y: axis(gh, th, reverse_y),
+                crop_w: f64::from(tw) / scale,
+                crop_h: f64::from(th) / scale,
             }
         }
         Fit::Contain => {
+            // One scale for both axes; the rounded sizes may differ from it by half a pixel.
+            let scale = contain_scale(grid.0.clamp(1, w), grid.1.clamp(1, h), bw, bh, options.upscale);
             let (tw, th) = contain_size(w, h, bw, bh, options.upscale);
-            whole(tw, th)
+            fitted(tw, th, scale, scale)
         }
         Fit::Fill => {
-            if options.upscale {
-                whole(bw, bh)
+            let (tw, th) = if options.upscale {
+                (bw, bh)
             } else {
-                whole(bw.min(w), bh.min(h))
-            }
+                (bw.min(w), bh.min(h))
+            };
+            fitted(tw, th, f64::from(tw) / gw, f64::from(th) / gh)
         }
     }
 }
@@ -235,12 +283,15 @@ fn cover_box(w: u32, h: u32, bw: u32, bh: u32, upscale: bool) -> (u32, u32) {
     (tw, th)
 }
 
+/// The scale for `contain`: the largest that fits the box, at most 1 unless upscaling.
+fn contain_scale(w: u32, h: u32, bw: u32, bh: u32, upscale: bool) -> f64 {
+    let scale = f64::min(f64::from(bw) / f64::from(w), f64::from(bh) / f64::from(h));
+    if scale > 1.0 && !upscale { 1.0 } else { scale }
+}
+
 /// The output size for `contain`: the largest size with the source's aspect ratio inside the box.
 fn contain_size(w: u32, h: u32, bw: u32, bh: u32, upscale: bool) -> (u32, u32) {
-    let mut scale = f64::min(f64::from(bw) / f64::from(w), f64::from(bh) / f64::from(h));
-    if scale > 1.0 && !upscale {
-        scale = 1.0;
-    }
+    let scale = contain_scale(w, h, bw, bh, upscale);
     let tw = ((f64::from(w) * scale).round() as u32).max(1);
     let th = ((f64::from(h) * scale).round() as u32).max(1);
     (tw, th)
@@ -298,7 +349,13 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         .map_err(|e| EngineError::Internal(e.to_string()))?;
     let hdr = read_header(bytes, limits)?;
     let info = hdr.info;
-    let plan = plan(info.width, info.height, options, info.orientation);
+    let plan = plan(
+        info.width,
+        info.height,
+        reference_grid(&info, options),
+        options,
+        info.orientation,
+    );
     let (need_w, need_h) = plan.needed(info.width, info.height);
 
     // Shrink-on-load: the smallest DCT scale that covers what the output needs. At 1/2 and 1/4
@@ -345,11 +402,16 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
             ImageFormat::Png if !hdr.facts.interlaced => decode_png_streaming(bytes, box_factor, limits)?,
             _ => decode_with_image(bytes, info.format, limits)?,
         };
-        (
-            resize(&raster.view(), &plan, info.width, info.height)?,
-            icc,
-            Colour::Rgb,
-        )
+        let resized = if info.format == ImageFormat::Jpeg {
+            let (sx, sy) = (
+                jpeg_per_source(raster.width, info.width),
+                jpeg_per_source(raster.height, info.height),
+            );
+            resize_scaled(&raster.view(), &plan, sx, sy)?
+        } else {
+            resize(&raster.view(), &plan, info.width, info.height)?
+        };
+        (resized, icc, Colour::Rgb)
     };
     let mut out = orient(resized, info.orientation);
     let format = options.format.unwrap_or_else(|| info.format.default_output());
@@ -765,6 +827,16 @@ fn resize(r: &RasterView<'_>, plan: &Plan, src_w: u32, src_h: u32) -> Result<Ras
     resize_scaled(r, plan, sx, sy)
 }
 
+/// Samples per source pixel of a JPEG axis `source` pixels long decoded to `decoded` samples. At
+/// 1/2, 1/4 and 1/8 libjpeg rounds the count up and every sample stands for exactly 2, 4 or 8
+/// source pixels, the last one included (the grid libvips samples on, see [`reference_grid`]).
+fn jpeg_per_source(decoded: usize, source: u32) -> f64 {
+    [2u32, 4, 8]
+        .into_iter()
+        .find(|&s| s < source && source.div_ceil(s) as usize == decoded)
+        .map_or(decoded as f64 / f64::from(source), |s| 1.0 / f64::from(s))
+}
+
 /// [`resize`] of a raster that has `sx` x `sy` samples per source pixel (exact for subsampled
 /// planes, whose sizes are rounded up).
 fn resize_scaled(r: &RasterView<'_>, plan: &Plan, sx: f64, sy: f64) -> Result<Raster, EngineError> {
@@ -772,12 +844,13 @@ fn resize_scaled(r: &RasterView<'_>, plan: &Plan, sx: f64, sy: f64) -> Result<Ra
     let pt = pixel_type(r.channels);
     let src =
         fir::images::ImageRef::new(r.width as u32, r.height as u32, r.data, pt).map_err(|e| internal(&e))?;
-    let (cw, ch) = (
-        (plan.crop_w * sx).min(r.width as f64),
-        (plan.crop_h * sy).min(r.height as f64),
-    );
-    let left = (plan.crop_x * sx).min(r.width as f64 - cw);
-    let top = (plan.crop_y * sy).min(r.height as f64 - ch);
+    // The plan's grid can reach a fraction of a sample past the decoded image (see
+    // `reference_grid`): keep where the crop starts and trim its far end.
+    let (w, h) = (r.width as f64, r.height as f64);
+    let left = (plan.crop_x * sx).clamp(0.0, w - 1.0);
+    let top = (plan.crop_y * sy).clamp(0.0, h - 1.0);
+    let cw = (plan.crop_w * sx).min(w - left);
+    let ch = (plan.crop_h * sy).min(h - top);
     let mut dst = fir::images::Image::new(plan.out_w, plan.out_h, pt);
     let opts = fir::ResizeOptions::new()
         .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
@@ -994,27 +1067,68 @@ mod tests {
     fn cover_crops_at_whole_output_pixels_like_libvips() {
         let cover = ThumbnailOptions::default();
         // 1280x1024 covers 100x100 at 125x100: 25 spare columns, 12 cut on the left.
-        let p = plan(1280, 1024, &cover, 1);
+        let p = plan(1280, 1024, (1280, 1024), &cover, 1);
         assert_eq!((p.out_w, p.out_h), (100, 100));
         assert!((p.crop_x - 12.0 * 10.24).abs() < 1e-9, "{p:?}");
         assert_eq!((p.crop_y, p.crop_w, p.crop_h), (0.0, 1024.0, 1024.0));
         // Mirrored: the 12 columns are cut on the displayed left, which is the stored right.
-        let p = plan(1280, 1024, &cover, 2);
+        let p = plan(1280, 1024, (1280, 1024), &cover, 2);
         assert!((p.crop_x - 13.0 * 10.24).abs() < 1e-9, "{p:?}");
         // Rotated 90° clockwise (a portrait phone photo): stored rows are displayed columns, right
         // to left, so the displayed left cut comes from the stored bottom.
-        let p = plan(1024, 1280, &cover, 6);
+        let p = plan(1024, 1280, (1024, 1280), &cover, 6);
         assert!((p.crop_y - 13.0 * 10.24).abs() < 1e-9, "{p:?}");
-        let p = plan(1024, 1280, &cover, 8);
+        let p = plan(1024, 1280, (1024, 1280), &cover, 8);
         assert!((p.crop_y - 12.0 * 10.24).abs() < 1e-9, "{p:?}");
         // No spare pixels: nothing is cut, and contain never crops.
-        let p = plan(1000, 1000, &cover, 1);
+        let p = plan(1000, 1000, (1000, 1000), &cover, 1);
         assert_eq!((p.crop_x, p.crop_y), (0.0, 0.0));
         let contain = ThumbnailOptions {
             fit: Fit::Contain,
             ..cover
         };
-        assert_eq!(plan(1280, 1024, &contain, 6).crop_x, 0.0);
+        assert_eq!(plan(1280, 1024, (1280, 1024), &contain, 6).crop_x, 0.0);
+    }
+
+    #[test]
+    fn jpegs_are_planned_on_the_grid_libvips_samples() {
+        let jpeg = |width, height, orientation| ProbeInfo {
+            format: ImageFormat::Jpeg,
+            width,
+            height,
+            frames: 1,
+            orientation,
+        };
+        let cover = ThumbnailOptions::default();
+        // r03: 16.2x to 100 wide, so libvips loads at 1/8 and keeps 202 of the 202.75 columns.
+        let r03 = jpeg(1622, 2880, 1);
+        assert_eq!(reference_grid(&r03, &cover), (1616, 2880));
+        let p = plan(1622, 2880, reference_grid(&r03, &cover), &cover, 1);
+        let step = 16.16; // 202 loaded columns onto 100
+        assert!(
+            (p.crop_w - 100.0 * step).abs() < 1e-9 && p.crop_x.abs() < 1e-9,
+            "{p:?}"
+        );
+        // 2880 rows make 178.2, rounded to 178 (not the 177.6 of 1622 columns): 78 spare rows, 39
+        // cut at the top, and the 178 rows centred on the 2880.
+        let origin = (2880.0 - 178.0 * step) / 2.0;
+        assert!((p.crop_y - (origin + 39.0 * step)).abs() < 1e-9, "{p:?}");
+        // Below a 4x shrink libvips loads at full size; other formats always are.
+        let big = ThumbnailOptions {
+            width: 800,
+            height: 800,
+            ..cover
+        };
+        assert_eq!(reference_grid(&r03, &big), (1622, 2880));
+        let png = ProbeInfo {
+            format: ImageFormat::Png,
+            ..r03
+        };
+        assert_eq!(reference_grid(&png, &cover), (1622, 2880));
+        // The shrink is worked out on the displayed orientation: 4032x3024 rotated to 3024x4032
+        // covers 100x100 at 30.24x, so 1/8 (504x378, exact here).
+        assert_eq!(reference_grid(&jpeg(4032, 3024, 6), &cover), (4032, 3024));
+        assert_eq!(reference_grid(&jpeg(4039, 3027, 6), &cover), (4032, 3024));
     }
 
     #[test]
