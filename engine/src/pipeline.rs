@@ -395,6 +395,17 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         )
     } else if let Some(planes) = decode_jpeg_planes(bytes, hdr.jpeg.as_ref(), jpeg_scale)? {
         let icc = hdr.jpeg.as_ref().and_then(|h| h.icc_profile(bytes));
+        let format = options.format.unwrap_or_else(|| info.format.default_output());
+        if format == OutputFormat::Jpeg
+            && icc.is_none()
+            && halved_chroma_fits(&plan, options, info.orientation)
+        {
+            return encode_ycc_420(
+                resize_planes_420(&planes, &plan)?,
+                info.orientation,
+                options.quality,
+            );
+        }
         (resize_planes(&planes, &plan)?, icc, Colour::YCbCr)
     } else {
         let (raster, icc) = match info.format {
@@ -486,6 +497,115 @@ fn resize_planes(planes: &[jpeg::Plane], plan: &Plan) -> Result<Raster, EngineEr
         height: h,
         channels,
         data,
+    })
+}
+
+/// Below this quality the JPEG encoder halves the chroma both ways (4:2:0), as libjpeg does.
+const CHROMA_420_BELOW_QUALITY: u8 = 90;
+
+/// Whether a 4:2:0 thumbnail can be encoded from chroma planes resampled straight to half the
+/// output size: the encoder subsamples at this quality, and no flip or rotation moves an odd
+/// edge (where the last chroma sample covers one luma column) to the start of an axis.
+fn halved_chroma_fits(plan: &Plan, options: &ThumbnailOptions, orientation: u8) -> bool {
+    let (reverse_x, reverse_y) = reversed_axes(orientation);
+    options.quality < CHROMA_420_BELOW_QUALITY
+        && (!reverse_x || plan.out_w.is_multiple_of(2))
+        && (!reverse_y || plan.out_h.is_multiple_of(2))
+}
+
+/// A YCbCr thumbnail whose chroma is already at 4:2:0 resolution (half the luma's size, rounded
+/// up). Resampling chroma straight to that size spares a full-size chroma resize, interleaving
+/// and the encoder's 2x2 averaging of it.
+struct Ycc420 {
+    y: Raster,
+    cb: Raster,
+    cr: Raster,
+}
+
+/// [`resize_planes`] for a 4:2:0 output: luma onto the plan's output, chroma onto half of it.
+fn resize_planes_420(planes: &[jpeg::Plane], plan: &Plan) -> Result<Ycc420, EngineError> {
+    let (cw, ch) = (plan.out_w.div_ceil(2), plan.out_h.div_ceil(2));
+    // A chroma sample covers two output pixels each way, so an odd output's last one reaches
+    // one output pixel past the crop.
+    let chroma_plan = Plan {
+        out_w: cw,
+        out_h: ch,
+        crop_w: plan.crop_w * f64::from(2 * cw) / f64::from(plan.out_w),
+        crop_h: plan.crop_h * f64::from(2 * ch) / f64::from(plan.out_h),
+        ..*plan
+    };
+    let [y, cb, cr] = planes else {
+        return Err(EngineError::Internal("YCbCr JPEG without three planes".into()));
+    };
+    let resize = |p: &jpeg::Plane, plan: &Plan| {
+        let view = RasterView {
+            width: p.width,
+            height: p.height,
+            channels: 1,
+            data: &p.data,
+        };
+        resize_scaled(&view, plan, p.x_per_source, p.y_per_source)
+    };
+    Ok(Ycc420 {
+        y: resize(y, plan)?,
+        cb: resize(cb, &chroma_plan)?,
+        cr: resize(cr, &chroma_plan)?,
+    })
+}
+
+/// Hands [`Ycc420`] planes to the JPEG encoder row by row. The encoder takes full-size rows and
+/// averages each 2x2 block of chroma itself: every chroma sample is given twice across and (on
+/// consecutive rows) twice down, so each block averages to exactly that sample.
+struct Ycc420Rows<'a>(&'a Ycc420);
+
+impl jpeg_encoder::ImageBuffer for Ycc420Rows<'_> {
+    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
+        jpeg_encoder::JpegColorType::Ycbcr
+    }
+
+    fn width(&self) -> u16 {
+        self.0.y.width as u16
+    }
+
+    fn height(&self) -> u16 {
+        self.0.y.height as u16
+    }
+
+    fn fill_buffers(&self, row: u16, buffers: &mut [Vec<u8>; 4]) {
+        let (w, row) = (self.0.y.width, usize::from(row));
+        buffers[0].extend_from_slice(&self.0.y.data[row * w..(row + 1) * w]);
+        for (buffer, plane) in buffers[1..3].iter_mut().zip([&self.0.cb, &self.0.cr]) {
+            let cw = plane.width;
+            let line = &plane.data[(row / 2) * cw..(row / 2 + 1) * cw];
+            buffer.extend(line.iter().flat_map(|&v| [v, v]).take(w));
+        }
+    }
+}
+
+fn encode_ycc_420(planes: Ycc420, orientation: u8, quality: u8) -> Result<Thumbnail, EngineError> {
+    let planes = Ycc420 {
+        y: orient(planes.y, orientation),
+        cb: orient(planes.cb, orientation),
+        cr: orient(planes.cr, orientation),
+    };
+    let (width, height) = (planes.y.width as u32, planes.y.height as u32);
+    if u16::try_from(width).is_err() || u16::try_from(height).is_err() {
+        return Err(EngineError::Internal(format!(
+            "{width}x{height} exceeds JPEG's 65535"
+        )));
+    }
+    let mut out = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
+    encoder
+        .encode_image(Ycc420Rows(&planes))
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    Ok(Thumbnail {
+        bytes: out,
+        format: OutputFormat::Jpeg,
+        width,
+        height,
     })
 }
 

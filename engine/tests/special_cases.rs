@@ -406,6 +406,37 @@ fn reduced_size_decodes_are_layout_independent() {
     }
 }
 
+/// The luma sampling factors (h, v) in a baseline JPEG's frame header.
+fn luma_sampling(jpeg: &[u8]) -> (u8, u8) {
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
+    // Marker, length (2), precision, height (2), width (2), component count, then id, HV.
+    let hv = jpeg[sof + 11];
+    (hv >> 4, hv & 15)
+}
+
+/// JPEG output below quality 90 is 4:2:0, its chroma resampled straight to half size on the
+/// planar route (odd sizes, flips and rotations included); from 90 up it is 4:4:4.
+#[test]
+fn jpeg_output_chroma_follows_the_quality() {
+    for (quality, sampling) in [(80, (2, 2)), (95, (1, 1))] {
+        for (name, w) in [
+            ("quad.jpg", 30),
+            ("quad.jpg", 31),
+            ("orient6.jpg", 31),
+            ("orient3.jpg", 31),
+        ] {
+            let options = ThumbnailOptions {
+                quality,
+                ..opts(w, w, Fit::Contain, Some(OutputFormat::Jpeg))
+            };
+            let t = render(&fixture(name), &options, &Limits::default()).unwrap();
+            let what = format!("{name} at {w}px, quality {quality}");
+            assert_eq!(luma_sampling(&t.bytes), sampling, "{what}");
+            assert_quad(&t.bytes, &what, 40);
+        }
+    }
+}
+
 /// Sizes that make the pipeline decode at 1/2 and 1/4 give the right colours and sizes.
 #[test]
 fn jpeg_shrink_on_load_at_half_and_quarter_scale() {
