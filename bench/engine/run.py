@@ -34,7 +34,7 @@ def proc_medians(cmds, n=N_PROC):
             t = time.perf_counter()
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env1, check=True)
             ts[i].append((time.perf_counter() - t) * 1000)
-    return [statistics.median(t) for t in ts]
+    return [(statistics.median(t), min(t)) for t in ts]
 
 
 def load_flat(path):
@@ -100,11 +100,12 @@ for name in IMAGES:
             while n > 1 and s > 1 / n:
                 n //= 2
             procs.append(["djpeg", "-scale", f"1/{n}", "-outfile", "/dev/null", path])
-        p_ours, p_vips, *djpeg = proc_medians(procs)
-        djpeg = djpeg[0] if djpeg else None
+        (p_ours, p_ours_min), (p_vips, _), *djpeg = proc_medians(procs)
+        djpeg, djpeg_min = djpeg[0] if djpeg else (None, None)
         q = ssim(load_flat(our_out), load_flat(vips_out))
         rows.append(dict(name=name, geom=gname, ours=ours, vips=vips, orig=orig, draft=draft,
-                         p_ours=p_ours, p_vips=p_vips, djpeg=djpeg, ssim=q, jpeg=is_jpeg))
+                         p_ours=p_ours, p_vips=p_vips, djpeg=djpeg, ssim=q, jpeg=is_jpeg,
+                         p_ours_min=p_ours_min, djpeg_min=djpeg_min))
         print(f"{name} {gname}: ours {ours[0]:.1f} ms, vips {vips[0]:.1f} ms, ssim {q:.4f}", file=sys.stderr)
 
 print("| image | geometry | ours ms | libvips ms | ours/vips | Pillow orig ms | Pillow draft ms | djpeg 1/N ms (process) | ours ms (process) | vipsthumbnail ms (process) | ours peak MiB | libvips peak MiB | Pillow orig peak MiB | out | SSIM vs libvips |")
@@ -122,7 +123,12 @@ worst = max(rows, key=lambda r: r["ours"][0] / r["vips"][0])
 print(f"- slowest relative to libvips: {worst['name']} {worst['geom']} at {worst['ours'][0] / worst['vips'][0]:.2f}x (target ≤ 1.2x)")
 print(f"- geometric mean Pillow original / ours over JPEG photos: **{gmean([r['orig'][0] / r['ours'][0] for r in jp]):.2f}x** faster (target ≥ 2x)")
 print(f"- geometric mean Pillow draft+exif_transpose / ours over JPEG photos: {gmean([r['draft'][0] / r['ours'][0] for r in jp]):.2f}x")
-print(f"- JPEG whole process ours / djpeg -scale 1/N, worst: {max(r['p_ours'] / r['djpeg'] for r in jp):.2f} (target ≤ 1.3), geometric mean {gmean([r['p_ours'] / r['djpeg'] for r in jp]):.2f}")
+worst_dj = max(jp, key=lambda r: r["p_ours"] / r["djpeg"])
+print(f"- JPEG whole process ours / djpeg -scale 1/N, worst: {worst_dj['p_ours'] / worst_dj['djpeg']:.2f} ({worst_dj['name']} {worst_dj['geom']}; target ≤ 1.3), geometric mean {gmean([r['p_ours'] / r['djpeg'] for r in jp]):.2f}")
+# Load from other tenants only ever adds time, so the fastest of the runs is the steadiest
+# estimate of what each program itself costs; both are given.
+worst_min = max(jp, key=lambda r: r["p_ours_min"] / r["djpeg_min"])
+print(f"- the same from the fastest of the {N_PROC} runs of each: worst {worst_min['p_ours_min'] / worst_min['djpeg_min']:.2f} ({worst_min['name']} {worst_min['geom']}), geometric mean {gmean([r['p_ours_min'] / r['djpeg_min'] for r in jp]):.2f}")
 print(f"- whole process geometric mean ours/vipsthumbnail: {gmean([r['p_ours'] / r['p_vips'] for r in rows]):.3f}")
 print(f"- peak memory per job (VmHWM over RSS after loading the input) ours ≤ libvips in {sum(r['ours'][1] <= r['vips'][1] for r in rows)} of {len(rows)} runs")
 print(f"- SSIM vs libvips: min {min(r['ssim'] for r in rows):.4f}, geometric mean {gmean([r['ssim'] for r in rows]):.4f}")

@@ -15,8 +15,9 @@ pub fn limits() -> Limits {
 }
 
 /// One option set per decoding route, for the 136x100 JPEG fixtures: 100x100 cover (full
-/// size), 8x8 (DC-only 1/8), 20x20 as JPEG (1/4: YCbCr planes encoded as they are), 30x20 fill
-/// as WebP (1/2: planes converted to RGB at the output size), 60x60 as PNG (full size).
+/// size), 8x8 (DC-only 1/8), 20x20 as JPEG (1/4: YCbCr planes encoded as they are, chroma
+/// resampled to 4:2:0), 30x30 cover as JPEG at quality 95 (1/2: planes interleaved, 4:4:4),
+/// 30x20 fill as WebP (1/2: planes converted to RGB at the output size), 60x60 as PNG (full size).
 pub fn option_sets() -> Vec<ThumbnailOptions> {
     let sized = |width, height, fit, format| ThumbnailOptions {
         width,
@@ -29,6 +30,10 @@ pub fn option_sets() -> Vec<ThumbnailOptions> {
         ThumbnailOptions::default(),
         sized(8, 8, Fit::Contain, OutputFormat::Jpeg),
         sized(20, 20, Fit::Contain, OutputFormat::Jpeg),
+        ThumbnailOptions {
+            quality: 95,
+            ..sized(30, 30, Fit::Cover, OutputFormat::Jpeg)
+        },
         sized(30, 20, Fit::Fill, OutputFormat::Webp),
         sized(60, 60, Fit::Contain, OutputFormat::Png),
     ]
