@@ -120,6 +120,16 @@ pub struct ApiConfig {
     /// in-cluster configuration or kubeconfig (kubernetes runner).
     #[arg(long, env = "KUBE_API_URL", hide = true)]
     pub kube_url: Option<String>,
+    /// Uploads whose `Content-Length` is at most this many bytes are read into memory instead of
+    /// a spool file: they go to the object store from memory and on to the in-process worker
+    /// (see HANDOFF_BUDGET_BYTES). Bigger or unsized uploads always stream through a spool file.
+    #[arg(long, env = "IN_MEMORY_UPLOAD_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub in_memory_upload_bytes: u64,
+    /// Memory for originals that in-memory uploads leave for this process's workers (embedded
+    /// runner), so they need not read them back from the object store; the oldest are dropped
+    /// first when it is full (their jobs then read the store). 0 turns the handoff off.
+    #[arg(long, env = "HANDOFF_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub handoff_budget_bytes: u64,
     /// How long start-up waits for the database and object store before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECONDS", default_value_t = 300)]
     pub startup_timeout_seconds: u64,
@@ -186,6 +196,8 @@ impl ApiConfig {
         config.workers = 2;
         config.shutdown_grace_seconds = 10;
         config.startup_timeout_seconds = 30;
+        config.in_memory_upload_bytes = 2 * 1024 * 1024;
+        config.handoff_budget_bytes = 64 * 1024 * 1024;
         config
     }
 }

@@ -31,6 +31,12 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BufferLabels {
+    /// `memory` or `spool` (see IN_MEMORY_UPLOAD_BYTES).
+    pub buffered: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -40,6 +46,8 @@ pub struct ApiMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upload_bytes: Counter,
+    /// Accepted uploads by how they were buffered.
+    pub uploads: Family<BufferLabels, Counter>,
     pub jobs: Family<StatusLabels, Gauge>,
     pub job: Arc<JobMetrics>,
 }
@@ -50,6 +58,7 @@ impl ApiMetrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let upload_bytes = Counter::default();
+        let uploads = Family::<BufferLabels, Counter>::default();
         let jobs = Family::<StatusLabels, Gauge>::default();
         let job = Arc::new(JobMetrics::new());
         registry.register(
@@ -67,6 +76,11 @@ impl ApiMetrics {
             "Bytes of accepted uploads",
             upload_bytes.clone(),
         );
+        registry.register(
+            "thumbnail_uploads",
+            "Accepted uploads by how they were buffered (memory or spool file)",
+            uploads.clone(),
+        );
         registry.register("thumbnail_jobs", "Jobs in the job store by status", jobs.clone());
         job.register(&mut registry);
         ApiMetrics {
@@ -74,6 +88,7 @@ impl ApiMetrics {
             requests,
             latency,
             upload_bytes,
+            uploads,
             jobs,
             job,
         }

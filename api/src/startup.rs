@@ -29,10 +29,6 @@ use tracing::{info, warn};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-/// Bytes of uploaded originals kept for the embedded runner's workers (see `OriginalHandoff`):
-/// a few seconds of uploads at full speed; beyond that, jobs read the object store.
-const HANDOFF_BUDGET: u64 = 64 * 1024 * 1024;
-
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
@@ -135,11 +131,14 @@ impl Application {
         let (launcher, runner): (Arc<dyn JobLauncher>, Option<Runner>) = match config.job_runner {
             JobRunnerKind::Embedded => {
                 let workers = config.worker_count();
-                let handoff = Arc::new(OriginalHandoff::new(HANDOFF_BUDGET));
+                // A few seconds of uploads at full speed by default; beyond that, jobs read the
+                // object store.
+                let handoff = (config.handoff_budget_bytes > 0)
+                    .then(|| Arc::new(OriginalHandoff::new(config.handoff_budget_bytes)));
                 let worker = Arc::new(Worker {
                     jobs: jobs.clone(),
                     objects: objects.clone(),
-                    handoff: Some(handoff.clone()),
+                    handoff: handoff.clone(),
                     keys: keys.clone(),
                     limits,
                     cpu: CpuPool::new(workers),
@@ -179,6 +178,7 @@ impl Application {
             launcher,
             url_expiry: config.url_expiry(),
             spool_dir: data_dir.join("spool"),
+            in_memory_upload_bytes: config.in_memory_upload_bytes,
             metrics: metrics.clone(),
         });
         let router = Self::router(state.clone());

@@ -28,14 +28,15 @@ pub trait JobLauncher: Send + Sync + 'static {
 /// at hand) for the worker.
 pub struct EmbeddedLauncher {
     pub runner: RunnerHandle,
-    pub handoff: Arc<OriginalHandoff>,
+    /// None when HANDOFF_BUDGET_BYTES is 0.
+    pub handoff: Option<Arc<OriginalHandoff>>,
 }
 
 #[async_trait]
 impl JobLauncher for EmbeddedLauncher {
     async fn launch(&self, job: &JobRecord, original: Option<Bytes>) -> ApiResult<()> {
-        if let Some(bytes) = original {
-            self.handoff.put(job.id, bytes);
+        if let (Some(handoff), Some(bytes)) = (&self.handoff, original) {
+            handoff.put(job.id, bytes);
         }
         // A stopped runner (shutdown in progress) is fine: the job is stored and resumes at the
         // next start.
@@ -61,6 +62,8 @@ pub struct AppState {
     pub launcher: Arc<dyn JobLauncher>,
     pub url_expiry: Duration,
     pub spool_dir: PathBuf,
+    /// Uploads up to this `Content-Length` are read into memory (IN_MEMORY_UPLOAD_BYTES).
+    pub in_memory_upload_bytes: u64,
     pub metrics: Arc<ApiMetrics>,
 }
 

@@ -249,6 +249,41 @@ async fn uploads_without_a_length_are_spooled() {
         "only the accepted uploads have rows"
     );
     assert_no_spool_files(&app);
+    // The sized upload was read into memory and its job took the bytes from there; the chunked
+    // one was spooled and its job read the object store.
+    let metrics = app.metrics().await;
+    for line in [
+        r#"thumbnail_uploads_total{buffered="memory"} 1"#,
+        r#"thumbnail_uploads_total{buffered="spool"} 1"#,
+        r#"thumbnail_job_originals_total{source="handoff"} 1"#,
+        r#"thumbnail_job_originals_total{source="store"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "expected '{line}' in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn in_memory_uploads_and_the_handoff_can_be_turned_off() {
+    let app = spawn_app_with(|c| {
+        c.in_memory_upload_bytes = 0;
+        c.handoff_budget_bytes = 0;
+    })
+    .await;
+    let photo = fixture("photo.jpg");
+    let id = app.accepted(app.upload(photo.clone(), "p.jpg").await).await;
+    let job = app.wait_finished(&id, DEADLINE).await;
+    assert_eq!(job["status"], "SUCCESS", "{job}");
+    assert_eq!(job["source"]["bytes"], photo.len() as u64, "{job}");
+    let metrics = app.metrics().await;
+    for line in [
+        r#"thumbnail_uploads_total{buffered="spool"} 1"#,
+        r#"thumbnail_job_originals_total{source="store"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "expected '{line}' in\n{metrics}");
+    }
+    assert!(!metrics.contains(r#"buffered="memory""#), "{metrics}");
+    assert!(!metrics.contains(r#"source="handoff""#), "{metrics}");
+    assert_no_spool_files(&app);
 }
 
 #[tokio::test]
@@ -668,15 +703,7 @@ async fn metrics_count_requests_uploads_and_jobs() {
         .accepted(app.upload(fixture("photo.jpg"), "p.jpg").await)
         .await;
     app.wait_finished(&id, DEADLINE).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"http_requests_total{method="POST",route="/api/v1/thumbnails/",status="202"} 1"#),
         "{text}"

@@ -15,6 +15,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `handoff` (bytes left in memory by this process's upload) or `store` (read back).
+    pub source: &'static str,
+}
+
 type HistogramFamily = Family<OutcomeLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -30,6 +36,8 @@ pub struct JobMetrics {
     pub failures: Family<ReasonLabels, Counter>,
     /// Attempts that hit a transient error and were retried.
     pub retries: Counter,
+    /// Where each attempt got its original from.
+    pub originals: Family<SourceLabels, Counter>,
 }
 
 impl JobMetrics {
@@ -38,6 +46,7 @@ impl JobMetrics {
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             failures: Family::default(),
             retries: Counter::default(),
+            originals: Family::default(),
         }
     }
 
@@ -56,6 +65,12 @@ impl JobMetrics {
             "thumbnail_job_retries",
             "Job attempts retried after a transient error",
             self.retries.clone(),
+        );
+        registry.register(
+            "thumbnail_job_originals",
+            "Originals a job attempt used, by where they came from (handoff: kept in memory from \
+             this process's upload; store: read from the object store)",
+            self.originals.clone(),
         );
     }
 }

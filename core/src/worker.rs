@@ -7,7 +7,7 @@
 use crate::handoff::OriginalHandoff;
 use crate::jobstore::{DynJobStore, Outcome};
 use crate::keys::KeyLayout;
-use crate::metrics::{JobMetrics, OutcomeLabels, ReasonLabels};
+use crate::metrics::{JobMetrics, OutcomeLabels, ReasonLabels, SourceLabels};
 use crate::model::{JobError, JobOutput, JobRecord, OutputSpec};
 use crate::objects::DynObjectStore;
 use crate::{CoreError, Result};
@@ -168,10 +168,14 @@ impl Worker {
     }
 
     async fn produce(&self, job: &JobRecord) -> Result<Vec<JobOutput>> {
-        let original = match self.handoff.as_ref().and_then(|h| h.take(job.id)) {
-            Some(bytes) => bytes,
-            None => self.objects.get(&job.source_key).await?,
+        let (original, source) = match self.handoff.as_ref().and_then(|h| h.take(job.id)) {
+            Some(bytes) => (bytes, "handoff"),
+            None => (self.objects.get(&job.source_key).await?, "store"),
         };
+        self.metrics
+            .originals
+            .get_or_create(&SourceLabels { source })
+            .inc();
         let mut outputs = Vec::new();
         for (spec, key) in planned_outputs(job, &self.keys) {
             let thumbnail = self.render(original.clone(), spec.options).await?;

@@ -1,6 +1,7 @@
 //! The upload: validate everything that can be validated before anything is stored, then store
 //! the original, record the job and hand it on. A failure at any step undoes the earlier ones.
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::metrics::BufferLabels;
 use crate::state::SharedState;
 use crate::views::JobAccepted;
 use axum::Json;
@@ -21,11 +22,6 @@ use uuid::Uuid;
 
 /// Bytes of a spooled upload kept in memory for the header probe; the rest is only on disk.
 const HEAD_BYTES: usize = 256 * 1024;
-/// Requests up to this size (by `Content-Length`) are read into memory instead of spooled: the
-/// bytes go to the object store from memory and on to an in-process worker, which then need not
-/// read them back. Bigger (or unsized) uploads stream through a spool file, so memory does not
-/// grow with upload size.
-const IN_MEMORY_REQUEST: u64 = 2 * 1024 * 1024;
 /// Longest accepted text form field (options are short).
 const MAX_TEXT_FIELD: usize = 1024;
 
@@ -261,10 +257,13 @@ pub async fn create_thumbnail(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
+    // Small sized requests are read into memory: the bytes go to the object store from memory
+    // and on to an in-process worker, which then need not read them back. Bigger (or unsized)
+    // uploads stream through a spool file, so memory does not grow with upload size.
     let in_memory = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .filter(|&len| len <= IN_MEMORY_REQUEST);
+        .filter(|&len| len <= state.in_memory_upload_bytes);
     let mut multipart = multipart.map_err(|e| {
         ApiError::Invalid(format!(
             "image: the body must be multipart/form-data with a file field 'image' ({})",
@@ -356,6 +355,15 @@ pub async fn create_thumbnail(
         return Err(err);
     }
     state.metrics.upload_bytes.inc_by(upload.size());
+    let buffered = match &upload {
+        Upload::Memory(_) => "memory",
+        Upload::Spooled { .. } => "spool",
+    };
+    state
+        .metrics
+        .uploads
+        .get_or_create(&BufferLabels { buffered })
+        .inc();
     info!(format = %probe.format, width = probe.width, height = probe.height, bytes = upload.size(), "job accepted");
     let location = format!("/api/v1/jobs/{id}");
     let mut response = (

@@ -172,6 +172,13 @@ impl TestApp {
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
 }
 
 pub async fn detail(response: reqwest::Response) -> (u16, String) {
