@@ -144,6 +144,58 @@ pub fn permissions(component: Component) -> &'static [Permission] {
     }
 }
 
+/// Which of `checks` the process's own credentials lack, asked of the API server with one
+/// `SelfSubjectAccessReview` each (so that a missing RBAC rule is reported at start-up, by name,
+/// instead of as a stream of 403s later). `namespace`: where the permissions are needed, `None`
+/// for all namespaces. Each missing one is described as `verb resource[/sub].group in namespace`.
+pub async fn missing_permissions(
+    client: &kube::Client,
+    checks: impl IntoIterator<Item = AccessCheck>,
+    namespace: Option<&str>,
+) -> Result<Vec<String>, kube::Error> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let reviews: kube::Api<SelfSubjectAccessReview> = kube::Api::all(client.clone());
+    let mut missing = Vec::new();
+    for check in checks {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(check.group.to_owned()),
+                    resource: Some(check.resource.to_owned()),
+                    subresource: (!check.subresource.is_empty()).then(|| check.subresource.to_owned()),
+                    verb: Some(check.verb.to_owned()),
+                    namespace: namespace.map(str::to_owned),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let answer = reviews.create(&kube::api::PostParams::default(), &review).await?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            missing.push(check.describe(namespace));
+        }
+    }
+    Ok(missing)
+}
+
+impl AccessCheck {
+    /// `verb resource[/sub].group in namespace` (core group: no suffix).
+    pub fn describe(&self, namespace: Option<&str>) -> String {
+        let mut what = self.resource.to_owned();
+        if !self.subresource.is_empty() {
+            what = format!("{what}/{}", self.subresource);
+        }
+        if !self.group.is_empty() {
+            what = format!("{what}.{}", self.group);
+        }
+        let place = namespace.map_or_else(|| "all namespaces".to_owned(), |ns| format!("namespace {ns}"));
+        format!("{} {what} in {place}", self.verb)
+    }
+}
+
 /// The whole table as JSON: `{"operator": [...], "api": [...], "render": []}`, each rule as
 /// `{"apiGroup", "resource", "verbs", "scope"}` (what `crdgen --rbac` prints).
 pub fn table_json() -> serde_json::Value {

@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -118,6 +118,39 @@ pub async fn kube_client(url: Option<&str>) -> anyhow::Result<kube::Client> {
     }
 }
 
+/// Fail start-up, naming every missing rule, when the ServiceAccount lacks a permission of the
+/// operator's RBAC table (`thumbnail_crds::rbac`, which the chart's Roles are built from): a
+/// hand-written or outdated Role otherwise shows up only as 403s deep in reconciles. An API
+/// server that cannot answer `SelfSubjectAccessReview`s is logged and does not stop start-up.
+async fn check_permissions(client: &kube::Client, config: &OperatorConfig) -> anyhow::Result<()> {
+    use thumbnail_crds::rbac::{self, Component, Scope};
+    let watch = (!config.watch_namespace.is_empty()).then_some(config.watch_namespace.as_str());
+    let mut missing = Vec::new();
+    for permission in rbac::permissions(Component::Operator) {
+        let namespace = match permission.scope {
+            Scope::Workload => watch,
+            // The Lease, only used with leader election.
+            Scope::OwnNamespace if config.leader_election => Some(config.pod_namespace.as_str()),
+            Scope::OwnNamespace => continue,
+        };
+        match rbac::missing_permissions(client, permission.checks(), namespace).await {
+            Ok(m) => missing.extend(m),
+            Err(e) => {
+                warn!(error = %e, "could not check the operator's permissions (SelfSubjectAccessReview)");
+                return Ok(());
+            }
+        }
+    }
+    anyhow::ensure!(
+        missing.is_empty(),
+        "the operator's ServiceAccount lacks these permissions (the chart's RBAC grants them; see \
+         helm-charts/files/rbac-table.json): {}",
+        missing.join(", ")
+    );
+    info!("permissions checked");
+    Ok(())
+}
+
 impl Operator {
     /// Connect everything; the Kubernetes client from the configuration.
     pub async fn build(config: OperatorConfig) -> anyhow::Result<Self> {
@@ -136,6 +169,7 @@ impl Operator {
             !config.s3.s3_bucket_name.is_empty(),
             "S3_BUCKET_NAME is required: the operator reads originals from and writes thumbnails to S3"
         );
+        check_permissions(&client, &config).await?;
         let startup = Duration::from_secs(config.startup_timeout_seconds);
         let url = config.database_url.clone();
         let max = config.database_max_connections;
@@ -324,12 +358,16 @@ async fn run_controller(
             Api::namespaced(client, &config.watch_namespace),
         )
     };
+    let stop = stop.boxed().shared();
     // `graceful_shutdown_on` wants a `Sync` future: bridge through a oneshot channel.
     let (tx, rx) = futures::channel::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        stop.await;
-        let _ = tx.send(());
-    });
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            stop.await;
+            let _ = tx.send(());
+        });
+    }
     let controller = Controller::new(tjs, watcher::Config::default())
         .owns(
             jobs,
@@ -339,16 +377,30 @@ async fn run_controller(
         .graceful_shutdown_on(async move {
             let _ = rx.await;
         });
-    *shared.store.lock().expect("store lock") = Some(controller.store());
-    controller
+    let cache = controller.store();
+    *shared.store.lock().expect("store lock") = Some(cache.clone());
+    let run = controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
-    info!("controller stopped");
+        });
+    // kube-runtime starts its reconcile runner only once the cache has synced, and a graceful
+    // shutdown waits for that runner: a stop before the first sync (SIGTERM right after start, or
+    // an API server that never answers the first list) would wait for ever. Before the sync no
+    // reconcile can have started, so the controller is simply dropped then.
+    let stop_before_sync = async move {
+        stop.await;
+        if cache.wait_until_ready().now_or_never().is_none() {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = run => info!("controller stopped"),
+        () = stop_before_sync => info!("controller stopped before its first sync"),
+    }
 }
 
 async fn healthz() -> &'static str {

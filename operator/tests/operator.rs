@@ -697,3 +697,47 @@ async fn readyz_reports_the_database_going_away_and_coming_back() {
     .await;
     assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
 }
+
+/// Start-up asks the API server (SelfSubjectAccessReview) for every permission of the operator's
+/// RBAC table and refuses to start without one, naming each that is missing; with them all it
+/// starts, having asked about each. Stopped right after starting (before its cache synced), it
+/// stops at once: kube-runtime's graceful shutdown alone would wait for a sync for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_permissions_stop_start_up_by_name() {
+    let world = World::new().await;
+    world.server.deny("delete", "batch", "jobs");
+    world
+        .server
+        .deny("patch", "thumbnailer.dev", "thumbnailjobs/status");
+    let mut config = world.config();
+    config.watch_namespace = NS.into();
+    let err = match thumbnail_operator::Operator::build_with_client(config, world.client.clone()).await {
+        Ok(_) => panic!("the operator started without the permissions it needs"),
+        Err(e) => format!("{e:#}"),
+    };
+    for missing in [
+        "delete jobs.batch in namespace default",
+        "patch thumbnailjobs/status.thumbnailer.dev in namespace default",
+    ] {
+        assert!(err.contains(missing), "expected '{missing}' in: {err}");
+    }
+    assert!(!err.contains("create jobs.batch"), "only the denied ones: {err}");
+
+    // A fresh server allows everything: the operator starts, after one review per verb of the
+    // table (but the Lease's: these tests run without leader election).
+    let world = World::new().await;
+    let operator = world.operator().await;
+    let reviews = world
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "selfsubjectaccessreviews" && r.status == 201)
+        .count();
+    let expected: usize = thumbnail_crds::rbac::permissions(thumbnail_crds::rbac::Component::Operator)
+        .iter()
+        .filter(|p| p.scope == thumbnail_crds::rbac::Scope::Workload)
+        .map(|p| p.verbs.len())
+        .sum();
+    assert_eq!(reviews, expected);
+    assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
+}

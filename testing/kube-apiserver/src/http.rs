@@ -147,6 +147,10 @@ async fn handle(
     let resp = if let Some(r) = discovery(&store, &path, &headers) {
         record.verb = "discovery".into();
         r
+    } else if method == Method::POST && path == SELF_SUBJECT_ACCESS_REVIEWS {
+        record.verb = "create".into();
+        record.resource = "selfsubjectaccessreviews".into();
+        access_review(&store, &body)
     } else if let Some(mut t) = parse_resource_path(&path) {
         // `/api/v1/namespaces/{name}/{status|finalize}` addresses the namespace itself.
         if t.group.is_empty()
@@ -185,6 +189,30 @@ async fn handle(
     tracing::debug!(verb = %record.verb, path = %record.path, status = record.status, "request");
     store.log_request(record);
     resp
+}
+
+const SELF_SUBJECT_ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+
+/// Answers a `SelfSubjectAccessReview` from the deny list (see [`Store::deny`]): the review is
+/// echoed back with `status.allowed`, as a real API server does (nothing is stored).
+fn access_review(store: &Store, body: &Bytes) -> Response {
+    let mut review = match parse_body(body, false) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let attrs = &review["spec"]["resourceAttributes"];
+    let text = |k: &str| attrs[k].as_str().unwrap_or_default().to_owned();
+    let mut resource = text("resource");
+    if !text("subresource").is_empty() {
+        resource = format!("{resource}/{}", text("subresource"));
+    }
+    let allowed = !store.is_denied(&text("verb"), &text("group"), &resource);
+    review["status"] = if allowed {
+        serde_json::json!({ "allowed": true, "reason": "kube-test-apiserver allows everything not denied" })
+    } else {
+        serde_json::json!({ "allowed": false, "reason": "denied by the test" })
+    };
+    json_response(201, &review)
 }
 
 fn discovery(store: &Store, path: &str, headers: &HeaderMap) -> Option<Response> {

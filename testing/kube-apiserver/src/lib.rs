@@ -227,6 +227,12 @@ impl TestApiServer {
         self.store.fail_times(verb, resource, code, times);
     }
 
+    /// Makes `SelfSubjectAccessReview`s for `verb` on `resource` (`plural` or `plural/sub`) of
+    /// `group` answer "not allowed" (see [`Store::deny`]).
+    pub fn deny(&self, verb: &str, group: &str, resource: &str) {
+        self.store.deny(verb, group, resource);
+    }
+
     /// Every request served so far (verb, path, query, status, ...).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.store.requests()

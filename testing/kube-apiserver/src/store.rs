@@ -201,6 +201,8 @@ pub(crate) struct Inner {
     pub(crate) notify: watch::Sender<u64>,
     pub(crate) shutdown: watch::Sender<bool>,
     faults: Mutex<Vec<Fault>>,
+    /// Denied (verb, group, resource[/subresource]) for SelfSubjectAccessReviews.
+    denied: Mutex<Vec<(String, String, String)>>,
     log: Mutex<Vec<RequestRecord>>,
     pub(crate) bookmark_interval: Duration,
 }
@@ -1303,6 +1305,7 @@ impl Store {
                 notify: watch::channel(rv).0,
                 shutdown: watch::channel(false).0,
                 faults: Mutex::new(Vec::new()),
+                denied: Mutex::new(Vec::new()),
                 log: Mutex::new(Vec::new()),
                 bookmark_interval,
             }),
@@ -1501,6 +1504,19 @@ impl Store {
             code,
             remaining: times,
         });
+    }
+
+    /// Makes `SelfSubjectAccessReview`s for `verb` on `resource` (`plural` or `plural/sub`) of
+    /// `group` (`""`: core) answer "not allowed" (in every namespace). Everything else is
+    /// allowed: the server does not authorize requests themselves.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str) {
+        lock(&self.inner.denied).push((verb.to_owned(), group.to_owned(), resource.to_owned()));
+    }
+
+    pub(crate) fn is_denied(&self, verb: &str, group: &str, resource: &str) -> bool {
+        lock(&self.inner.denied)
+            .iter()
+            .any(|(v, g, r)| v == verb && g == group && r == resource)
     }
 
     /// Takes a matching injected fault, if any.
