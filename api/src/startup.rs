@@ -29,6 +29,32 @@ use tracing::{info, warn};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+/// In Kubernetes mode, refuse to start, naming each missing rule, when the ServiceAccount lacks a
+/// permission of the API's RBAC table (`thumbnail_crds::rbac`, which the chart's Role is built
+/// from): uploads would otherwise be accepted into the store and then fail with 403s. An API
+/// server that cannot answer `SelfSubjectAccessReview`s is logged and does not stop start-up.
+async fn check_permissions(client: &kube::Client, namespace: &str) -> Result<(), CoreError> {
+    use thumbnail_crds::rbac::{self, Component};
+    let mut missing = Vec::new();
+    for permission in rbac::permissions(Component::Api) {
+        match rbac::missing_permissions(client, permission.checks(), Some(namespace)).await {
+            Ok(m) => missing.extend(m),
+            Err(e) => {
+                warn!(error = %e, "could not check the API's Kubernetes permissions (SelfSubjectAccessReview)");
+                return Ok(());
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CoreError::Config(format!(
+        "the API's ServiceAccount lacks these permissions (the chart's RBAC grants them; see \
+         helm-charts/files/rbac-table.json): {}",
+        missing.join(", ")
+    )))
+}
+
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
@@ -163,6 +189,7 @@ impl Application {
                 let client = crate::kube_launcher::client(config.kube_url.as_deref())
                     .await
                     .map_err(CoreError::Config)?;
+                check_permissions(&client, &config.kube_namespace).await?;
                 let launcher = KubernetesLauncher::new(client, &config.kube_namespace);
                 (Arc::new(launcher), None)
             }

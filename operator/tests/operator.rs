@@ -741,3 +741,31 @@ async fn missing_permissions_stop_start_up_by_name() {
     assert_eq!(reviews, expected);
     assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
 }
+
+/// The API in Kubernetes mode checks its own permissions the same way: without one it refuses
+/// to start, naming it, rather than accept uploads it cannot hand to the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_refuses_to_start_without_its_permissions() {
+    let world = World::new().await;
+    world.server.deny("create", "thumbnailer.dev", "thumbnailjobs");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ApiConfig::for_tests(dir.path());
+    config.store.database_url = Some(world.database_url.clone());
+    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
+    config.store.s3_region = world.s3.s3_region.clone();
+    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
+    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
+    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
+    config.job_runner = JobRunnerKind::Kubernetes;
+    config.kube_url = Some(world.server.url());
+    config.kube_namespace = NS.into();
+    let err = match Application::build(config).await {
+        Ok(_) => panic!("the API started without the permission to create ThumbnailJobs"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("create thumbnailjobs.thumbnailer.dev in namespace default"),
+        "{err}"
+    );
+    assert!(!err.contains("get thumbnailjobs"), "only the denied one: {err}");
+}
