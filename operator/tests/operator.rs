@@ -39,16 +39,7 @@ async fn upload_through_the_api_ends_as_a_thumbnail_in_s3() {
 
     // The API in Kubernetes mode, pointed at the test API server.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ApiConfig::for_tests(dir.path());
-    config.store.database_url = Some(world.database_url.clone());
-    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
-    config.store.s3_region = world.s3.s3_region.clone();
-    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
-    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
-    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
-    config.job_runner = JobRunnerKind::Kubernetes;
-    config.kube_url = Some(world.server.url());
-    config.kube_namespace = NS.into();
+    let config = api_config(&world, dir.path());
     let app = Application::build(config).await.expect("the API starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop_api = CancellationToken::new();
@@ -177,15 +168,7 @@ async fn upload_through_the_api_ends_as_a_thumbnail_in_s3() {
 async fn upload_is_undone_when_the_resource_cannot_be_created() {
     let world = World::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ApiConfig::for_tests(dir.path());
-    config.store.database_url = Some(world.database_url.clone());
-    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
-    config.store.s3_region = world.s3.s3_region.clone();
-    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
-    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
-    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
-    config.job_runner = JobRunnerKind::Kubernetes;
-    config.kube_url = Some(world.server.url());
+    let config = api_config(&world, dir.path());
     let app = Application::build(config).await.expect("the API starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop_api = CancellationToken::new();
@@ -749,16 +732,7 @@ async fn the_api_refuses_to_start_without_its_permissions() {
     let world = World::new().await;
     world.server.deny("create", "thumbnailer.dev", "thumbnailjobs");
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ApiConfig::for_tests(dir.path());
-    config.store.database_url = Some(world.database_url.clone());
-    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
-    config.store.s3_region = world.s3.s3_region.clone();
-    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
-    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
-    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
-    config.job_runner = JobRunnerKind::Kubernetes;
-    config.kube_url = Some(world.server.url());
-    config.kube_namespace = NS.into();
+    let config = api_config(&world, dir.path());
     let err = match Application::build(config).await {
         Ok(_) => panic!("the API started without the permission to create ThumbnailJobs"),
         Err(e) => e.to_string(),
@@ -768,4 +742,20 @@ async fn the_api_refuses_to_start_without_its_permissions() {
         "{err}"
     );
     assert!(!err.contains("get thumbnailjobs"), "only the denied one: {err}");
+}
+
+/// The API in Kubernetes mode against this world's API server, database and bucket, with its
+/// ThumbnailJobs in [`NS`].
+fn api_config(world: &World, data_dir: &std::path::Path) -> ApiConfig {
+    let mut config = ApiConfig::for_tests(data_dir);
+    config.store.database_url = Some(world.database_url.clone());
+    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
+    config.store.s3_region = world.s3.s3_region.clone();
+    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
+    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
+    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
+    config.job_runner = JobRunnerKind::Kubernetes;
+    config.kube_url = Some(world.server.url());
+    config.kube_namespace = NS.into();
+    config
 }
