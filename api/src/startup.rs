@@ -35,16 +35,13 @@ use utoipa_swagger_ui::SwaggerUi;
 /// server that cannot answer `SelfSubjectAccessReview`s is logged and does not stop start-up.
 async fn check_permissions(client: &kube::Client, namespace: &str) -> Result<(), CoreError> {
     use thumbnail_crds::rbac::{self, Component};
-    let mut missing = Vec::new();
-    for permission in rbac::permissions(Component::Api) {
-        match rbac::missing_permissions(client, permission.checks(), Some(namespace)).await {
-            Ok(m) => missing.extend(m),
-            Err(e) => {
-                warn!(error = %e, "could not check the API's Kubernetes permissions (SelfSubjectAccessReview)");
-                return Ok(());
-            }
+    let missing = match rbac::missing_for(client, Component::Api, Some(namespace), None).await {
+        Ok(missing) => missing,
+        Err(e) => {
+            warn!(error = %e, "could not check the API's Kubernetes permissions (SelfSubjectAccessReview)");
+            return Ok(());
         }
-    }
+    };
     if missing.is_empty() {
         return Ok(());
     }

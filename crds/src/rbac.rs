@@ -181,6 +181,29 @@ pub async fn missing_permissions(
     Ok(missing)
 }
 
+/// [`missing_permissions`] for every rule of `component`'s table: `workload` is where its
+/// ThumbnailJobs live (`None`: all namespaces), `own` its own namespace (`None`: skip the rules
+/// scoped there, e.g. the Lease without leader election).
+pub async fn missing_for(
+    client: &kube::Client,
+    component: Component,
+    workload: Option<&str>,
+    own: Option<&str>,
+) -> Result<Vec<String>, kube::Error> {
+    let mut missing = Vec::new();
+    for permission in permissions(component) {
+        let namespace = match permission.scope {
+            Scope::Workload => workload,
+            Scope::OwnNamespace => match own {
+                Some(ns) => Some(ns),
+                None => continue,
+            },
+        };
+        missing.extend(missing_permissions(client, permission.checks(), namespace).await?);
+    }
+    Ok(missing)
+}
+
 impl AccessCheck {
     /// `verb resource[/sub].group in namespace` (core group: no suffix).
     pub fn describe(&self, namespace: Option<&str>) -> String {

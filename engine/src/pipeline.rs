@@ -152,6 +152,16 @@ impl Plan {
     }
 }
 
+/// The requested box in the stored orientation: width and height swap when the EXIF orientation
+/// turns the image by 90 degrees.
+fn stored_box(options: &ThumbnailOptions, orientation: u8) -> (u32, u32) {
+    if orientation >= 5 {
+        (options.height, options.width)
+    } else {
+        (options.width, options.height)
+    }
+}
+
 /// The part of the source libvips' `thumbnail` samples a JPEG on, in source pixels: its loader
 /// shrinks by 2, 4 or 8 whenever that still leaves the resize at least 2x, drops the last partial
 /// block of pixels (r03, 1622 wide, is 202 columns at 1/8: its last 6 source columns are not
@@ -167,16 +177,11 @@ fn reference_grid(info: &ProbeInfo, options: &ThumbnailOptions) -> (u32, u32) {
     if info.format != ImageFormat::Jpeg {
         return (w, h);
     }
-    let (bw, bh) = if info.orientation >= 5 {
-        (options.height, options.width)
-    } else {
-        (options.width, options.height)
-    };
+    let (bw, bh) = stored_box(options, info.orientation);
     let (hs, vs) = (f64::from(w) / f64::from(bw), f64::from(h) / f64::from(bh));
     let shrink = match options.fit {
-        Fit::Cover => hs.min(vs),
+        Fit::Cover | Fit::Fill => hs.min(vs),
         Fit::Contain => hs.max(vs),
-        Fit::Fill => hs.min(vs),
     };
     // libvips' vips_thumbnail_find_jpegshrink.
     let s = if shrink >= 16.0 {
@@ -197,12 +202,7 @@ fn reference_grid(info: &ProbeInfo, options: &ThumbnailOptions) -> (u32, u32) {
 /// the scaled image is centred on the grid: an output that is rounded moves every sample by half
 /// the difference rather than stretching the image.
 fn plan(w: u32, h: u32, grid: (u32, u32), options: &ThumbnailOptions, orientation: u8) -> Plan {
-    let swap = orientation >= 5;
-    let (bw, bh) = if swap {
-        (options.height, options.width)
-    } else {
-        (options.width, options.height)
-    };
+    let (bw, bh) = stored_box(options, orientation);
     let (gw, gh) = (f64::from(grid.0.clamp(1, w)), f64::from(grid.1.clamp(1, h)));
     // Where `scaled` output pixels at `scale` start when they are centred on the grid.
     let origin = |grid: f64, scaled: u32, scale: f64| (grid - f64::from(scaled) / scale) / 2.0;
@@ -383,6 +383,7 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         });
     }
 
+    let format = options.format.unwrap_or_else(|| info.format.default_output());
     let (resized, icc, colour) = if info.format == ImageFormat::Webp && info.frames <= 1 {
         // Resized straight from libwebp's buffer: a copy of a full-size decode is what costs most
         // memory here.
@@ -395,7 +396,6 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         )
     } else if let Some(planes) = decode_jpeg_planes(bytes, hdr.jpeg.as_ref(), jpeg_scale)? {
         let icc = hdr.jpeg.as_ref().and_then(|h| h.icc_profile(bytes));
-        let format = options.format.unwrap_or_else(|| info.format.default_output());
         if format == OutputFormat::Jpeg
             && icc.is_none()
             && halved_chroma_fits(&plan, options, info.orientation)
@@ -425,7 +425,6 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         (resized, icc, Colour::Rgb)
     };
     let mut out = orient(resized, info.orientation);
-    let format = options.format.unwrap_or_else(|| info.format.default_output());
     // A YCbCr JPEG resampled in YCbCr goes back out as JPEG without ever being RGB; anything
     // else (another format, or a profile to convert from) is converted at the output size.
     let colour = if colour == Colour::YCbCr && (format != OutputFormat::Jpeg || icc.is_some()) {
@@ -481,13 +480,7 @@ fn resize_planes(planes: &[jpeg::Plane], plan: &Plan) -> Result<Raster, EngineEr
     let channels = planes.len();
     let mut data = vec![0u8; w * h * channels];
     for (i, p) in planes.iter().enumerate() {
-        let view = RasterView {
-            width: p.width,
-            height: p.height,
-            channels: 1,
-            data: &p.data,
-        };
-        let resized = resize_scaled(&view, plan, p.x_per_source, p.y_per_source)?;
+        let resized = resize_plane(p, plan)?;
         for (out, &v) in data.iter_mut().skip(i).step_by(channels).zip(&resized.data) {
             *out = v;
         }
@@ -498,6 +491,17 @@ fn resize_planes(planes: &[jpeg::Plane], plan: &Plan) -> Result<Raster, EngineEr
         channels,
         data,
     })
+}
+
+/// One plane onto the plan's output; the crop maps onto it by the plane's own resolution.
+fn resize_plane(p: &jpeg::Plane, plan: &Plan) -> Result<Raster, EngineError> {
+    let view = RasterView {
+        width: p.width,
+        height: p.height,
+        channels: 1,
+        data: &p.data,
+    };
+    resize_scaled(&view, plan, p.x_per_source, p.y_per_source)
 }
 
 /// Below this quality the JPEG encoder halves the chroma both ways (4:2:0), as libjpeg does.
@@ -537,19 +541,10 @@ fn resize_planes_420(planes: &[jpeg::Plane], plan: &Plan) -> Result<Ycc420, Engi
     let [y, cb, cr] = planes else {
         return Err(EngineError::Internal("YCbCr JPEG without three planes".into()));
     };
-    let resize = |p: &jpeg::Plane, plan: &Plan| {
-        let view = RasterView {
-            width: p.width,
-            height: p.height,
-            channels: 1,
-            data: &p.data,
-        };
-        resize_scaled(&view, plan, p.x_per_source, p.y_per_source)
-    };
     Ok(Ycc420 {
-        y: resize(y, plan)?,
-        cb: resize(cb, &chroma_plan)?,
-        cr: resize(cr, &chroma_plan)?,
+        y: resize_plane(y, plan)?,
+        cb: resize_plane(cb, &chroma_plan)?,
+        cr: resize_plane(cr, &chroma_plan)?,
     })
 }
 
@@ -582,6 +577,23 @@ impl jpeg_encoder::ImageBuffer for Ycc420Rows<'_> {
     }
 }
 
+/// A JPEG's width and height, which must fit in 16 bits.
+fn jpeg_size(width: u32, height: u32) -> Result<(u16, u16), EngineError> {
+    let too_large = || EngineError::Internal(format!("{width}x{height} exceeds JPEG's 65535"));
+    Ok((
+        u16::try_from(width).map_err(|_| too_large())?,
+        u16::try_from(height).map_err(|_| too_large())?,
+    ))
+}
+
+/// The JPEG encoder at `quality`, averaging each 2x2 block for 4:2:0 chroma as libjpeg does
+/// rather than taking its top-left pixel: no colour fringes on thin coloured lines.
+fn new_jpeg_encoder(out: &mut Vec<u8>, quality: u8) -> jpeg_encoder::Encoder<&mut Vec<u8>> {
+    let mut encoder = jpeg_encoder::Encoder::new(out, quality);
+    encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
+    encoder
+}
+
 fn encode_ycc_420(planes: Ycc420, orientation: u8, quality: u8) -> Result<Thumbnail, EngineError> {
     let planes = Ycc420 {
         y: orient(planes.y, orientation),
@@ -589,15 +601,10 @@ fn encode_ycc_420(planes: Ycc420, orientation: u8, quality: u8) -> Result<Thumbn
         cr: orient(planes.cr, orientation),
     };
     let (width, height) = (planes.y.width as u32, planes.y.height as u32);
-    if u16::try_from(width).is_err() || u16::try_from(height).is_err() {
-        return Err(EngineError::Internal(format!(
-            "{width}x{height} exceeds JPEG's 65535"
-        )));
-    }
+    jpeg_size(width, height)?;
     let mut out = Vec::new();
-    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+    let mut encoder = new_jpeg_encoder(&mut out, quality);
     encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-    encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
     encoder
         .encode_image(Ycc420Rows(&planes))
         .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -1058,13 +1065,8 @@ fn encode(img: Raster, colour: Colour, format: OutputFormat, quality: u8) -> Res
     match format {
         OutputFormat::Jpeg => {
             let img = flatten_on_white(img);
-            let too_large = || EngineError::Internal(format!("{width}x{height} exceeds JPEG's 65535"));
-            let w = u16::try_from(width).map_err(|_| too_large())?;
-            let h = u16::try_from(height).map_err(|_| too_large())?;
-            let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
-            // Average each 2x2 block for 4:2:0 chroma as libjpeg does, rather than taking its
-            // top-left pixel: no colour fringes on thin coloured lines.
-            encoder.set_chroma_subsampling_method(jpeg_encoder::ChromaSubsamplingMethod::Average);
+            let (w, h) = jpeg_size(width, height)?;
+            let encoder = new_jpeg_encoder(&mut out, quality);
             let color = match (img.channels, colour) {
                 (1, _) => jpeg_encoder::ColorType::Luma,
                 (_, Colour::YCbCr) => jpeg_encoder::ColorType::Ycbcr,

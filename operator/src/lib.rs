@@ -123,24 +123,17 @@ pub async fn kube_client(url: Option<&str>) -> anyhow::Result<kube::Client> {
 /// hand-written or outdated Role otherwise shows up only as 403s deep in reconciles. An API
 /// server that cannot answer `SelfSubjectAccessReview`s is logged and does not stop start-up.
 async fn check_permissions(client: &kube::Client, config: &OperatorConfig) -> anyhow::Result<()> {
-    use thumbnail_crds::rbac::{self, Component, Scope};
+    use thumbnail_crds::rbac::{self, Component};
     let watch = (!config.watch_namespace.is_empty()).then_some(config.watch_namespace.as_str());
-    let mut missing = Vec::new();
-    for permission in rbac::permissions(Component::Operator) {
-        let namespace = match permission.scope {
-            Scope::Workload => watch,
-            // The Lease, only used with leader election.
-            Scope::OwnNamespace if config.leader_election => Some(config.pod_namespace.as_str()),
-            Scope::OwnNamespace => continue,
-        };
-        match rbac::missing_permissions(client, permission.checks(), namespace).await {
-            Ok(m) => missing.extend(m),
-            Err(e) => {
-                warn!(error = %e, "could not check the operator's permissions (SelfSubjectAccessReview)");
-                return Ok(());
-            }
+    // The Lease in the operator's own namespace is only used with leader election.
+    let own = config.leader_election.then_some(config.pod_namespace.as_str());
+    let missing = match rbac::missing_for(client, Component::Operator, watch, own).await {
+        Ok(missing) => missing,
+        Err(e) => {
+            warn!(error = %e, "could not check the operator's permissions (SelfSubjectAccessReview)");
+            return Ok(());
         }
-    }
+    };
     anyhow::ensure!(
         missing.is_empty(),
         "the operator's ServiceAccount lacks these permissions (the chart's RBAC grants them; see \

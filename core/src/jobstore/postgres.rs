@@ -2,6 +2,7 @@
 use super::JobEvents;
 use super::{JobStore, Outcome, migrate_error, status_from_db};
 use crate::model::{JobError, JobRecord, JobStatus, ListQuery, NewJob, now};
+use crate::runner::retry_delay;
 use crate::{CoreError, Result};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -28,7 +29,8 @@ pub const FINISHED_CHANNEL: &str = "thumbnail_job_finished";
 /// Runs until `stop` is cancelled; reconnects with backoff when the connection drops.
 /// Notifications sent while it is down are lost, which only delays waiters to their next re-read.
 pub async fn relay_finished_jobs(url: String, events: JobEvents, stop: CancellationToken) {
-    let mut backoff = Duration::from_millis(250);
+    // Failed connection attempts in a row, for the job runner's backoff schedule.
+    let mut failures = 0u32;
     loop {
         let connect = async {
             let mut listener = PgListener::connect(&url).await?;
@@ -40,17 +42,18 @@ pub async fn relay_finished_jobs(url: String, events: JobEvents, stop: Cancellat
             connected = connect => match connected {
                 Ok(listener) => listener,
                 Err(error) => {
-                    warn!(%error, retry_ms = backoff.as_millis() as u64, "cannot listen for finished jobs");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    failures += 1;
+                    let delay = retry_delay(failures);
+                    warn!(%error, retry_ms = delay.as_millis() as u64, "cannot listen for finished jobs");
+                    // Wait out the delay unless stopped first.
+                    if tokio::time::timeout(delay, stop.cancelled()).await.is_ok() {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
                 }
             },
         };
-        backoff = Duration::from_millis(250);
+        failures = 0;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
