@@ -1,11 +1,14 @@
 //! The one shared state of the API (no globals), and who runs accepted jobs.
+use crate::auth::SharedAuth;
 use crate::error::ApiResult;
+use crate::limits::{Quotas, UploadRate};
 use crate::metrics::ApiMetrics;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use thumbnail_core::apikeys::DynKeyStore;
 use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{DynJobStore, JobEvents};
 use thumbnail_core::keys::KeyLayout;
@@ -65,6 +68,16 @@ pub struct AppState {
     /// Uploads up to this `Content-Length` are read into memory (IN_MEMORY_UPLOAD_BYTES).
     pub in_memory_upload_bytes: u64,
     pub metrics: Arc<ApiMetrics>,
+    /// API keys (in the job store's database).
+    pub key_store: DynKeyStore,
+    /// Who is calling (AUTH_MODE) and what needs credentials.
+    pub auth: SharedAuth,
+    /// Uploads per owner (or client address) per minute.
+    pub rate: UploadRate,
+    /// Unfinished jobs and bytes per owner, queued jobs in all.
+    pub quotas: Quotas,
+    /// TRUSTED_PROXY_HOPS: how the client address is found.
+    pub trusted_proxy_hops: usize,
 }
 
 pub type SharedState = Arc<AppState>;

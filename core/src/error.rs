@@ -24,6 +24,13 @@ pub enum CoreError {
     Io(#[from] std::io::Error),
     #[error("internal: {0}")]
     Internal(String),
+    /// The render panicked (a bug in a decoder or the pipeline); the job is retried up to the
+    /// attempt cap.
+    #[error("the render panicked: {0}")]
+    RenderPanicked(String),
+    /// The render took longer than RENDER_TIMEOUT_SECONDS.
+    #[error("the render took longer than {} s", .0.as_secs_f64())]
+    RenderTimeout(std::time::Duration),
 }
 
 impl CoreError {

@@ -1,7 +1,8 @@
 //! Signed, expiring download links of the embedded default: `/files/{key}?expires=&signature=`.
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Path, Query};
 use crate::state::SharedState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
