@@ -272,7 +272,7 @@ pub struct NewKey {
     /// A label for people: at most 200 characters, no control characters.
     #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<String>,
-    /// Lifetime in seconds (1 to 100 years); default: no expiry.
-    #[schema(minimum = 1, maximum = 3_153_600_000_u64)]
-    pub expires_in_seconds: Option<u64>,
+    /// Lifetime in whole seconds (1 to 100 years); default: no expiry.
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 3_153_600_000_u64)]
+    pub expires_in_seconds: Option<serde_json::Number>,
 }

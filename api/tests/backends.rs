@@ -3,31 +3,19 @@
 //! when it returns, `/ready` naming what is down, and a start-up that waits.
 mod common;
 
-use common::{detail, fixture, spawn_app_with};
+use common::{detail, fixture, spawn_app_with, use_backends};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use thumbnail_api::config::ApiConfig;
 use thumbnail_core::jobstore::{JobStore, Outcome, PostgresJobStore};
 use thumbnail_core::model::JobError;
 use thumbnail_core::model::{NewJob, OutputSpec};
-use thumbnail_core::objects::{ObjectStore, S3Config, S3ObjectStore};
+use thumbnail_core::objects::{ObjectStore, S3ObjectStore};
 use thumbnail_core::testsupport::proxy::{Proxy, socket_of, via};
 use thumbnail_core::testsupport::{fresh_postgres_url, s3_store, sample_job, test_s3_config};
 use thumbnail_engine::{ImageFormat, ThumbnailOptions};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn use_backends(config: &mut ApiConfig, database_url: &str, s3: &S3Config, s3_endpoint: &str) {
-    config.store.database_url = Some(database_url.to_owned());
-    config.store.s3_bucket_name = Some(s3.bucket.clone());
-    config.store.s3_endpoint_url = Some(s3_endpoint.to_owned());
-    config.store.s3_region = s3.region.clone();
-    config.store.aws_access_key_id = s3.access_key_id.clone();
-    config.store.aws_secret_access_key = s3.secret_access_key.clone();
-    config.store.s3_create_bucket = true;
-    config.store.s3_key_prefix = "svc/".into();
-    config.startup_timeout_seconds = 60;
-}
 
 async fn object_count(store: &S3ObjectStore) -> usize {
     let listed = store

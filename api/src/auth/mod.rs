@@ -87,9 +87,13 @@ impl Principal {
         self.on_behalf_of(requested, "submit jobs")
     }
 
-    /// The owner a list is restricted to, given the `owner` parameter (same rules as
-    /// [`Principal::owner_for_new_job`]).
+    /// The owner a list is restricted to, given the `owner` parameter: for admins and without
+    /// authentication the parameter (none: everyone's jobs); for everyone else themselves, and a
+    /// parameter naming someone else is refused.
     pub fn owner_for_list(&self, requested: Option<String>) -> ApiResult<Option<String>> {
+        if self.sees_all() {
+            return Ok(requested);
+        }
         self.on_behalf_of(requested, "list jobs")
     }
 
@@ -321,7 +325,8 @@ mod tests {
             admin.owner_for_new_job(Some("bob".into())).unwrap().as_deref(),
             Some("bob")
         );
-        assert_eq!(admin.owner_for_list(None).unwrap().as_deref(), Some("root"));
+        assert_eq!(admin.owner_for_list(None).unwrap(), None);
+        assert_eq!(admin.owner_for_new_job(None).unwrap().as_deref(), Some("root"));
         assert_eq!(Principal::anonymous().owner_for_list(None).unwrap(), None);
         assert!(matches!(alice.require(Scope::Read), Err(ApiError::Forbidden(_))));
     }

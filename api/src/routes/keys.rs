@@ -11,7 +11,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::Utc;
 use serde::Deserialize;
 use thumbnail_core::apikeys::{self, Scope, Scopes, validate_owner};
@@ -28,7 +28,8 @@ pub fn router() -> axum::Router<SharedState> {
     axum::Router::new()
         .route("/api/v1/keys", get(list_keys).post(create_key))
         .route("/api/v1/keys/", get(list_keys).post(create_key))
-        .route("/api/v1/keys/{key_id}", get(get_key).delete(revoke_key))
+        .route("/api/v1/keys/{key_id}", get(get_key))
+        .route("/api/v1/keys/{key_id}/revoke", post(revoke_key))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -90,14 +91,25 @@ pub async fn create_key(
             "name: at most {MAX_NAME} characters, no control characters"
         )));
     }
-    let expires_at = match request.expires_in_seconds {
+    let expires_at = match &request.expires_in_seconds {
         None => None,
+        // A JSON integer may be written 185 or 185.0.
         Some(seconds) => Some(
-            i64::try_from(seconds)
-                .ok()
+            seconds
+                .as_i64()
+                .or_else(|| {
+                    seconds
+                        .as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                        .map(|f| f as i64)
+                })
                 .filter(|s| (1..=100 * 365 * 86_400).contains(s))
                 .map(|s| Utc::now() + chrono::Duration::seconds(s))
-                .ok_or_else(|| ApiError::Invalid("expires_in_seconds: between 1 and 100 years".into()))?,
+                .ok_or_else(|| {
+                    ApiError::Invalid(format!(
+                        "expires_in_seconds: a whole number of seconds between 1 and 100 years, got {seconds}"
+                    ))
+                })?,
         ),
     };
     let generated = apikeys::generate(&request.owner, scopes, request.name.clone(), expires_at);
@@ -190,10 +202,10 @@ pub async fn get_key(
     Ok(Json(KeyView::new(&key, Utc::now())))
 }
 
-/// Revoke a key: it stops working at once on this replica and within 5 s on the others.
-/// Revoking a revoked key changes nothing.
+/// Revoke a key: it stops working at once on this replica and within 5 s on the others. It
+/// stays listed, as revoked. Revoking a revoked key changes nothing.
 #[utoipa::path(
-    delete, path = "/api/v1/keys/{key_id}", tag = "keys",
+    post, path = "/api/v1/keys/{key_id}/revoke", tag = "keys",
     params(("key_id" = String, Path, description = "The key's id (the 12 characters after `thn_`)")),
     responses(
         (status = 200, description = "The key, revoked", body = KeyView),
