@@ -4,7 +4,8 @@
 # Installs what is missing (PostgreSQL from Debian's packages), builds the S3 server
 # (testing/s3-server), starts a throwaway PostgreSQL cluster and the S3 server on free loopback
 # ports, runs every test of the workspace against them, then the chart checks
-# (scripts/test-chart.sh, when present), rustfmt and clippy. The services are stopped and their
+# (scripts/test-chart.sh, when present), schemathesis against the OpenAPI document
+# (scripts/test-openapi.sh), rustfmt and clippy. The services are stopped and their
 # files removed on exit, whatever happened.
 #
 # Every step runs even when an earlier one failed; the summary at the end says which failed, and
@@ -106,6 +107,9 @@ step tests run_logged "$STATE/cargo-test.log" \
 if [[ -f "$ROOT/scripts/test-chart.sh" ]]; then
     step chart run_logged "$STATE/chart.log" bash "$ROOT/scripts/test-chart.sh"
 fi
+
+# The OpenAPI document against the running server, by schemathesis, in each auth mode.
+step openapi bash "$ROOT/scripts/test-openapi.sh"
 
 # Tests passed and failed, over cargo's "test result:" lines and pytest's closing line.
 count_tests() {

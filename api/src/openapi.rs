@@ -62,7 +62,7 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
     tags(
         (name = "thumbnails", description = "Uploads"),
         (name = "jobs", description = "Job status and results"),
-        (name = "keys", description = "API keys (admins, AUTH_MODE=api-key)"),
+        (name = "keys", description = "API keys (admins; served with AUTH_MODE=api-key only)"),
         (name = "files", description = "Signed downloads (embedded default)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
@@ -116,6 +116,15 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
 /// The document for a server running `mode` (with METRICS_AUTH = `metrics_auth`).
 pub fn document(mode: AuthMode, metrics_auth: bool) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    // Keys are served only where they are what authenticates.
+    if mode != AuthMode::ApiKey {
+        doc.paths
+            .paths
+            .retain(|path, _| !path.starts_with("/api/v1/keys"));
+        if let Some(tags) = doc.tags.as_mut() {
+            tags.retain(|tag| tag.name != "keys");
+        }
+    }
     // The key routes answer 403 without the admin scope in every mode.
     for (path, item) in doc.paths.paths.iter_mut() {
         if path.starts_with("/api/v1/keys") {

@@ -331,12 +331,14 @@ impl Application {
             .limits
             .max_input_bytes
             .saturating_add(routes::thumbnails::FORM_OVERHEAD_BYTES);
+        let mode = auth.authenticator.mode();
+        let mut small = routes::jobs::router();
+        if mode == AuthMode::ApiKey {
+            small = small.merge(routes::keys::router());
+        }
         let protected = axum::Router::new()
             .merge(body_limit(routes::thumbnails::router(pace), upload_max))
-            .merge(body_limit(
-                routes::jobs::router().merge(routes::keys::router()),
-                SMALL_BODY_BYTES,
-            ))
+            .merge(body_limit(small, SMALL_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(
                 auth.clone(),
                 auth::authenticate,
@@ -347,7 +349,7 @@ impl Application {
                 .merge(routes::health::metrics_router(auth.clone())),
             SMALL_BODY_BYTES,
         );
-        let document = crate::openapi::document(auth.authenticator.mode(), auth.metrics_auth);
+        let document = crate::openapi::document(mode, auth.metrics_auth);
         let docs = axum::Router::new()
             .merge(SwaggerUi::new("/docs").url("/openapi.json", document))
             .layer(axum::middleware::from_fn_with_state(

@@ -94,6 +94,14 @@ async fn s3_down_at_upload_answers_503_and_stores_nothing() {
         "{ready}"
     );
     assert_eq!(ready["checks"]["database"], "ok", "{ready}");
+    // Only what clients may know: no error text of the S3 client.
+    let check = ready["checks"]["object_store"].as_str().unwrap();
+    assert!(check == "unavailable" || check == "timeout", "{ready}");
+    assert_eq!(
+        ready["detail"].as_str().unwrap(),
+        format!("object store (s3) {check}"),
+        "{ready}"
+    );
     assert!(app.all_jobs().await.is_empty());
     assert_eq!(object_count(&real).await, 0);
     // Liveness does not depend on S3.

@@ -296,7 +296,7 @@ async fn declared_bodies_over_a_routes_limit_are_refused_with_413() {
     for (path, length) in [
         ("/api/v1/jobs/", 65 * 1024),
         ("/health", 65 * 1024),
-        ("/api/v1/keys", 65 * 1024),
+        ("/ready", 65 * 1024),
         ("/api/v1/thumbnails/", 2 * 1024 * 1024),
     ] {
         let mut stream = TcpStream::connect(address(&app)).await.unwrap();

@@ -46,7 +46,9 @@ COMMON_ENV = {
 }
 API_ENV = COMMON_ENV | {
     "HOST", "PORT", "DATA_DIR", "PUBLIC_URL", "URL_EXPIRY_SECONDS", "WORKERS", "SHUTDOWN_GRACE_SECONDS",
-    "JOB_RUNNER", "KUBE_NAMESPACE",
+    "JOB_RUNNER", "KUBE_NAMESPACE", "AUTH_MODE", "ADMIN_API_KEY", "METRICS_AUTH", "DOCS_AUTH", "JWT_ISSUER",
+    "JWT_AUDIENCE", "JWT_JWKS_URL", "JWT_OWNER_CLAIM", "JWT_SCOPE_CLAIM", "UPLOADS_PER_MINUTE", "UPLOAD_BURST",
+    "MAX_UNFINISHED_JOBS_PER_OWNER", "MAX_STORED_BYTES_PER_OWNER", "MAX_QUEUED_JOBS", "TRUSTED_PROXY_HOPS",
 }
 OPERATOR_ENV = COMMON_ENV | {
     "HOST", "PORT", "WATCH_NAMESPACE", "INLINE_CONCURRENCY", "JOB_PIXEL_THRESHOLD", "RENDER_IMAGE",
@@ -86,7 +88,11 @@ SCENARIOS = {
     "all-on": ALL_ON,
     "watch-namespace": {"operator": {"watchNamespace": "images"}},
     "existing-secret": {"secret": {"existingSecret": "thumbnail-credentials"}, "crds": {"install": False},
-                        "rbac": {"aggregateToDefaultRoles": False}},
+                        "rbac": {"aggregateToDefaultRoles": False},
+                        "auth": {"adminKey": {"existingSecret": "thumbnail-admin", "secretKey": "key"}}},
+    "jwt": {"auth": {"mode": "jwt", "metrics": True, "jwt": {"issuer": "https://login.example.com/realms/main",
+                                                           "audience": "thumbnail-api"}},
+            "quotas": {"uploadsPerMinute": 120, "trustedProxyHops": 1}},
 }
 
 _CHART = Chart.load(str(CHART))
@@ -223,6 +229,11 @@ def test_crd_contract():
     {"log": {"format": "xml"}},
     {"api": {"replicaz": 2}},
     {"s3": {"bucketName": 42}},
+    {"auth": {"mode": "basic"}},
+    {"auth": {"mode": "jwt"}},
+    {"auth": {"mode": "jwt", "jwt": {"issuer": "https://login.example.com"}}},
+    {"quotas": {"maxQueuedJobs": -1}},
+    {"quotas": {"uploadsPerSecond": 5}},
 ])
 def test_values_schema_refuses(values):
     with pytest.raises(helm_python.HelmValuesError):
@@ -586,3 +597,63 @@ def test_release_names():
     docs = render({}, name="prod", namespace="media")
     assert one(docs, "Deployment", "prod-thumbnail-api")["metadata"]["namespace"] == "media"
     assert one(docs, "ClusterRole", "prod-thumbnail-media-operator")
+
+
+# --- authentication -----------------------------------------------------------------------------------
+
+def api_env(docs):
+    return {e["name"]: e for e in container(one(docs, "Deployment", f"{RELEASE}-api"), "api")["env"]}
+
+
+def test_api_keys_are_the_default_with_a_generated_admin_key():
+    import base64
+    docs = render({})
+    env = api_env(docs)
+    assert env["AUTH_MODE"]["value"] == "api-key"
+    ref = env["ADMIN_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{RELEASE}-admin-key", "key": "ADMIN_API_KEY"}
+    secret = one(docs, "Secret", f"{RELEASE}-admin-key")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    key = base64.b64decode(secret["data"]["ADMIN_API_KEY"]).decode()
+    assert re.fullmatch(r"thn_[A-Za-z0-9]{12}_[A-Za-z0-9]{43}", key), key
+    # A new key every install: nothing literal in the chart.
+    again = base64.b64decode(one(render({}), "Secret", f"{RELEASE}-admin-key")["data"]["ADMIN_API_KEY"]).decode()
+    assert again != key
+    assert key not in (CHART / "values.yaml").read_text()
+    text = notes({})
+    assert f"get secret {RELEASE}-admin-key -o jsonpath='{{.data.ADMIN_API_KEY}}' | base64 -d" in text
+    assert '-H "Authorization: Bearer $KEY" -F image=@photo.jpg' in text
+    assert "/api/v1/keys" in text
+    assert env["UPLOADS_PER_MINUTE"]["value"] == "600"
+    assert env["MAX_STORED_BYTES_PER_OWNER"]["value"] == "10737418240"
+
+
+def test_an_existing_admin_key_secret_is_used_and_none_generated():
+    docs = render(SCENARIOS["existing-secret"])
+    ref = api_env(docs)["ADMIN_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "thumbnail-admin", "key": "key"}
+    assert not [s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("admin-key")]
+    assert "get secret thumbnail-admin -o jsonpath='{.data.key}'" in notes(SCENARIOS["existing-secret"])
+
+
+def test_dev_values_keep_the_original_contract():
+    docs = render(DEV_VALUES)
+    env = api_env(docs)
+    assert env["AUTH_MODE"]["value"] == "none"
+    assert "ADMIN_API_KEY" not in env
+    assert not [s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("admin-key")]
+    text = notes(DEV_VALUES)
+    assert "auth.mode is none" in text
+    assert "curl -s -F image=@photo.jpg" in text
+
+
+def test_jwt_mode_passes_the_issuer_and_needs_no_key():
+    docs = render(SCENARIOS["jwt"])
+    env = {name: e.get("value") for name, e in api_env(docs).items()}
+    assert env["AUTH_MODE"] == "jwt"
+    assert env["JWT_ISSUER"] == "https://login.example.com/realms/main"
+    assert env["JWT_AUDIENCE"] == "thumbnail-api"
+    assert env["JWT_OWNER_CLAIM"] == "sub" and "JWT_JWKS_URL" not in env
+    assert env["METRICS_AUTH"] == "true" and env["TRUSTED_PROXY_HOPS"] == "1"
+    assert "ADMIN_API_KEY" not in env
+    assert "https://login.example.com/realms/main" in notes(SCENARIOS["jwt"])

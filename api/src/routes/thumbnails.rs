@@ -364,6 +364,11 @@ async fn receive_form(
             fields.insert(name.to_owned(), v.clone());
         }
     }
+    // Each query parameter must be valid, also when a form field takes its place.
+    parse_options(&fields)?;
+    if let Some(owner) = &query.owner {
+        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
+    }
     let mut upload: Option<Upload> = None;
     let mut form_fields: Vec<String> = Vec::new();
     let mut count = 0;
