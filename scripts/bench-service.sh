@@ -3,7 +3,8 @@
 # against the embedded default (SQLite + local directory) and against PostgreSQL + an S3 server
 # (s3s-fs, served by testing/s3-server), with release builds. Prints uploads/s, jobs/s, p50/p99
 # upload and upload-to-SUCCESS latency and the API's peak RSS; then the worst /health latency while
-# S3 stalls, and the peak RSS under 50 concurrent 25 MiB uploads.
+# S3 stalls, the peak RSS under 50 concurrent 25 MiB uploads, and the cost of authentication
+# (jobs/s with AUTH_MODE=api-key against none, alternating, on both backends).
 #
 #   scripts/bench-service.sh            # everything (about 5 minutes on 2 cores)
 #   JOBS=200 scripts/bench-service.sh   # fewer jobs per run
@@ -58,7 +59,9 @@ start_api() {
     local port data
     port=$(svc_free_port)
     data=$(mktemp -d "$WORK/data.XXXXXX")
-    env "$@" LOG_LEVEL=warn "$BIN" --host 127.0.0.1 --port "$port" --data-dir "$data" \
+    # The load comes from one client: the upload rate limit is set out of its way.
+    env UPLOADS_PER_MINUTE=100000000 UPLOAD_BURST=10000000 "$@" LOG_LEVEL=warn "$BIN" --host 127.0.0.1 \
+        --port "$port" --data-dir "$data" \
         >"$data/api.log" 2>&1 &
     API_PID=$!
     BASE="http://127.0.0.1:$port"
@@ -118,6 +121,32 @@ start_api "${S3_ENV[@]}" MAX_UPLOAD_BYTES=27262976
 "$LOADGEN" big-uploads --base "$BASE" --clients 50 --mib 25 --pid "$API_PID" | tee -a "$RESULTS"
 stop_api
 
+# Authentication's cost: the same load with AUTH_MODE=none and api-key, alternating AUTH_ROUNDS
+# times on each backend (so that the shared machine's load falls on both alike). The upload rate
+# limit is out of the way in both modes (start_api); everything else (the key check, per-owner
+# quotas admitted under the owner's lock) is what a tenant's upload costs.
+AUTH_ROUNDS="${AUTH_ROUNDS:-3}"
+BENCH_KEY=$(python3 -c 'import secrets, string
+a = string.ascii_letters + string.digits
+print("thn_" + "".join(secrets.choice(a) for _ in range(12)) + "_" + "".join(secrets.choice(a) for _ in range(43)))')
+auth_cost() { # label, env...
+    local label="$1" round mode
+    shift
+    for round in $(seq "$AUTH_ROUNDS"); do
+        for mode in none api-key; do
+            local auth=()
+            [[ $mode == api-key ]] && auth=(--api-key "$BENCH_KEY")
+            start_api "$@" AUTH_MODE="$mode" ADMIN_API_KEY="$BENCH_KEY"
+            "$LOADGEN" run --base "$BASE" --file "$R01" --clients 16 --jobs "$JOBS" --pid "$API_PID" \
+                --label "auth-$label" "${auth[@]}" | tee -a "$RESULTS"
+            stop_api
+        done
+    done
+}
+echo "== authentication cost: none against api-key, r01, 16 clients, $AUTH_ROUNDS rounds" >&2
+auth_cost embedded
+auth_cost postgres+s3 "${S3_ENV[@]}"
+
 echo
 echo "Service benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
 python3 - "$RESULTS" <<'EOF'
@@ -126,7 +155,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print("| backend | image | clients | jobs | jobs/s | uploads/s | upload p50 / p99 ms | upload→SUCCESS p50 / p99 ms | API peak RSS MiB | CPU ms per job: API / S3 server |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    if "jobs_per_s" in r:
+    if "jobs_per_s" in r and not r["label"].startswith("auth-"):
         rss = r["peak_rss_mib"].split(":")[-1]
         cpu = r.get("cpu_ms_per_job", {})
         cpu_cell = " / ".join(f"{cpu[k]:.1f}" if k in cpu else "–" for k in ("api", "s3"))
@@ -139,4 +168,16 @@ for r in rows:
     if "upload_mib" in r:
         print(f"\n{r['uploads']} concurrent uploads of {r['upload_mib']:.1f} MiB: {r['accepted']} accepted in "
               f"{r['seconds']:.1f} s; API peak RSS {r['peak_rss_mib'].split(':')[-1]} MiB")
+auth = {}
+for r in rows:
+    if "jobs_per_s" in r and r["label"].startswith("auth-"):
+        auth.setdefault(r["label"][5:], {}).setdefault(r["auth"], []).append(r["jobs_per_s"])
+if auth:
+    import statistics
+    print("\n| backend (r01, 16 clients) | AUTH_MODE=none jobs/s | AUTH_MODE=api-key jobs/s | api-key / none |")
+    print("|---|---|---|---|")
+    for backend, runs in auth.items():
+        none, key = statistics.median(runs["none"]), statistics.median(runs["api-key"])
+        print(f"| {backend} | {none:.1f} ({', '.join(f'{v:.0f}' for v in runs['none'])}) | "
+              f"{key:.1f} ({', '.join(f'{v:.0f}' for v in runs['api-key'])}) | {key / none:.3f} |")
 EOF

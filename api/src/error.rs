@@ -28,15 +28,9 @@ pub enum ApiError {
     /// Missing or bad credentials (401); `challenge` is the `WWW-Authenticate` value.
     #[error("{detail}")]
     Unauthorized { detail: String, challenge: String },
-    /// A limit was hit: 429 (or 503 for the service-wide queue) with `Retry-After`; `headers`
-    /// are the limit's `RateLimit` headers, when it has them.
-    #[error("{detail}")]
-    Limited {
-        status: StatusCode,
-        detail: String,
-        retry_after: Duration,
-        headers: HeaderMap,
-    },
+    /// A limit was hit: 429 (or 503 for the service-wide queue) with `Retry-After`.
+    #[error("{}", .0.detail)]
+    Limited(Box<LimitHit>),
     /// The request body did not arrive in time (408).
     #[error("{0}")]
     Timeout(String),
@@ -48,6 +42,27 @@ pub enum ApiError {
     },
     #[error("internal error")]
     Internal(String),
+}
+
+/// Which limit refused a request, and how to answer.
+#[derive(Debug)]
+pub struct LimitHit {
+    pub status: StatusCode,
+    pub detail: String,
+    pub retry_after: Duration,
+    /// The limit's `RateLimit` headers, when it has them.
+    pub headers: HeaderMap,
+}
+
+impl ApiError {
+    pub fn limited(status: StatusCode, detail: String, retry_after: Duration, headers: HeaderMap) -> Self {
+        ApiError::Limited(Box::new(LimitHit {
+            status,
+            detail,
+            retry_after,
+            headers,
+        }))
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -66,7 +81,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Limited { status, .. } => *status,
+            ApiError::Limited(hit) => hit.status,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,12 +107,12 @@ impl From<Refusal> for ApiError {
             // Space comes back only when jobs are deleted.
             Refusal::StorageFull { .. } => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(3600)),
         };
-        ApiError::Limited {
+        ApiError::limited(
             status,
-            detail: format!("{} ({})", refusal, refusal_setting(&refusal)),
+            format!("{} ({})", refusal, refusal_setting(&refusal)),
             retry_after,
-            headers: HeaderMap::new(),
-        }
+            HeaderMap::new(),
+        )
     }
 }
 
@@ -150,11 +165,12 @@ impl IntoResponse for ApiError {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
             }
-            ApiError::Limited {
-                retry_after,
-                headers: extra,
-                ..
-            } => {
+            ApiError::Limited(hit) => {
+                let LimitHit {
+                    retry_after,
+                    headers: extra,
+                    ..
+                } = *hit;
                 headers.extend(extra);
                 headers.insert(header::RETRY_AFTER, retry_after_value(retry_after));
             }

@@ -72,18 +72,18 @@ impl UploadRate {
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(ApiError::Limited {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    detail: format!(
+                Err(ApiError::limited(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
                         "upload rate limit: at most {} uploads per minute (UPLOADS_PER_MINUTE), {} at once \
                          (UPLOAD_BURST); retry in {} s",
                         self.per_minute,
                         self.burst,
                         wait.as_secs() + 1
                     ),
-                    retry_after: wait,
-                    headers: self.headers(0, wait),
-                })
+                    wait,
+                    self.headers(0, wait),
+                ))
             }
         }
     }
@@ -232,15 +232,15 @@ mod tests {
                 "{headers:?}"
             );
         }
-        let Err(ApiError::Limited {
+        let Err(ApiError::Limited(hit)) = rate.check(RateKey::Owner("alice")) else {
+            panic!("the fourth upload at once must be refused");
+        };
+        let crate::error::LimitHit {
             status,
             retry_after,
             headers,
             detail,
-        }) = rate.check(RateKey::Owner("alice"))
-        else {
-            panic!("the fourth upload at once must be refused");
-        };
+        } = *hit;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1));
         assert!(detail.contains("UPLOADS_PER_MINUTE"), "{detail}");

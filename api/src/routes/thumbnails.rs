@@ -431,8 +431,8 @@ fn limit(state: &SharedState, principal: &Principal, client: ClientAddr) -> ApiR
 }
 
 fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
-    if let ApiError::Limited { headers, .. } = &mut err {
-        headers.extend(extra.clone());
+    if let ApiError::Limited(hit) = &mut err {
+        hit.headers.extend(extra.clone());
     }
     err
 }
