@@ -180,7 +180,7 @@ async fn keys(args: KeysArgs) -> anyhow::Result<()> {
     // Opening the job store applies the migrations, the key table's included.
     jobstore::connect(&url, 1).await.context("opening the database")?;
     let store = apikeys::connect(&url, 1).await.context("opening the key store")?;
-    let now = chrono::Utc::now();
+    let now = thumbnail_core::model::now();
     match args.command {
         KeysCommand::Create {
             owner,

@@ -116,7 +116,8 @@ impl Principal {
 /// Credentials refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("credentials required: send `Authorization: Bearer <{0}>`")]
+    /// No credentials; how to send them.
+    #[error("credentials required: send {0}")]
     Missing(&'static str),
     #[error("{0}")]
     Invalid(String),
@@ -166,11 +167,13 @@ impl Authenticator {
         match self {
             Authenticator::None => Ok(Principal::anonymous()),
             Authenticator::ApiKey(keys) => {
-                let presented = presented_credential(headers, true)?.ok_or(AuthError::Missing("API key"))?;
+                let presented = presented_credential(headers, true)?.ok_or(AuthError::Missing(
+                    "`Authorization: Bearer <API key>` or `X-API-Key: <API key>`",
+                ))?;
                 keys.verify(presented).await
             }
             Authenticator::Jwt(jwt) => {
-                let presented = presented_credential(headers, false)?.ok_or(AuthError::Missing("token"))?;
+                let presented = presented_credential(headers, false)?.ok_or(AuthError::Missing("`Authorization: Bearer <token>`"))?;
                 jwt.verify(presented).await
             }
         }

@@ -95,7 +95,7 @@ pub async fn create_key(
                         .map(|f| f as i64)
                 })
                 .filter(|s| (1..=100 * 365 * 86_400).contains(s))
-                .map(|s| Utc::now() + chrono::Duration::seconds(s))
+                .map(|s| thumbnail_core::model::now() + chrono::Duration::seconds(s))
                 .ok_or_else(|| {
                     ApiError::Invalid(format!(
                         "expires_in_seconds: a whole number of seconds between 1 and 100 years, got {seconds}"
