@@ -71,13 +71,16 @@ impl Activity {
         self.changed.notify_one();
     }
 
+    /// Bytes arrived: on an idle connection, a request's head begins. (Called for every read, so
+    /// it only wakes the watchdog when the phase changes.)
     fn read_some(&self) {
-        self.update(|phase| match phase {
-            Phase::Idle { .. } => Phase::ReadingHead {
+        let mut phase = self.phase.lock().expect("connection phase");
+        if let Phase::Idle { .. } = *phase {
+            *phase = Phase::ReadingHead {
                 since: Instant::now(),
-            },
-            other => other,
-        });
+            };
+            self.changed.notify_one();
+        }
     }
 
     fn wrote_some(&self) {
