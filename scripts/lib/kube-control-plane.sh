@@ -150,3 +150,195 @@ kcp_kubectl() {
     [[ -n "$k" ]] || kcp_die "kubectl is not installed"
     printf '%s' "$k"
 }
+
+# --- running it -------------------------------------------------------------------------------
+#
+# kcp_start STATE: etcd (data on tmpfs where there is one: a throwaway cluster needs no fsync),
+# kube-apiserver (TLS with a CA made here, token authentication, RBAC, service-account keys) and
+# kube-controller-manager (garbage collector, job, namespace, service-account, token and
+# TTL-after-finished controllers) on free loopback ports, with everything in $STATE/kube.
+# No kubelet and no scheduler run: the operator tests bind and run the pods themselves (their
+# kubelet stand-in). Writes $STATE/kube/env (TEST_KUBE_* variables) and exports them.
+#
+# Needs svc_free_port, svc_alive and svc_now from scripts/lib/services.sh.
+
+kcp_wait_ready() { # url, token, ca, deadline-seconds, pid of the server
+    local url="$1" token="$2" ca="$3" until=$((SECONDS + $4)) pid="$5"
+    while ((SECONDS < until)); do
+        svc_alive "$pid" || return 1
+        if curl -fsS --max-time 2 --cacert "$ca" -H "Authorization: Bearer $token" "$url/readyz" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+kcp_start() {
+    local state="$1" dir="$1/kube" t0 etcd_port etcd_peer api_port token data
+    t0=$(svc_now)
+    kcp_have_binaries || kcp_die "the control plane is not built (scripts/kube-control-plane.sh build)"
+    command -v openssl >/dev/null || kcp_die "openssl is needed to make the cluster's certificates"
+    command -v curl >/dev/null || kcp_die "curl is needed to check the API server"
+    mkdir -p "$dir/pki"
+    chmod 700 "$dir"
+    # The cluster's CA, the API server's serving certificate, the service-account signing key.
+    (
+        cd "$dir/pki"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=thumbnail-test-ca" \
+            -keyout ca.key -out ca.crt
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1\n' >san.ext
+        openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile san.ext -out apiserver.crt
+        openssl genrsa -out sa.key 2048
+        openssl rsa -in sa.key -pubout -out sa.pub
+    ) >"$dir/pki.log" 2>&1 || { cat "$dir/pki.log" >&2; kcp_die "making the certificates failed"; }
+    # One admin token (group system:masters), random per run; tests use it to set up, never as
+    # the operator's or the API's identity (they get ServiceAccount tokens bound to the chart's
+    # Roles).
+    token=$(openssl rand -hex 24)
+    printf '%s,thumbnail-test-admin,thumbnail-test-admin,"system:masters"\n' "$token" >"$dir/tokens.csv"
+    chmod 600 "$dir/tokens.csv"
+
+    data="$dir/etcd"
+    if [[ -d /dev/shm && -w /dev/shm ]]; then
+        data=$(mktemp -d /dev/shm/thumbnail-etcd.XXXXXX)
+        ln -s "$data" "$dir/etcd"
+    fi
+    local attempt
+    for attempt in 1 2 3; do
+        etcd_port=$(svc_free_port)
+        etcd_peer=$(svc_free_port)
+        "$(kcp_etcd)" --name thumbnail-test --data-dir "$data" \
+            --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+            --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+            --initial-cluster "thumbnail-test=http://127.0.0.1:$etcd_peer" --log-level warn \
+            >>"$dir/etcd.log" 2>&1 </dev/null &
+        echo $! >"$dir/etcd.pid"
+        local until=$((SECONDS + 30)) ok=""
+        while ((SECONDS < until)) && svc_alive "$(cat "$dir/etcd.pid")"; do
+            if curl -fsS --max-time 1 "http://127.0.0.1:$etcd_port/health" 2>/dev/null | grep -q '"true"'; then
+                ok=1
+                break
+            fi
+            sleep 0.1
+        done
+        [[ -n "$ok" ]] && break
+        kcp_log "etcd did not start on port $etcd_port (attempt $attempt)"
+        kill "$(cat "$dir/etcd.pid")" 2>/dev/null || true
+        rm -rf "${data:?}"/*
+        ((attempt < 3)) || { tail -n 20 "$dir/etcd.log" >&2; kcp_die "etcd failed to start"; }
+    done
+
+    for attempt in 1 2 3; do
+        api_port=$(svc_free_port)
+        "$KCP_DIR/bin/kube-apiserver" \
+            --etcd-servers "http://127.0.0.1:$etcd_port" \
+            --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" --insecure-port 0 \
+            --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
+            --client-ca-file "$dir/pki/ca.crt" --token-auth-file "$dir/tokens.csv" \
+            --authorization-mode RBAC --anonymous-auth=false \
+            --service-account-key-file "$dir/pki/sa.pub" --service-account-signing-key-file "$dir/pki/sa.key" \
+            --service-account-issuer https://kubernetes.default.svc --api-audiences https://kubernetes.default.svc \
+            --service-cluster-ip-range 10.0.0.0/24 \
+            --feature-gates TTLAfterFinished=true \
+            --profiling=false --v=1 \
+            >>"$dir/kube-apiserver.log" 2>&1 </dev/null &
+        echo $! >"$dir/kube-apiserver.pid"
+        if kcp_wait_ready "https://127.0.0.1:$api_port" "$token" "$dir/pki/ca.crt" 90 "$(cat "$dir/kube-apiserver.pid")"; then
+            break
+        fi
+        kcp_log "kube-apiserver did not become ready on port $api_port (attempt $attempt)"
+        tail -n 30 "$dir/kube-apiserver.log" >&2
+        kill "$(cat "$dir/kube-apiserver.pid")" 2>/dev/null || true
+        ((attempt < 3)) || kcp_die "kube-apiserver failed to start; log: $dir/kube-apiserver.log"
+    done
+
+    cat >"$dir/admin.kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: thumbnail-test
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority: $dir/pki/ca.crt
+users:
+- name: thumbnail-test-admin
+  user:
+    token: $token
+contexts:
+- name: thumbnail-test
+  context:
+    cluster: thumbnail-test
+    user: thumbnail-test-admin
+    namespace: default
+current-context: thumbnail-test
+KUBECONFIG
+    chmod 600 "$dir/admin.kubeconfig"
+
+    "$KCP_DIR/bin/kube-controller-manager" \
+        --kubeconfig "$dir/admin.kubeconfig" \
+        --controllers garbagecollector,job,namespace,serviceaccount,serviceaccount-token,ttl-after-finished,resourcequota \
+        --service-account-private-key-file "$dir/pki/sa.key" --root-ca-file "$dir/pki/ca.crt" \
+        --feature-gates TTLAfterFinished=true \
+        --leader-elect=false --port 0 --secure-port 0 \
+        --concurrent-gc-syncs 10 \
+        --profiling=false --v=1 \
+        >>"$dir/kube-controller-manager.log" 2>&1 </dev/null &
+    echo $! >"$dir/kube-controller-manager.pid"
+
+    local kubectl
+    kubectl=$(kcp_kubectl)
+    # The controller manager is up once the token controller has given the default namespace's
+    # ServiceAccount its token.
+    local until=$((SECONDS + 60))
+    until "$kubectl" --kubeconfig "$dir/admin.kubeconfig" -n default get serviceaccount default \
+        -o 'jsonpath={.secrets[0].name}' 2>/dev/null | grep -q token; do
+        svc_alive "$(cat "$dir/kube-controller-manager.pid")" ||
+            { tail -n 30 "$dir/kube-controller-manager.log" >&2; kcp_die "kube-controller-manager exited"; }
+        ((SECONDS < until)) ||
+            { tail -n 30 "$dir/kube-controller-manager.log" >&2; kcp_die "kube-controller-manager did not start its controllers"; }
+        sleep 0.2
+    done
+
+    cat >"$dir/env" <<ENV
+export TEST_KUBE_URL='https://127.0.0.1:$api_port'
+export TEST_KUBE_CA='$dir/pki/ca.crt'
+export TEST_KUBE_ADMIN_TOKEN='$token'
+export TEST_KUBECONFIG='$dir/admin.kubeconfig'
+export TEST_KUBECTL='$kubectl'
+ENV
+    # shellcheck disable=SC1091
+    source "$dir/env"
+    kcp_log "Kubernetes $("$KCP_DIR/bin/kube-apiserver" --version | awk '{print $2}') control plane on $TEST_KUBE_URL ($(svc_since "$t0") s; etcd on 127.0.0.1:$etcd_port)"
+}
+
+kcp_stop() {
+    local dir="$1/kube" name pid
+    [[ -d "$dir" ]] || return 0
+    for name in kube-controller-manager kube-apiserver etcd; do
+        [[ -f "$dir/$name.pid" ]] || continue
+        pid=$(cat "$dir/$name.pid")
+        if svc_alive "$pid" && grep -qs "$name" "/proc/$pid/cmdline"; then
+            kill "$pid" 2>/dev/null || true
+            local _
+            for _ in $(seq 1 50); do svc_alive "$pid" || break; sleep 0.1; done
+            svc_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+        fi
+        rm -f "$dir/$name.pid"
+    done
+    local data
+    data=$(readlink "$dir/etcd" 2>/dev/null || true)
+    [[ "$data" == /dev/shm/thumbnail-etcd.* ]] && rm -rf "$data"
+    return 0
+}
+
+kcp_print_logs() {
+    local dir="$1/kube" log
+    for log in "$dir/etcd.log" "$dir/kube-apiserver.log" "$dir/kube-controller-manager.log"; do
+        [[ -s "$log" ]] || continue
+        printf '\n----- last lines of %s -----\n' "$log" >&2
+        tail -n 40 "$log" >&2
+    done
+}
