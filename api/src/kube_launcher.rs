@@ -5,8 +5,8 @@ use crate::state::JobLauncher;
 use async_trait::async_trait;
 use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
-use thumbnail_core::jobstore::{DynJobStore, ResourceRef};
 use std::collections::BTreeMap;
+use thumbnail_core::jobstore::{DynJobStore, ResourceRef};
 use thumbnail_core::model::JobRecord;
 use thumbnail_crds::{
     DEFAULT_BACKOFF_LIMIT, Execution, Fit, ImageFormat, LABEL_JOB_ID, OutputSpec, SourceRef, ThumbnailJob,

@@ -102,7 +102,10 @@ impl Application {
 
     /// [`Application::build`], with the Kubernetes client given (tests give one authenticated
     /// as the chart's API ServiceAccount) instead of built from the configuration.
-    pub async fn build_with_kube_client(config: ApiConfig, kube_client: Option<kube::Client>) -> Result<Self> {
+    pub async fn build_with_kube_client(
+        config: ApiConfig,
+        kube_client: Option<kube::Client>,
+    ) -> Result<Self> {
         crate::cli::install_crypto_provider();
         let data_dir = config.store.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
@@ -201,7 +204,8 @@ impl Application {
                         .then(|| config.kube_ttl_seconds_after_finished.min(i32::MAX as u32) as i32),
                     active_deadline_seconds: Some(i64::from(config.kube_active_deadline_seconds.max(1))),
                 };
-                let launcher = KubernetesLauncher::new(client, &config.kube_namespace, settings, jobs.clone());
+                let launcher =
+                    KubernetesLauncher::new(client, &config.kube_namespace, settings, jobs.clone());
                 (Arc::new(launcher), None)
             }
         };

@@ -656,6 +656,9 @@ async fn run_inline(
     source: bytes::Bytes,
     slot: OwnedSemaphorePermit,
 ) -> Result<Action, Error> {
+    // Held until the attempt's outcome is written: until then it is Running, and the bound is on
+    // claimed attempts, not only on renders.
+    let _slot = slot;
     let started = Instant::now();
     let generation = tj.metadata.generation;
     let attempt = tj.status.as_ref().and_then(|s| s.attempts).unwrap_or(1);
@@ -666,7 +669,6 @@ async fn run_inline(
         Some(left) => tokio::time::timeout(left, render).await.ok(),
         None => Some(render.await),
     };
-    drop(slot);
     let Some(rendered) = rendered else {
         let message = plan::deadline_exceeded(tj, Timestamp::now())
             .unwrap_or_else(|| "activeDeadlineSeconds passed during the render".into());
