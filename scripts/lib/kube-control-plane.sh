@@ -44,7 +44,7 @@ kcp_apt() {
 # Debian packages the recipe needs, installed when missing.
 kcp_ensure_packages() {
     local missing=() pkg
-    for pkg in golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev dpkg-dev make; do
+    for pkg in golang-go rsync jq etcd-server golang-github-modern-go-reflect2-dev dpkg-dev make curl openssl; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     if ((${#missing[@]} > 0)); then
@@ -74,26 +74,31 @@ kcp_have_binaries() {
     [[ -x "$KCP_DIR/bin/kube-apiserver" && -x "$KCP_DIR/bin/kube-controller-manager" ]]
 }
 
-# Build kube-apiserver and kube-controller-manager into $KCP_DIR/bin, unless they are cached.
-kcp_build() {
+# Everything that needs apt (packages, the deb-src entry, the source package's download), so that
+# it can run before anything else uses apt, and the long compile can run in the background.
+kcp_prepare() {
     kcp_ensure_packages
-    if kcp_have_binaries; then
-        kcp_log "cached: $KCP_DIR/bin"
-        return 0
-    fi
-    local t0 work src reflect2 log
-    t0=$(kcp_now)
+    kcp_have_binaries && return 0
     kcp_ensure_deb_src
     if [[ -z "$kcp_apt_updated" ]] && kcp_is_root; then
         DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || kcp_die "apt-get update failed"
         kcp_apt_updated=1
     fi
-    work="$KCP_DIR/build"
+    local work="$KCP_DIR/build"
     rm -rf "$work"
     mkdir -p "$work"
     kcp_log "apt-get source kubernetes=$KCP_K8S_SOURCE_VERSION (into $work)"
     (cd "$work" && apt-get source -q --download-only "kubernetes=$KCP_K8S_SOURCE_VERSION" >&2) \
         || kcp_die "apt-get source kubernetes=$KCP_K8S_SOURCE_VERSION failed (is bookworm's deb-src reachable?)"
+}
+
+# Unpack, patch and compile what kcp_prepare downloaded into $KCP_DIR/bin (no apt).
+kcp_compile() {
+    kcp_have_binaries && { kcp_log "cached: $KCP_DIR/bin"; return 0; }
+    local t0 work="$KCP_DIR/build" src reflect2 log
+    t0=$(kcp_now)
+    compgen -G "$work/*.dsc" >/dev/null || kcp_die "no downloaded source in $work (run kcp_prepare first)"
+    rm -rf "$work/src"
     (cd "$work" && dpkg-source --no-check -x ./*.dsc src >"$work/unpack.log" 2>&1) \
         || { tail -n 30 "$work/unpack.log" >&2; kcp_die "dpkg-source -x failed"; }
     src="$work/src"
@@ -127,6 +132,12 @@ kcp_build() {
     # The source tree and Go's build cache are gigabytes; only the binaries are kept.
     rm -rf "$work"
     kcp_log "built in $(( $(kcp_now) - t0 )) s: $KCP_DIR/bin"
+}
+
+# Build kube-apiserver and kube-controller-manager into $KCP_DIR/bin, unless they are cached.
+kcp_build() {
+    kcp_prepare
+    kcp_compile
 }
 
 # The etcd server binary (Debian's etcd-server).

@@ -41,6 +41,8 @@ struct State {
     /// Running processes' kill switches, by pod uid.
     kills: Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
     paused: AtomicBool,
+    /// Pods seen while paused, by uid: run when the pause ends.
+    waiting: Mutex<HashMap<String, Pod>>,
 }
 
 pub struct Kubelet {
@@ -59,6 +61,7 @@ impl Kubelet {
             handled: Mutex::default(),
             kills: Mutex::default(),
             paused: AtomicBool::new(false),
+            waiting: Mutex::default(),
         });
         let watching = state.clone();
         let task = tokio::spawn(async move {
@@ -75,9 +78,23 @@ impl Kubelet {
         Kubelet { state, task }
     }
 
-    /// While paused, new pods are left `Pending` (unbound), as with no node to run them.
+    /// While paused, new pods are left `Pending` (unbound), as with no node to run them; when the
+    /// pause ends, they run.
     pub fn pause(&self, paused: bool) {
         self.state.paused.store(paused, Ordering::SeqCst);
+        if !paused {
+            let waiting: Vec<Pod> = self
+                .state
+                .waiting
+                .lock()
+                .unwrap()
+                .drain()
+                .map(|(_, p)| p)
+                .collect();
+            for pod in waiting {
+                tokio::spawn(self.state.clone().saw(pod));
+            }
+        }
     }
 
     pub fn runs_of(&self, job: &str) -> Vec<i32> {
@@ -115,7 +132,11 @@ impl State {
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
         );
-        if finished || self.paused.load(Ordering::SeqCst) {
+        if finished {
+            return;
+        }
+        if self.paused.load(Ordering::SeqCst) {
+            self.waiting.lock().unwrap().insert(uid, pod);
             return;
         }
         if !self.handled.lock().unwrap().insert(uid) {
