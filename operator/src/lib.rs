@@ -362,6 +362,14 @@ impl Operator {
     }
 }
 
+/// What the controller's cache keeps of a ThumbnailJob: no managedFields, no kubectl
+/// last-applied copy of the spec (most of an object's size; the operator never reads them).
+pub fn slim_for_cache(tj: &mut ThumbnailJob) {
+    tj.managed_fields_mut().clear();
+    tj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
 /// Run the controller until `graceful` (SIGTERM: no new work; running inline renders get
 /// SHUTDOWN_GRACE_SECONDS) or `now` (the Lease is lost: stop everything at once). Attempts still
 /// running when it stops are handed back ([`reconcile::hand_back_attempts`]) before this returns,
@@ -381,16 +389,10 @@ async fn run_controller(
     };
     // Render Jobs run in the operator's own namespace; their annotation names the ThumbnailJob.
     let render_jobs: Api<Job> = Api::namespaced(client, &config.pod_namespace);
-    // The cache keeps no managedFields (nor kubectl's last-applied copy of the spec): they are
-    // most of an object's size, and the operator never reads them.
     let (cache, writer) = reflector::store();
     let trigger = watcher(tjs, watcher::Config::default())
         .default_backoff()
-        .modify(|tj: &mut ThumbnailJob| {
-            tj.managed_fields_mut().clear();
-            tj.annotations_mut()
-                .remove("kubectl.kubernetes.io/last-applied-configuration");
-        })
+        .modify(slim_for_cache)
         .reflect(writer)
         .applied_objects();
     let graceful = graceful.boxed().shared();
@@ -541,4 +543,28 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse
         )],
         shared.metrics.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    #[test]
+    fn the_cache_keeps_no_managed_fields() {
+        let mut tj = ThumbnailJob::new("a", thumbnail_crds::ThumbnailJobSpec::for_key("k"));
+        tj.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            ..ManagedFieldsEntry::default()
+        }]);
+        tj.annotations_mut().insert(
+            "kubectl.kubernetes.io/last-applied-configuration".into(),
+            "{\"big\": true}".into(),
+        );
+        tj.annotations_mut().insert("keep".into(), "me".into());
+        slim_for_cache(&mut tj);
+        assert!(tj.managed_fields().is_empty());
+        assert_eq!(tj.annotations().len(), 1);
+        assert_eq!(tj.annotations()["keep"], "me");
+    }
 }

@@ -583,18 +583,19 @@ async fn readyz_reports_the_database_going_away_and_coming_back() {
     assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
 }
 
-/// Transient errors are retried with backoff: S3 cut while jobs wait, and the API server failing
-/// status writes (injected 500s in front of the real server): every job still ends Succeeded, and
-/// the failing steps show in the metrics.
+/// Transient errors are retried with backoff: S3 and PostgreSQL cut while jobs wait, and the API
+/// server failing writes (injected 500s in front of the real server): every job still ends
+/// Succeeded, and the failing steps show in the metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn transient_s3_and_api_server_errors_are_retried() {
-    use thumbnail_core::testsupport::proxy::{Proxy, socket_of};
+async fn transient_s3_postgres_and_api_server_errors_are_retried() {
+    use thumbnail_core::testsupport::proxy::{Proxy, socket_of, via};
     let world = World::new().await;
     world
         .put("images/original/photo.jpg", &fixture("photo.jpg"))
         .await;
-    // S3 through a proxy the test can cut.
+    // S3 and PostgreSQL through proxies the test can cut.
     let s3_proxy = Proxy::start(socket_of(world.s3.s3_endpoint_url.as_deref().unwrap())).await;
+    let pg_proxy = Proxy::start(socket_of(&world.database_url)).await;
     // The API server through the fault proxy.
     let faults = kube_fault_proxy::FaultProxy::start(&world.cluster.url, &world.cluster.ca_pem).await;
     let client = world
@@ -602,6 +603,7 @@ async fn transient_s3_and_api_server_errors_are_retried() {
         .client_at(&faults.url(), &world.tenant.operator_token);
     let mut config = world.config();
     config.s3.s3_endpoint_url = Some(s3_proxy.url("http"));
+    config.database_url = via(&world.database_url, &pg_proxy);
     let operator = RunningOperator::start(config, client).await;
 
     s3_proxy.cut();
@@ -615,6 +617,20 @@ async fn transient_s3_and_api_server_errors_are_retried() {
     s3_proxy.restore();
     let tj = world.finished("during-s3-outage", WAIT).await;
     assert_eq!(tj.phase(), Phase::Succeeded, "{:?}", tj.status);
+
+    pg_proxy.cut();
+    world
+        .create_tj("during-db-outage", spec("images/original/photo.jpg"))
+        .await;
+    eventually("a failed write to the job store", WAIT, || async {
+        (operator.metrics.encode().contains("step=\"mirror_job\"")).then_some(())
+    })
+    .await;
+    pg_proxy.restore();
+    let tj = world.finished("during-db-outage", WAIT).await;
+    assert_eq!(tj.phase(), Phase::Succeeded, "{:?}", tj.status);
+    let id: Uuid = tj.metadata.uid.unwrap().parse().unwrap();
+    assert_eq!(world.row_finished(id).await.status, JobStatus::Success);
 
     faults.fail("PATCH", "/thumbnailjobs/", 500, 3);
     world

@@ -149,10 +149,11 @@ kcp_etcd() {
     printf '%s' "$e"
 }
 
-# A kubectl that talks to 1.20: the newest of kubectl.1.27 ... that client-skew allows, else kubectl.
+# A kubectl that talks to 1.20: kubectl 1.27 (the oldest the Google Cloud CLI's kubectl package
+# installs beside its default, and known to work with 1.20), else `kubectl`.
 kcp_kubectl() {
     local k
-    for k in /usr/bin/kubectl.1.27 /usr/lib/google-cloud-sdk/bin/kubectl.1.27; do
+    for k in /usr/bin/kubectl.1.27 /usr/lib/google-cloud-sdk/bin/kubectl.1.27 /usr/local/bin/kubectl.1.27; do
         [[ -x "$k" ]] && { printf '%s' "$k"; return 0; }
     done
     k=$(dpkg -L kubectl 2>/dev/null | grep -E '/kubectl\.1\.27$' | head -n 1 || true)
