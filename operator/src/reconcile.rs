@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use thumbnail_core::jobstore::{self, Binding, DynJobStore, JobMirror, Outcome, ResourceRef, RowBinding};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::metrics::{OutcomeLabels, ReasonLabels};
-use thumbnail_core::model::JobStatus;
+use thumbnail_core::model::{JobError, JobStatus};
 use thumbnail_core::objects::{DynObjectStore, S3ObjectStore};
 use thumbnail_core::runner::retry_delay;
 use thumbnail_core::worker::CpuPool;
@@ -528,23 +528,13 @@ async fn start(
         return Ok(Action::requeue(wait));
     }
 
-    // Read and probe the start of the source (bounded, whatever the object's size).
-    let sources = ctx
-        .sources
-        .get(tj.spec.source.bucket.as_deref())
-        .await
-        .map_err(Error::ReadSource)?;
-    let limits = ctx.settings.limits;
-    let key = &tj.spec.source.key;
-    let probed = async {
-        let head = render::read_head(sources.as_ref(), key, &limits).await?;
-        let probe = render::probe_source(sources.as_ref(), key, &head, &limits).await?;
-        Ok::<_, RenderError>((head.total_size, probe))
-    };
-    let (source_bytes, probe) = match probed.await {
+    let Probed {
+        store: sources,
+        size: source_bytes,
+        probe,
+    } = match probe(ctx, &tj).await? {
         Ok(probed) => probed,
-        Err(RenderError::BadInput(e)) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
-        Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
+        Err(e) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
     };
     let new_job = plan::new_job(&tj, v.id, &probe, source_bytes, ctx.objects.bucket());
     if let Binding::BoundElsewhere(other) = bind_row(ctx, &tj, &new_job).await? {
@@ -571,6 +561,7 @@ async fn start(
             if fresh.resource_version() != tj.resource_version() {
                 return Ok(Action::requeue(Duration::ZERO));
             }
+            let (key, limits) = (&tj.spec.source.key, ctx.settings.limits);
             let source = match render::read_source(sources.as_ref(), key, &limits).await {
                 Ok(bytes) => bytes,
                 Err(RenderError::BadInput(e)) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
@@ -592,6 +583,36 @@ async fn start(
             create_render_job(ctx, &claimed, &render_plan, &probe, source_bytes).await?;
             Ok(Action::requeue(job_recheck(ctx, &claimed, Timestamp::now())))
         }
+    }
+}
+
+/// A source read and probed.
+struct Probed {
+    store: DynObjectStore,
+    /// The object's size.
+    size: u64,
+    probe: ProbeInfo,
+}
+
+/// Step 2: read the first bytes of the source and probe its header (memory bounded whatever the
+/// object is). `Ok(Err(reason))`: bad input, which can never be rendered.
+async fn probe(ctx: &Context, tj: &ThumbnailJob) -> Result<Result<Probed, JobError>, Error> {
+    let store = ctx
+        .sources
+        .get(tj.spec.source.bucket.as_deref())
+        .await
+        .map_err(Error::ReadSource)?;
+    let limits = ctx.settings.limits;
+    let key = &tj.spec.source.key;
+    let probed = async {
+        let head = render::read_head(store.as_ref(), key, &limits).await?;
+        let probe = render::probe_source(store.as_ref(), key, &head, &limits).await?;
+        Ok::<_, RenderError>((head.total_size, probe))
+    };
+    match probed.await {
+        Ok((size, probe)) => Ok(Ok(Probed { store, size, probe })),
+        Err(RenderError::BadInput(e)) => Ok(Err(e)),
+        Err(RenderError::Dependency(e)) => Err(Error::ReadSource(e)),
     }
 }
 
@@ -950,24 +971,13 @@ async fn watch_job(
     let Some(job) = job.filter(|job| plan::job_belongs_to(job, tj)) else {
         // Claimed, but the Job is missing (the operator stopped before creating it, or someone
         // deleted it): create it.
-        let sources = ctx
-            .sources
-            .get(tj.spec.source.bucket.as_deref())
-            .await
-            .map_err(Error::ReadSource)?;
-        let limits = ctx.settings.limits;
-        let key = &tj.spec.source.key;
-        let probed = async {
-            let head = render::read_head(sources.as_ref(), key, &limits).await?;
-            let probe = render::probe_source(sources.as_ref(), key, &head, &limits).await?;
-            Ok::<_, RenderError>((head.total_size, probe))
-        };
-        let (source_bytes, probe) = match probed.await {
+        let Probed {
+            size: source_bytes,
+            probe,
+            ..
+        } = match probe(ctx, tj).await? {
             Ok(probed) => probed,
-            Err(RenderError::BadInput(e)) => {
-                return fail_attempt(api, ctx, v, attempt, any, &e.reason, &e.message).await;
-            }
-            Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
+            Err(e) => return fail_attempt(api, ctx, v, attempt, any, &e.reason, &e.message).await,
         };
         let render_plan = plan::plan(tj, v.id, probe.format, &ctx.settings.keys);
         create_render_job(ctx, tj, &render_plan, &probe, source_bytes).await?;
