@@ -62,6 +62,7 @@ use thumbnail_crds::{
 };
 use thumbnail_engine::{Limits, ProbeInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Why a reconcile failed, named after the step.
@@ -191,6 +192,9 @@ pub struct Context {
     /// Slots of the inline executor: an attempt is claimed only once it holds one, so that
     /// waiting reconciles hold neither a claimed attempt nor a source image in memory.
     inline_slots: Arc<Semaphore>,
+    /// Cancelled when the replica stops taking work (SIGTERM, a lost Lease): reconciles then
+    /// claim no new attempt, also those still waiting for an inline slot.
+    stopping: CancellationToken,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Consecutive failed reconciles per object, for the error policy's backoff.
@@ -214,11 +218,17 @@ impl Context {
             sources,
             cpu: CpuPool::new(slots),
             inline_slots: Arc::new(Semaphore::new(slots)),
+            stopping: CancellationToken::new(),
             settings,
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Claim no new attempts from now on (running ones go on).
+    pub fn stop_taking_work(&self) {
+        self.stopping.cancel();
     }
 
     fn object_key(tj: &ThumbnailJob) -> String {
@@ -547,13 +557,12 @@ async fn start(
     let executor = plan::choose_executor(tj.spec.execution, &probe, &ctx.settings.policy);
     match executor {
         Executor::Inline => {
-            // Wait for a slot before claiming anything or reading the whole source.
-            let slot = ctx
-                .inline_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the inline slots are never closed");
+            // Wait for a slot before claiming anything or reading the whole source; a replica
+            // that is stopping claims nothing new (the next leader will).
+            let slot = tokio::select! {
+                slot = ctx.inline_slots.clone().acquire_owned() => slot.expect("the inline slots are never closed"),
+                _ = ctx.stopping.cancelled() => return Ok(Action::requeue(Duration::from_secs(1))),
+            };
             // The resource may have changed while this reconcile waited.
             let Some(fresh) = api.get_opt(&v.name).await.map_err(Error::ReadResource)? else {
                 return Ok(Action::await_change());
@@ -578,6 +587,9 @@ async fn start(
                 );
                 ctx.event(&tj, EventType::Normal, plan::REASON_INLINE_TOO_LARGE, note)
                     .await;
+            }
+            if ctx.stopping.is_cancelled() {
+                return Ok(Action::requeue(Duration::from_secs(1)));
             }
             let claimed = claim(api, ctx, &tj, &v, status, Executor::Job).await?;
             create_render_job(ctx, &claimed, &render_plan, &probe, source_bytes).await?;
