@@ -157,7 +157,8 @@ async fn run(
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = &api_key {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a header value");
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a header value");
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }

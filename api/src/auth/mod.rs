@@ -173,7 +173,8 @@ impl Authenticator {
                 keys.verify(presented).await
             }
             Authenticator::Jwt(jwt) => {
-                let presented = presented_credential(headers, false)?.ok_or(AuthError::Missing("`Authorization: Bearer <token>`"))?;
+                let presented = presented_credential(headers, false)?
+                    .ok_or(AuthError::Missing("`Authorization: Bearer <token>`"))?;
                 jwt.verify(presented).await
             }
         }
