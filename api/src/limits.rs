@@ -168,6 +168,56 @@ impl Quotas {
     }
 }
 
+/// Long-polls (`GET /api/v1/jobs/{id}?wait=`) one owner (or client address) may hold at once;
+/// beyond, `wait` is answered at once with the job as it is, so that no tenant can hold every
+/// connection of the server waiting.
+pub const MAX_WAITS_PER_CALLER: usize = 32;
+
+/// Long-polls in progress, per caller.
+#[derive(Default)]
+pub struct Waiters {
+    held: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One long-poll's place; given back when dropped.
+pub struct WaitSlot {
+    held: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl Waiters {
+    /// A place for one more long-poll of `caller`, if it holds fewer than
+    /// [`MAX_WAITS_PER_CALLER`].
+    pub fn enter(&self, caller: RateKey<'_>) -> Option<WaitSlot> {
+        let caller = match caller {
+            RateKey::Owner(owner) => format!("owner:{owner}"),
+            RateKey::Client(ip) => format!("client:{ip}"),
+        };
+        let mut held = self.held.lock().expect("waiters");
+        let count = held.entry(caller.clone()).or_insert(0);
+        if *count >= MAX_WAITS_PER_CALLER {
+            return None;
+        }
+        *count += 1;
+        Some(WaitSlot {
+            held: self.held.clone(),
+            caller,
+        })
+    }
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().expect("waiters");
+        if let Some(count) = held.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.caller);
+            }
+        }
+    }
+}
+
 /// The client's address: the TCP peer, or with `trusted_hops` reverse proxies in front, the
 /// address they saw (`X-Forwarded-For`, counted from the right, where proxies append). Pure.
 pub fn client_address(headers: &HeaderMap, peer: SocketAddr, trusted_hops: usize) -> IpAddr {
@@ -254,6 +304,19 @@ mod tests {
         assert!(rate.check(RateKey::Owner("bob")).is_ok());
         let off = UploadRate::new(0, 0);
         assert!((0..1000).all(|_| off.check(RateKey::Client([127, 0, 0, 1].into())).is_ok()));
+    }
+
+    #[test]
+    fn long_polls_are_capped_per_caller_and_given_back() {
+        let waiters = Waiters::default();
+        let slots: Vec<_> = (0..MAX_WAITS_PER_CALLER)
+            .map(|_| waiters.enter(RateKey::Owner("alice")).expect("a slot"))
+            .collect();
+        assert!(waiters.enter(RateKey::Owner("alice")).is_none());
+        assert!(waiters.enter(RateKey::Owner("bob")).is_some());
+        drop(slots);
+        assert!(waiters.enter(RateKey::Owner("alice")).is_some());
+        assert!(waiters.held.lock().unwrap().get("owner:alice").is_none());
     }
 
     #[test]

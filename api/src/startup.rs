@@ -292,6 +292,7 @@ impl Application {
             auth,
             rate,
             quotas,
+            waiters: Default::default(),
             trusted_proxy_hops: config.quotas.trusted_proxy_hops,
         });
         let pace = Pace {

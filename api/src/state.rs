@@ -1,7 +1,7 @@
 //! The one shared state of the API (no globals), and who runs accepted jobs.
 use crate::auth::SharedAuth;
 use crate::error::ApiResult;
-use crate::limits::{Quotas, UploadRate};
+use crate::limits::{Quotas, UploadRate, Waiters};
 use crate::metrics::ApiMetrics;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -76,6 +76,8 @@ pub struct AppState {
     pub rate: UploadRate,
     /// Unfinished jobs and bytes per owner, queued jobs in all.
     pub quotas: Quotas,
+    /// Long-polls in progress per owner (or client address).
+    pub waiters: Waiters,
     /// TRUSTED_PROXY_HOPS: how the client address is found.
     pub trusted_proxy_hops: usize,
 }

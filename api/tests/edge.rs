@@ -370,3 +370,47 @@ async fn short_signing_keys_are_refused_and_the_generated_one_is_private() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// One caller cannot hold the server's connections in long-polls: beyond 32 at once, `wait` is
+/// answered at once with the job as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_are_capped_per_caller() {
+    use thumbnail_core::model::{NewJob, OutputSpec};
+    let app = spawn_app_with(|_| {}).await;
+    let id = uuid::Uuid::new_v4();
+    app.state
+        .jobs
+        .create(&NewJob {
+            id,
+            owner: None,
+            source_bucket: "local".into(),
+            source_key: format!("images/original/{id}.jpg"),
+            source_format: thumbnail_engine::ImageFormat::Jpeg,
+            source_width: 10,
+            source_height: 10,
+            source_bytes: 10,
+            outputs: vec![OutputSpec::default_output(
+                thumbnail_engine::ThumbnailOptions::default(),
+            )],
+        })
+        .await
+        .unwrap();
+    let url = app.url(&format!("/api/v1/jobs/{id}?wait=30"));
+    let holders: Vec<_> = (0..thumbnail_api::limits::MAX_WAITS_PER_CALLER)
+        .map(|_| tokio::spawn(reqwest::Client::new().get(url.clone()).send()))
+        .collect();
+    // Once all of them wait, one more is answered at once.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let started = Instant::now();
+        let job: serde_json::Value = app.client.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(job["status"], "PENDING");
+        if started.elapsed() < Duration::from_secs(5) {
+            break;
+        }
+        assert!(Instant::now() < until, "the extra long-poll kept waiting");
+    }
+    for holder in holders {
+        holder.abort();
+    }
+}

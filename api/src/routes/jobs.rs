@@ -2,6 +2,7 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Path, Query};
+use crate::limits::{ClientAddr, RateKey};
 use crate::state::SharedState;
 use crate::views::{JobView, ThumbnailUrl};
 use axum::Json;
@@ -92,7 +93,8 @@ const WAIT_RECHECK: Duration = Duration::from_millis(250);
 #[into_params(parameter_in = Query)]
 pub struct GetJobParams {
     /// Long-poll: if the job is not finished yet, answer as soon as it is, or after this many
-    /// seconds (0 to 60, fractions allowed) with its state then. Without it, answer at once.
+    /// seconds (0 to 60, fractions allowed) with its state then. Without it, answer at once. A
+    /// caller with 32 long-polls in progress is answered at once.
     #[param(value_type = Option<f64>, minimum = 0, maximum = 60)]
     pub wait: Option<String>,
 }
@@ -123,15 +125,24 @@ impl GetJobParams {
         (status = 503, description = "The job store is unavailable", body = ErrorBody),
     )
 )]
-#[instrument(skip(state, principal))]
+#[instrument(skip(state, principal, client))]
 pub async fn get_job(
     State(state): State<SharedState>,
     principal: Principal,
+    client: ClientAddr,
     Path(job_id): Path<String>,
     Query(params): Query<GetJobParams>,
 ) -> ApiResult<Json<JobView>> {
     principal.require(Scope::Read)?;
-    let wait = params.wait()?;
+    // A caller already holding MAX_WAITS_PER_CALLER long-polls gets the job as it is.
+    let caller = match principal.owner.as_deref() {
+        Some(owner) => RateKey::Owner(owner),
+        None => RateKey::Client(client.0),
+    };
+    let slot = params
+        .wait()?
+        .and_then(|wait| Some((wait, state.waiters.enter(caller)?)));
+    let wait = slot.as_ref().map(|(wait, _)| *wait);
     // Subscribed before the first read, so a finish right after it is not missed.
     let mut finished = wait.map(|_| state.job_events.subscribe());
     let mut job = load(&state, &principal, &job_id).await?;
