@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 export PYTHONDONTWRITEBYTECODE=1
 missing=()
 for pair in helm_python:helm-python-sdk kubernetes_validate:kubernetes-validate pytest:pytest \
-    yaml:pyyaml jsonschema:jsonschema cel:common-expression-language; do
+    yaml:pyyaml jsonschema:jsonschema cel:common-expression-language boto3:boto3; do
     module=${pair%%:*}
     package=${pair#*:}
     "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$package")

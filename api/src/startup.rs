@@ -195,6 +195,7 @@ impl Application {
         let state: SharedState = Arc::new(AppState {
             jobs,
             job_events,
+            long_poll_recheck: config.long_poll_recheck(),
             objects,
             local_objects,
             keys,
