@@ -566,7 +566,8 @@ def test_dev_values_wire_postgres_and_minio():
     config = one(docs, "ConfigMap", RELEASE)["data"]
     assert config["S3_ENDPOINT_URL"] == f"http://{RELEASE}-minio:9000"
     assert config["S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
-    assert config["S3_CREATE_BUCKET"] == "true"
+    api_env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", f"{RELEASE}-api"), "api")["env"]}
+    assert api_env["S3_CREATE_BUCKET"] == "true"
     import base64
     secret = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", RELEASE)["data"].items()}
     assert secret["DATABASE_URL"] == f"postgres://thumbnail:thumbnail@{RELEASE}-postgresql:5432/thumbnail"
