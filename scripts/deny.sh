@@ -9,7 +9,7 @@
 # cargo-deny is installed from crates.io when missing (pinned below; cached in ~/.cargo/bin).
 #
 # Advisories: the RustSec database is a git repository that cargo-deny clones from its host,
-# which the test machines cannot reach. So the check runs offline (--disable-fetch) against the
+# which the test machines cannot reach. So the check runs offline (--offline) against the
 # snapshot committed in deny/advisory-db.tar.xz (deny/advisory-db.source: which commit, when),
 # unpacked into a temporary git repository whose commit date is the snapshot's, so that
 # cargo-deny's staleness limit (maximum-db-staleness in deny.toml) measures the snapshot's real
@@ -71,4 +71,7 @@ mv "$DBS/advisory-db" "$DB"
 )
 
 export THUMBNAIL_ADVISORY_DBS="$DBS"
-cargo deny --locked check --disable-fetch advisories bans licenses sources
+# --offline keeps cargo-deny from fetching the database, and also from letting cargo download the
+# crates of other platforms that its `cargo metadata` reads: fetch those first (crates.io).
+cargo fetch --locked --quiet
+cargo deny --locked --offline check advisories bans licenses sources
