@@ -65,7 +65,9 @@ fi
 
 if [[ -n "$QUICK" ]]; then
     PROFILE=debug
-    cargo build --locked -p thumbnail-engine --examples >&2
+    # The very build scripts/test.sh makes before its tests (so a no-op there): selecting fewer
+    # packages would unify features differently and rebuild the engine for minutes.
+    cargo build --locked --workspace --all-targets >&2
     REPORT="$WORK/RESULTS.md"
 else
     PROFILE=release
@@ -78,9 +80,10 @@ EX="$(svc_target_dir)/$PROFILE/examples"
   echo
   echo "Date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), load average before the run $(cut -d' ' -f1-3 /proc/loadavg);"
   echo "libvips $(vips --version | cut -d- -f2), Pillow $(python3 -c 'import PIL; print(PIL.__version__)'), one thread everywhere."
-  echo "Command: \`${QUICK:+BENCH_QUICK=1 }scripts/bench-engine.sh\` ($PROFILE build). In-process times are medians (ours: examples/bench, 7 runs;"
-  echo "libvips: pyvips thumbnail_buffer + write_to_buffer, cache off, 5 runs; Pillow: 3 runs)."
-  echo "Process times are medians of 9 whole runs of examples/render, vipsthumbnail and djpeg, taking turns."
+  if [[ -n "$QUICK" ]]; then runs=(1 1 1 1); else runs=(7 5 3 9); fi
+  echo "Command: \`${QUICK:+BENCH_QUICK=1 }scripts/bench-engine.sh\` ($PROFILE build). In-process times are medians (ours: examples/bench, ${runs[0]} runs;"
+  echo "libvips: pyvips thumbnail_buffer + write_to_buffer, cache off, ${runs[1]} runs; Pillow: ${runs[2]} runs)."
+  echo "Process times are medians of ${runs[3]} whole runs of examples/render, vipsthumbnail and djpeg, taking turns."
   echo "Peak MiB: the job's peak resident memory above the resident memory after loading the input."
   [[ -z "$QUICK" ]] || echo "QUICK MODE: one run of each, debug build; the figures mean nothing."
   echo

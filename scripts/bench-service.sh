@@ -46,6 +46,7 @@ else
 fi
 
 command -v curl >/dev/null 2>&1 || svc_apt_install curl ca-certificates
+command -v python3 >/dev/null 2>&1 || svc_apt_install python3
 
 # --- inputs: r01 (1.3 MP) and r02 (4 MP) of the corpus, from their Debian packages ---------------
 R01=$(bench_photo r01_greenmeadow_1280x1024.jpg)
@@ -60,8 +61,9 @@ if [[ "$PROFILE" == release ]]; then
     cargo build --release --locked -p thumbnail-api --bin thumbnail-api --example loadgen >&2
     cargo build --release --locked -p s3-test-server --bin s3-test-server >&2
 else
-    cargo build --locked -p thumbnail-api --bin thumbnail-api --example loadgen >&2
-    cargo build --locked -p s3-test-server --bin s3-test-server >&2
+    # The very build scripts/test.sh makes before its tests (so a no-op there): selecting fewer
+    # packages would unify features differently and rebuild for minutes.
+    cargo build --locked --workspace --all-targets >&2
 fi
 TARGET="$(svc_target_dir)/$PROFILE"
 # The S3 server built just above (svc_start_all then builds nothing).
