@@ -6,20 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
-export PYTHONDONTWRITEBYTECODE=1
-missing=()
-for pair in helm_python:helm-python-sdk kubernetes_validate:kubernetes-validate pytest:pytest \
-    yaml:pyyaml jsonschema:jsonschema cel:common-expression-language boto3:boto3; do
-    module=${pair%%:*}
-    package=${pair#*:}
-    "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$package")
-done
-if ((${#missing[@]})); then
-    echo "test-chart: installing ${missing[*]}" >&2
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check "${missing[@]}" ||
-        "$PYTHON" -m pip install --quiet --disable-pip-version-check --break-system-packages "${missing[@]}"
-fi
+# shellcheck source=scripts/lib/python.sh
+source scripts/lib/python.sh
+py_ensure_chart_packages
 
 # -p no:cacheprovider: leave no .pytest_cache in the chart directory.
-exec "$PYTHON" -m pytest -p no:cacheprovider -q -rfE helm-charts/tests "$@"
+exec "$PY" -m pytest -p no:cacheprovider -q -rfE helm-charts/tests "$@"

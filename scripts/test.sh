@@ -2,7 +2,9 @@
 # The project's test command (CI runs exactly this, see .ci/run).
 #
 # Installs what is missing (PostgreSQL from Debian's packages), builds the S3 server
-# (testing/s3-server), starts a throwaway PostgreSQL cluster and the S3 server on free loopback
+# (testing/s3-server) and, when not cached, a real Kubernetes control plane (kube-apiserver and
+# kube-controller-manager 1.20 from Debian's sources: scripts/lib/kube-control-plane.sh), starts a
+# throwaway PostgreSQL cluster, the S3 server and the control plane (with etcd) on free loopback
 # ports, runs every test of the workspace against them and the doctests, then the chart checks
 # (scripts/test-chart.sh), the test command's own tests (scripts/tests), the quick modes of both
 # benchmarks (against the debug builds the tests made), cargo deny (scripts/deny.sh), rustfmt and
@@ -25,6 +27,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/lib/services.sh
 source "$ROOT/scripts/lib/services.sh"
+# shellcheck source=scripts/lib/kube-control-plane.sh
+source "$ROOT/scripts/lib/kube-control-plane.sh"
+# shellcheck source=scripts/lib/python.sh
+source "$ROOT/scripts/lib/python.sh"
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -51,7 +57,9 @@ cleanup() {
     if [[ -n "$STATE" ]]; then
         if ((status != 0)) || ((${#FAILED[@]} > 0)); then
             svc_print_logs "$STATE"
+            kcp_print_logs "$STATE"
         fi
+        kcp_stop "$STATE"
         svc_stop_all "$STATE"
         if [[ "${KEEP_SERVICES:-}" == 1 ]]; then
             echo "0" >"$STATE/owner.pid"
@@ -98,14 +106,34 @@ if ((free_kib < 6 * 1024 * 1024)); then
 fi
 STATE="$(mktemp -d "$SVC_PREFIX.XXXXXX")"
 svc_log "services state directory: $STATE"
+# The control plane's build (about 18 minutes when not cached, then cached outside the clone)
+# runs while the workspace compiles; the tests wait for it. A failed build fails the run: the
+# operator's tests are never skipped.
 t0=$(svc_now)
+# apt is used here only, one after the other; the compile in the background needs none.
+svc_ensure_postgres
+kcp_prepare
+KCP_LOG="$STATE/kube-build.log"
+(kcp_compile) >"$KCP_LOG" 2>&1 &
+KCP_BUILD_PID=$!
+# The tests render the chart's RBAC with the real Helm engine (helm-python-sdk).
+py_ensure_chart_packages
 # The S3 server is a workspace binary: building it with the same targets the test step builds
 # compiles the workspace once.
 export SVC_S3S_BUILD_ARGS="${SVC_S3S_BUILD_ARGS:---workspace --all-targets}"
 svc_start_all "$STATE" "$$"
 TIMINGS+=("$(printf '%-14s %6ss  %s' services "$(svc_since "$t0")" ok)")
+t0=$(svc_now)
+if ! wait "$KCP_BUILD_PID"; then
+    cat "$KCP_LOG" >&2
+    svc_die "building the Kubernetes control plane failed (log above)"
+fi
+grep -E '^==> \[kube\]' "$KCP_LOG" >&2 || true
+kcp_start "$STATE"
+TIMINGS+=("$(printf '%-14s %6ss  %s' kubernetes "$(svc_since "$t0")" ok)")
 svc_log "TEST_DATABASE_URL=$TEST_DATABASE_URL"
 svc_log "TEST_S3_ENDPOINT=$TEST_S3_ENDPOINT"
+svc_log "TEST_KUBE_URL=$TEST_KUBE_URL"
 
 # counted_step NAME KIND COMMAND...: a step whose output is kept (and shown) to count its tests at
 # the end; KIND is how to read it (cargo or pytest, see scripts/lib/count_tests.py).

@@ -113,9 +113,19 @@ pub struct ApiConfig {
     /// Who runs jobs: this process (`embedded`) or the operator via ThumbnailJob resources.
     #[arg(long, env = "JOB_RUNNER", value_enum, default_value_t = JobRunnerKind::Embedded)]
     pub job_runner: JobRunnerKind,
-    /// Namespace the API creates ThumbnailJob resources in (kubernetes runner).
+    /// Namespace the API creates ThumbnailJob resources in (kubernetes runner); the operator's
+    /// WATCH_NAMESPACE when it has one (the chart sets both from one value).
     #[arg(long, env = "KUBE_NAMESPACE", default_value = "default")]
     pub kube_namespace: String,
+    /// `ttlSecondsAfterFinished` of the ThumbnailJobs the API creates: the operator deletes each
+    /// that long after it finished (its thumbnails and job row stay, so the REST API still
+    /// answers for it). 0 keeps them.
+    #[arg(long, env = "KUBE_TTL_SECONDS_AFTER_FINISHED", default_value_t = 3600)]
+    pub kube_ttl_seconds_after_finished: u32,
+    /// `activeDeadlineSeconds` of the ThumbnailJobs the API creates: a job not finished this long
+    /// after it started fails with reason DeadlineExceeded.
+    #[arg(long, env = "KUBE_ACTIVE_DEADLINE_SECONDS", default_value_t = 900)]
+    pub kube_active_deadline_seconds: u32,
     /// Kubernetes API URL without authentication (tests, `kubectl proxy`); unset means the
     /// in-cluster configuration or kubeconfig (kubernetes runner).
     #[arg(long, env = "KUBE_API_URL", hide = true)]
@@ -205,6 +215,8 @@ impl ApiConfig {
         config.job_runner = JobRunnerKind::Embedded;
         config.kube_url = None;
         config.kube_namespace = "default".into();
+        config.kube_ttl_seconds_after_finished = 3600;
+        config.kube_active_deadline_seconds = 900;
         config.signing_key = None;
         config.workers = 2;
         config.shutdown_grace_seconds = 10;

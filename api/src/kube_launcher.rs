@@ -3,8 +3,10 @@
 use crate::error::{ApiError, ApiResult};
 use crate::state::JobLauncher;
 use async_trait::async_trait;
+use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::collections::BTreeMap;
+use thumbnail_core::jobstore::{DynJobStore, ResourceRef};
 use thumbnail_core::model::JobRecord;
 use thumbnail_crds::{
     DEFAULT_BACKOFF_LIMIT, Execution, Fit, ImageFormat, LABEL_JOB_ID, OutputSpec, SourceRef, ThumbnailJob,
@@ -14,10 +16,21 @@ use thumbnail_engine::{Fit as EngineFit, OutputFormat};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+/// What the API's ThumbnailJobs get besides the upload's options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceSettings {
+    /// `ttlSecondsAfterFinished`; `None` keeps them.
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// `activeDeadlineSeconds`.
+    pub active_deadline_seconds: Option<i64>,
+}
+
 /// Creates one `ThumbnailJob` per accepted upload, in one namespace.
 pub struct KubernetesLauncher {
     api: Api<ThumbnailJob>,
     namespace: String,
+    settings: ResourceSettings,
+    jobs: DynJobStore,
 }
 
 pub use crate::cli::install_crypto_provider;
@@ -38,10 +51,12 @@ pub async fn client(url: Option<&str>) -> Result<kube::Client, String> {
 }
 
 impl KubernetesLauncher {
-    pub fn new(client: kube::Client, namespace: &str) -> Self {
+    pub fn new(client: kube::Client, namespace: &str, settings: ResourceSettings, jobs: DynJobStore) -> Self {
         KubernetesLauncher {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
+            settings,
+            jobs,
         }
     }
 
@@ -51,7 +66,7 @@ impl KubernetesLauncher {
     }
 
     /// The `ThumbnailJob` for a stored job. Pure.
-    pub fn resource(job: &JobRecord) -> ThumbnailJob {
+    pub fn resource(job: &JobRecord, settings: &ResourceSettings) -> ThumbnailJob {
         let outputs = job
             .outputs_requested
             .iter()
@@ -80,9 +95,9 @@ impl KubernetesLauncher {
             },
             outputs,
             execution: Execution::Auto,
-            ttl_seconds_after_finished: None,
+            ttl_seconds_after_finished: settings.ttl_seconds_after_finished,
             backoff_limit: DEFAULT_BACKOFF_LIMIT,
-            active_deadline_seconds: None,
+            active_deadline_seconds: settings.active_deadline_seconds,
             owner: job.owner.clone(),
             job_id: Some(job.id.to_string()),
         };
@@ -106,10 +121,21 @@ impl KubernetesLauncher {
 impl JobLauncher for KubernetesLauncher {
     async fn launch(&self, job: &JobRecord, _original: Option<bytes::Bytes>) -> ApiResult<()> {
         // The operator's workers are other processes: they read the original from S3.
-        let resource = Self::resource(job);
+        let resource = Self::resource(job, &self.settings);
         match self.api.create(&PostParams::default(), &resource).await {
-            Ok(_) => {
+            Ok(created) => {
                 info!(job_id = %job.id, namespace = %self.namespace, "ThumbnailJob created");
+                // The row belongs to this resource from now on: another ThumbnailJob naming the
+                // same job id is refused by the operator instead of overwriting it. If this
+                // fails, the operator binds it at its first reconcile.
+                let binding = ResourceRef {
+                    namespace: self.namespace.clone(),
+                    name: created.name_any(),
+                    uid: created.metadata.uid.clone().unwrap_or_default(),
+                };
+                if let Err(e) = self.jobs.bind_resource(job.id, &binding).await {
+                    warn!(job_id = %job.id, error = %e, "could not bind the job row to its ThumbnailJob yet");
+                }
                 Ok(())
             }
             Err(err) => {
@@ -162,7 +188,13 @@ mod tests {
             started_at: None,
             finished_at: None,
         };
-        let tj = KubernetesLauncher::resource(&job);
+        let settings = ResourceSettings {
+            ttl_seconds_after_finished: Some(3600),
+            active_deadline_seconds: Some(900),
+        };
+        let tj = KubernetesLauncher::resource(&job, &settings);
+        assert_eq!(tj.spec.ttl_seconds_after_finished, Some(3600));
+        assert_eq!(tj.spec.active_deadline_seconds, Some(900));
         assert_eq!(tj.metadata.name.as_deref(), Some(format!("tj-{id}").as_str()));
         assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_JOB_ID], id.to_string());
         assert_eq!(tj.spec.job_id.as_deref(), Some(id.to_string().as_str()));

@@ -97,6 +97,15 @@ async fn not_found() -> impl IntoResponse {
 
 impl Application {
     pub async fn build(config: ApiConfig) -> Result<Self> {
+        Self::build_with_kube_client(config, None).await
+    }
+
+    /// [`Application::build`], with the Kubernetes client given (tests give one authenticated
+    /// as the chart's API ServiceAccount) instead of built from the configuration.
+    pub async fn build_with_kube_client(
+        config: ApiConfig,
+        kube_client: Option<kube::Client>,
+    ) -> Result<Self> {
         crate::cli::install_crypto_provider();
         let data_dir = config.store.data_dir.clone();
         std::fs::create_dir_all(&data_dir)?;
@@ -183,11 +192,20 @@ impl Application {
                             .into(),
                     ));
                 }
-                let client = crate::kube_launcher::client(config.kube_url.as_deref())
-                    .await
-                    .map_err(CoreError::Config)?;
+                let client = match kube_client {
+                    Some(client) => client,
+                    None => crate::kube_launcher::client(config.kube_url.as_deref())
+                        .await
+                        .map_err(CoreError::Config)?,
+                };
                 check_permissions(&client, &config.kube_namespace).await?;
-                let launcher = KubernetesLauncher::new(client, &config.kube_namespace);
+                let settings = crate::kube_launcher::ResourceSettings {
+                    ttl_seconds_after_finished: (config.kube_ttl_seconds_after_finished > 0)
+                        .then(|| config.kube_ttl_seconds_after_finished.min(i32::MAX as u32) as i32),
+                    active_deadline_seconds: Some(i64::from(config.kube_active_deadline_seconds.max(1))),
+                };
+                let launcher =
+                    KubernetesLauncher::new(client, &config.kube_namespace, settings, jobs.clone());
                 (Arc::new(launcher), None)
             }
         };

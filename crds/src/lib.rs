@@ -40,8 +40,14 @@ pub const CRD_NAME: &str = "thumbnailjobs.thumbnailer.dev";
 pub const FINALIZER: &str = "thumbnailer.dev/cleanup";
 /// Label carrying the job id, on ThumbnailJobs created by the API and on render Jobs and pods.
 pub const LABEL_JOB_ID: &str = "thumbnailer.dev/job-id";
-/// Label naming the ThumbnailJob, on render Jobs and pods.
+/// Label naming the ThumbnailJob, on render Jobs and pods (when the name fits a label value).
 pub const LABEL_THUMBNAILJOB: &str = "thumbnailer.dev/thumbnailjob";
+/// Label with the ThumbnailJob's uid, on render Jobs and pods. Render Jobs run in the operator's
+/// namespace, where an owner reference to a ThumbnailJob in another namespace is not allowed:
+/// this label (and [`ANNOTATION_THUMBNAILJOB`]) says whose Job it is.
+pub const LABEL_THUMBNAILJOB_UID: &str = "thumbnailer.dev/thumbnailjob-uid";
+/// Annotation `namespace/name` of the ThumbnailJob a render Job works for.
+pub const ANNOTATION_THUMBNAILJOB: &str = "thumbnailer.dev/thumbnailjob";
 /// Where the committed CRD lives, relative to the repository root.
 pub const CRD_PATH: &str = "helm-charts/files/thumbnailjobs.thumbnailer.dev.yaml";
 /// Where the committed RBAC table lives, relative to the repository root.

@@ -109,16 +109,32 @@ const OPERATOR: &[Permission] = &[
         scope: Scope::Workload,
     },
     Permission {
-        api_group: "batch",
-        resource: "jobs",
-        verbs: &["get", "list", "watch", "create", "delete"],
-        scope: Scope::Workload,
-    },
-    Permission {
         api_group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],
         scope: Scope::Workload,
+    },
+    // Render Jobs run in the operator's own namespace, where their ServiceAccount and the S3
+    // credentials Secret are, whichever namespace the ThumbnailJob is in.
+    Permission {
+        api_group: "batch",
+        resource: "jobs",
+        verbs: &["get", "list", "watch", "create", "delete"],
+        scope: Scope::OwnNamespace,
+    },
+    // Why a render Job does not start: its pods' waiting reasons (a missing Secret) ...
+    Permission {
+        api_group: "",
+        resource: "pods",
+        verbs: &["list"],
+        scope: Scope::OwnNamespace,
+    },
+    // ... and the Job controller's events (FailedCreate: a missing ServiceAccount, a quota).
+    Permission {
+        api_group: "",
+        resource: "events",
+        verbs: &["list"],
+        scope: Scope::OwnNamespace,
     },
     Permission {
         api_group: "coordination.k8s.io",

@@ -39,6 +39,9 @@ pub const REASON_FAILED: &str = "Failed";
 pub const REASON_BACKOFF_LIMIT_EXCEEDED: &str = "BackoffLimitExceeded";
 /// Failure reason: `activeDeadlineSeconds` passed.
 pub const REASON_DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// Reason of `Pending` after a replica handed an unfinished attempt back (see
+/// [`ThumbnailJobStatus::hand_back`]).
+pub const REASON_HANDED_BACK: &str = "HandedBack";
 
 /// The status of a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,10 +194,12 @@ impl ThumbnailJobStatus {
         &mut self,
         executor: Executor,
         kubernetes_job: Option<String>,
+        claimed_by: &str,
         generation: Option<i64>,
         now: Timestamp,
     ) {
         self.phase = Some(Phase::Running);
+        self.claimed_by = Some(claimed_by.to_owned());
         self.observed_generation = generation;
         self.attempts = Some(self.attempts.unwrap_or(0) + 1);
         if self.start_time.is_none() {
@@ -232,6 +237,21 @@ impl ThumbnailJobStatus {
             generation,
             now,
         );
+    }
+
+    /// Back to `Pending` without counting the attempt: the replica that claimed it stopped it
+    /// before it finished (it lost the leader Lease, or its shutdown grace ran out) and hands it
+    /// over, so that the next leader starts it again as the same attempt, the way the Job
+    /// controller does not count disrupted pods against `backoffLimit`.
+    pub fn hand_back(&mut self, message: &str, generation: Option<i64>, now: Timestamp) {
+        self.attempts = Some((self.attempts.unwrap_or(1) - 1).max(0));
+        if self.attempts == Some(0) {
+            self.start_time = None;
+        }
+        self.claimed_by = None;
+        self.executor = None;
+        self.kubernetes_job = None;
+        self.set_pending(REASON_HANDED_BACK, message, generation, now);
     }
 
     /// Phase `Succeeded` with the objects written. Clears any failure left by earlier attempts.
@@ -408,7 +428,7 @@ mod tests {
     #[test]
     fn run_then_succeed() {
         let mut s = ThumbnailJobStatus::pending(Some(1), t(0));
-        s.start_attempt(Executor::Inline, None, Some(1), t(2));
+        s.start_attempt(Executor::Inline, None, "op-a", Some(1), t(2));
         assert_eq!(s.phase, Some(Phase::Running));
         assert_eq!(s.attempts, Some(1));
         assert_eq!(s.start_time, Some(Time(t(2))));
@@ -441,9 +461,26 @@ mod tests {
     }
 
     #[test]
+    fn a_handed_back_attempt_does_not_count() {
+        let mut s = ThumbnailJobStatus::pending(Some(1), t(0));
+        s.start_attempt(Executor::Inline, None, "op-a", Some(1), t(2));
+        assert_eq!(s.claimed_by.as_deref(), Some("op-a"));
+        s.hand_back("op-a lost the lease", Some(1), t(3));
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!((s.attempts, s.start_time.as_ref()), (Some(0), None));
+        assert_eq!((s.claimed_by.as_ref(), s.executor), (None, None));
+        assert_eq!(s.condition(CONDITION_RUNNING).unwrap().reason, REASON_HANDED_BACK);
+        // A second attempt handed back keeps the first one's count and start time.
+        s.start_attempt(Executor::Inline, None, "op-b", Some(1), t(4));
+        s.start_attempt(Executor::Inline, None, "op-b", Some(1), t(5));
+        s.hand_back("op-b stopped", Some(1), t(6));
+        assert_eq!((s.attempts, s.start_time), (Some(1), Some(Time(t(4)))));
+    }
+
+    #[test]
     fn retry_then_fail_for_good() {
         let mut s = ThumbnailJobStatus::pending(Some(1), t(0));
-        s.start_attempt(Executor::Job, Some("tj-abc-1".into()), Some(1), t(1));
+        s.start_attempt(Executor::Job, Some("tj-abc-1".into()), "op-a", Some(1), t(1));
         assert_eq!(
             s.condition(CONDITION_RUNNING).unwrap().message,
             "Rendering in Job tj-abc-1 (attempt 1)"
@@ -454,7 +491,7 @@ mod tests {
             s.condition(CONDITION_RUNNING).unwrap().last_transition_time,
             Time(t(3))
         );
-        s.start_attempt(Executor::Job, Some("tj-abc-2".into()), Some(1), t(5));
+        s.start_attempt(Executor::Job, Some("tj-abc-2".into()), "op-a", Some(1), t(5));
         assert_eq!(s.attempts, Some(2));
         assert_eq!(
             s.start_time,
@@ -497,7 +534,7 @@ mod tests {
     #[test]
     fn status_serializes_in_camel_case_and_round_trips() {
         let mut s = ThumbnailJobStatus::pending(Some(3), t(0));
-        s.start_attempt(Executor::Job, Some("j".into()), Some(3), t(1));
+        s.start_attempt(Executor::Job, Some("j".into()), "op-a", Some(3), t(1));
         s.succeed(vec![output("default")], Some(3), t(2));
         let v = serde_json::to_value(&s).unwrap();
         for key in [

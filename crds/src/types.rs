@@ -332,6 +332,11 @@ pub struct ThumbnailJobStatus {
     /// Name of the batch/v1 Job, when the executor is `job`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_job: Option<String>,
+    /// Identity (leader-election Lease holder) of the operator replica that claimed the current
+    /// attempt. Only that replica may finish it; another counts it as interrupted only once the
+    /// claimant no longer holds the Lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
 }
 
 /// One object written by a job.

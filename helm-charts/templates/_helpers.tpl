@@ -123,3 +123,11 @@ checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sh
 checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespace of the ThumbnailJobs the API creates: the operator's watchNamespace when set (the
+operator would not see them anywhere else), else the release namespace.
+*/}}
+{{- define "thumbnail.jobNamespace" -}}
+{{- default .Release.Namespace .Values.operator.watchNamespace -}}
+{{- end }}

@@ -390,8 +390,10 @@ def expected(table, watch_namespace):
     for component, rules in table.items():
         out[component] = set()
         for rule in rules:
-            if rule["scope"] == "ownNamespace" or component == "api":
+            if rule["scope"] == "ownNamespace":
                 where = ("RoleBinding", NAMESPACE)
+            elif component == "api":
+                where = ("RoleBinding", watch_namespace or NAMESPACE)
             elif watch_namespace:
                 where = ("RoleBinding", watch_namespace)
             else:
@@ -411,7 +413,8 @@ def test_rbac_is_exactly_the_table(name):
     env = {e["name"]: e.get("value") for e in container(operator, "operator")["env"]}
     assert env["WATCH_NAMESPACE"] == watch
     api = one(docs, "Deployment", f"{RELEASE}-api")
-    assert {e["name"]: e.get("value") for e in container(api, "api")["env"]}["KUBE_NAMESPACE"] == NAMESPACE
+    # The API creates ThumbnailJobs where the operator watches.
+    assert {e["name"]: e.get("value") for e in container(api, "api")["env"]}["KUBE_NAMESPACE"] == (watch or NAMESPACE)
 
 
 def test_one_service_account_per_component():
@@ -597,3 +600,41 @@ def test_release_names():
     docs = render({}, name="prod", namespace="media")
     assert one(docs, "Deployment", "prod-thumbnail-api")["metadata"]["namespace"] == "media"
     assert one(docs, "ClusterRole", "prod-thumbnail-media-operator")
+
+
+def quantity_bytes(q):
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if str(q).endswith(suffix):
+            return int(float(str(q)[: -len(suffix)]) * factor)
+    return int(q)
+
+
+def test_operator_memory_holds_its_inline_renders():
+    """INLINE_CONCURRENCY renders of the largest image rendered inline (JOB_PIXEL_THRESHOLD; larger
+    ones always go to a Job) fit the operator's memory limit: per render its decoded pixels and a
+    resize buffer (12 B per pixel, the estimate render Jobs are sized with) and the source twice,
+    plus 128 MiB for the process itself."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    op = values["operator"]
+    max_upload = int(values.get("limits", {}).get("maxUploadBytes", 25 * 2**20))
+    per_render = op["jobPixelThreshold"] * 12 + 2 * max_upload
+    need = 128 * 2**20 + op["inlineConcurrency"] * per_render
+    limit = quantity_bytes(op["resources"]["limits"]["memory"])
+    assert need <= limit, f"{need / 2**20:.0f} MiB needed, limit {limit / 2**20:.0f} MiB"
+    # The rendered Deployment carries the same threshold and concurrency.
+    docs = render({})
+    env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", f"{RELEASE}-operator"), "operator")["env"]}
+    assert int(env["JOB_PIXEL_THRESHOLD"]) == op["jobPixelThreshold"]
+    assert int(env["INLINE_CONCURRENCY"]) == op["inlineConcurrency"]
+
+
+def test_operator_shutdown_fits_the_grace_period():
+    """SIGTERM: the drain (SHUTDOWN_GRACE_SECONDS), then the hand-back of what is left (at most a
+    third of the Lease duration, 15 s by default) and the Lease release fit the pod's grace period."""
+    docs = render({"operator": {"shutdownGraceSeconds": 40}})
+    deploy = one(docs, "Deployment", f"{RELEASE}-operator")
+    env = {e["name"]: e.get("value") for e in container(deploy, "operator")["env"]}
+    grace = deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert int(env["SHUTDOWN_GRACE_SECONDS"]) == 40
+    assert grace >= 40 + 15 / 3 + 2, grace

@@ -2,20 +2,21 @@
 real binaries with exactly the environment a kubelet would give their containers, upload an image
 and look where it lands in the bucket.
 
-Needs the servers scripts/test.sh starts (PostgreSQL and S3: the TEST_* variables, see
-scripts/dev-services.sh) and the debug binaries its test step builds (thumbnail-api,
-thumbnail-operator, kube-test-apiserver under target/debug, or THUMBNAIL_BIN_DIR). scripts/test.sh
-sets CHART_REQUIRE_SERVICES=1, so that there a missing piece fails instead of skipping.
+Needs the servers scripts/test.sh starts (PostgreSQL, S3 and the real Kubernetes control plane:
+the TEST_* variables, see scripts/dev-services.sh and scripts/lib/kube-control-plane.sh) and the
+debug binaries its test step builds (thumbnail-api and thumbnail-operator under target/debug, or
+THUMBNAIL_BIN_DIR). scripts/test.sh sets CHART_REQUIRE_SERVICES=1, so that there a missing piece
+fails instead of skipping.
 
 What differs from a pod, and why, is only what a pod's surroundings give it:
 - volume mounts (DATA_DIR=/data, /tmp) are temporary directories, passed as `--data-dir`;
 - the pod's own network namespace: each process listens on a free loopback port (`--host`,
   `--port`; flags win over the environment, so the rendered HOST and PORT stay as rendered);
 - the downward API (`fieldRef` metadata.name and metadata.namespace) is resolved as the kubelet
-  would: a pod name and the release namespace;
-- the service-account mount that gives in-cluster access to the Kubernetes API: KUBE_API_URL
-  points both binaries at kube-test-apiserver, the in-repository test API server (plain HTTP, no
-  authentication).
+  would: a pod name and the release's namespace;
+- the service-account mount that gives in-cluster access to the Kubernetes API: a kubeconfig
+  (KUBECONFIG) with the token of the component's own ServiceAccount, which the chart's RBAC,
+  applied to the control plane in fresh namespaces, grants exactly what it grants in a cluster.
 """
 
 import base64
@@ -32,8 +33,9 @@ import uuid
 import boto3
 import botocore.config
 import pytest
+import yaml
 
-from test_chart import CHART, NAMESPACE, RELEASE, container, one, render
+from test_chart import CHART, container, one, render
 
 REPO = CHART.parent
 SETTINGS = json.loads((CHART / "tests" / "binary-env.json").read_text())["commands"]
@@ -49,22 +51,23 @@ def required(what):
 
 @pytest.fixture(scope="module")
 def services():
-    names = ["TEST_DATABASE_URL", "TEST_S3_ENDPOINT", "TEST_S3_ACCESS_KEY", "TEST_S3_SECRET_KEY"]
+    names = ["TEST_DATABASE_URL", "TEST_S3_ENDPOINT", "TEST_S3_ACCESS_KEY", "TEST_S3_SECRET_KEY",
+             "TEST_KUBE_URL", "TEST_KUBE_CA", "TEST_KUBECONFIG", "TEST_KUBECTL"]
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
-        required(f"{', '.join(missing)} unset: run through scripts/test.sh, or "
-                 "`eval \"$(scripts/dev-services.sh env)\"` after `scripts/dev-services.sh start`")
+        required(f"{', '.join(missing)} unset: run through scripts/test.sh (which starts PostgreSQL, "
+                 "S3 and the Kubernetes control plane)")
     return {n: os.environ[n] for n in names} | {"TEST_S3_REGION": os.environ.get("TEST_S3_REGION", "us-east-1")}
 
 
 @pytest.fixture(scope="module")
 def binaries():
     bin_dir = pathlib.Path(os.environ.get("THUMBNAIL_BIN_DIR", REPO / "target" / "debug"))
-    found = {name: bin_dir / name for name in ("thumbnail-api", "thumbnail-operator", "kube-test-apiserver")}
+    found = {name: bin_dir / name for name in ("thumbnail-api", "thumbnail-operator")}
     missing = [str(p) for p in found.values() if not os.access(p, os.X_OK)]
     if missing:
-        required(f"missing {', '.join(missing)}: `cargo build -p thumbnail-api -p thumbnail-operator "
-                 "-p kube-test-apiserver` (scripts/test.sh's test step builds them)")
+        required(f"missing {', '.join(missing)}: `cargo build --workspace --all-targets` "
+                 "(scripts/test.sh's test step builds them)")
     return found
 
 
@@ -83,7 +86,7 @@ def fresh_database(admin_url):
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
-def container_env(docs, container_spec, pod_name):
+def container_env(docs, container_spec, pod_name, namespace):
     """The environment a kubelet gives this container: envFrom (ConfigMap, Secret) first, then
     env (values and the downward API), as Kubernetes orders them."""
     env = {}
@@ -101,10 +104,63 @@ def container_env(docs, container_spec, pod_name):
         elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
             env[item["name"]] = pod_name
         elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
-            env[item["name"]] = NAMESPACE
+            env[item["name"]] = namespace
         else:
             pytest.fail(f"env entry this test cannot resolve: {item}")
     return env
+
+
+def kubectl(services, *args, stdin=None, check=True):
+    out = subprocess.run([services["TEST_KUBECTL"], "--kubeconfig", services["TEST_KUBECONFIG"], *args],
+                         input=stdin, capture_output=True, text=True, timeout=120)
+    if check and out.returncode != 0:
+        pytest.fail(f"kubectl {' '.join(args)}: {out.stdout}{out.stderr}")
+    return out.stdout
+
+
+def crd_for_1_20():
+    """The chart's CRD without what Kubernetes 1.20 does not know (CEL rules arrived in 1.25,
+    selectableFields in 1.30): the test control plane refuses them. test_chart.py checks those."""
+    def strip(v):
+        if isinstance(v, dict):
+            v.pop("x-kubernetes-validations", None)
+            v.pop("selectableFields", None)
+            for item in v.values():
+                strip(item)
+        elif isinstance(v, list):
+            for item in v:
+                strip(item)
+        return v
+    return yaml.safe_dump(strip(yaml.safe_load((CHART / "files" / "thumbnailjobs.thumbnailer.dev.yaml").read_text())))
+
+
+def service_account_token(services, namespace, name):
+    """The token Kubernetes 1.20's token controller made for a ServiceAccount."""
+    until = time.monotonic() + DEADLINE
+    while time.monotonic() < until:
+        secret = kubectl(services, "-n", namespace, "get", "serviceaccount", name,
+                         "-o", "jsonpath={.secrets[0].name}", check=False).strip()
+        if secret:
+            token = kubectl(services, "-n", namespace, "get", "secret", secret,
+                            "-o", "jsonpath={.data.token}", check=False).strip()
+            if token:
+                return base64.b64decode(token).decode()
+        time.sleep(0.2)
+    pytest.fail(f"no token for the ServiceAccount {namespace}/{name}")
+
+
+def kubeconfig(services, path, token, namespace):
+    """What a pod's service-account mount gives a client: the server, its CA and a token."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {"server": services["TEST_KUBE_URL"],
+                                                  "certificate-authority": services["TEST_KUBE_CA"]}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa", "namespace": namespace}}],
+        "current-context": "sa",
+    }))
+    path.chmod(0o600)
+    return str(path)
 
 
 def http(url, data=None, headers=None, timeout=10):
@@ -168,37 +224,54 @@ class Processes:
 @pytest.mark.parametrize("key_prefix, expected_prefix", [(None, ""), ("tenant-a", "tenant-a/")],
                          ids=["chart-default", "tenant-a"])
 def test_an_upload_lands_at_the_original_services_keys(services, binaries, key_prefix, expected_prefix):
-    bucket = "chart-" + uuid.uuid4().hex[:12]
+    suffix = uuid.uuid4().hex[:10]
+    release, namespace, jobs_namespace = f"c{suffix}", f"op-c{suffix}", f"ws-c{suffix}"
+    bucket = f"chart-{suffix}"
     values = {
         "s3": {"endpointUrl": services["TEST_S3_ENDPOINT"], "bucketName": bucket,
                "region": services["TEST_S3_REGION"], "createBucket": True},
         "secret": {"awsAccessKeyId": services["TEST_S3_ACCESS_KEY"],
                    "awsSecretAccessKey": services["TEST_S3_SECRET_KEY"],
                    "databaseUrl": fresh_database(services["TEST_DATABASE_URL"])},
-        "operator": {"replicas": 1},
+        # Its own namespace for ThumbnailJobs: the control plane is shared with other tests.
+        "operator": {"replicas": 1, "watchNamespace": jobs_namespace},
     }
     if key_prefix is not None:
         values["s3"]["keyPrefix"] = key_prefix
-    docs = render(values)
-    api_deploy = one(docs, "Deployment", f"{RELEASE}-api")
-    operator_deploy = one(docs, "Deployment", f"{RELEASE}-operator")
+    docs = render(values, name=release, namespace=namespace)
+    fullname = f"{release}-thumbnail"
+    api_deploy = one(docs, "Deployment", f"{fullname}-api")
+    operator_deploy = one(docs, "Deployment", f"{fullname}-operator")
     api_c, migrate_c = container(api_deploy, "api"), container(api_deploy, "migrate")
     operator_c = container(operator_deploy, "operator")
     for c in (api_c, migrate_c, operator_c):
         assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp", "/data"], c["volumeMounts"]
 
+    # The cluster side of the release: namespaces, the CRD, the chart's identities, permissions
+    # and Secret (what `helm install` would create besides the workloads).
+    cluster_side = [d for d in docs if d["kind"] in
+                    {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Secret"}]
+    for d in cluster_side:
+        if d["kind"] in {"ServiceAccount", "Role", "RoleBinding", "Secret"}:
+            d["metadata"].setdefault("namespace", namespace)
+    manifests = yaml.safe_dump_all([{k: v for k, v in d.items() if not k.startswith("_")} for d in cluster_side])
+    kubectl(services, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=crd_for_1_20())
+    kubectl(services, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/thumbnailjobs.thumbnailer.dev")
+    kubectl(services, "create", "namespace", namespace)
+    kubectl(services, "create", "namespace", jobs_namespace)
+
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         processes = Processes(work)
         try:
-            kube_port = free_port()
-            kube, kube_log = processes.start("kube-test-apiserver",
-                                             [str(binaries["kube-test-apiserver"]), "--port", str(kube_port)],
-                                             {"PATH": os.environ["PATH"]})
-            kube_url = f"http://127.0.0.1:{kube_port}"
-            wait_for(f"{kube_url}/version", "kube-test-apiserver", kube, kube_log)
-            # What the service-account mount would give: access to the Kubernetes API.
-            surroundings = {"PATH": os.environ["PATH"], "KUBE_API_URL": kube_url}
+            kubectl(services, "apply", "-f", "-", stdin=manifests)
+
+            def surroundings(account):
+                # What the service-account mount would give: this component's own identity.
+                token = service_account_token(services, namespace, f"{fullname}-{account}")
+                return {"PATH": os.environ["PATH"],
+                        "KUBECONFIG": kubeconfig(services, work / f"{account}.kubeconfig", token, namespace)}
 
             def argv(c, port=None):
                 binary = binaries[c["command"][0]]
@@ -208,23 +281,23 @@ def test_an_upload_lands_at_the_original_services_keys(services, binaries, key_p
                 return out
 
             # 1. The init container: migrations.
-            migrate_env = container_env(docs, migrate_c, f"{RELEASE}-api-0") | surroundings
-            done = subprocess.run(argv(migrate_c), env=migrate_env, capture_output=True,
-                                  text=True, timeout=DEADLINE)
+            api_surroundings = surroundings("api")
+            migrate_env = container_env(docs, migrate_c, f"{fullname}-api-0", namespace) | api_surroundings
+            done = subprocess.run(argv(migrate_c), env=migrate_env, capture_output=True, text=True,
+                                  timeout=DEADLINE)
             assert done.returncode == 0, done.stderr
 
             # 2. The API (it creates the bucket: s3.createBucket), then the operator.
             api_port = free_port()
-            data_dir = work / "api-data"
             api, api_log = processes.start(
-                "api", argv(api_c, api_port) + ["--data-dir", str(data_dir)],
-                container_env(docs, api_c, f"{RELEASE}-api-0") | surroundings)
+                "api", argv(api_c, api_port) + ["--data-dir", str(work / "api-data")],
+                container_env(docs, api_c, f"{fullname}-api-0", namespace) | api_surroundings)
             base = f"http://127.0.0.1:{api_port}"
             wait_for(f"{base}/ready", "thumbnail-api", api, api_log)
             operator_port = free_port()
             operator, operator_log = processes.start(
                 "operator", argv(operator_c, operator_port),
-                container_env(docs, operator_c, f"{RELEASE}-operator-0") | surroundings)
+                container_env(docs, operator_c, f"{fullname}-operator-0", namespace) | surroundings("operator"))
             wait_for(f"http://127.0.0.1:{operator_port}/readyz", "thumbnail-operator", operator, operator_log)
 
             # 3. An upload, run to SUCCESS by the operator.
@@ -236,7 +309,7 @@ def test_an_upload_lands_at_the_original_services_keys(services, binaries, key_p
                 if job["status"] in ("SUCCESS", "FAILURE"):
                     break
                 assert time.monotonic() < until, f"job still {job['status']}:\n{operator_log.read_text()}"
-            assert job["status"] == "SUCCESS", job
+            assert job["status"] == "SUCCESS", (job, operator_log.read_text())
 
             # 4. Where it landed: the original service's layout, under the chosen prefix only.
             original = f"{expected_prefix}images/original/{job_id}.jpg"
@@ -254,3 +327,8 @@ def test_an_upload_lands_at_the_original_services_keys(services, binaries, key_p
             assert not any("images/images/" in k for k in keys), keys
         finally:
             processes.stop_all()
+            kubectl(services, "delete", "namespace", namespace, jobs_namespace, "--wait=false", check=False)
+            for d in cluster_side:
+                if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+                    kubectl(services, "delete", d["kind"].lower(), d["metadata"]["name"], "--wait=false",
+                            check=False)

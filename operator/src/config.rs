@@ -71,9 +71,16 @@ pub struct OperatorConfig {
     /// Reconciles run at once (inline renders beyond INLINE_CONCURRENCY wait for the pool).
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     pub max_concurrent_reconciles: u16,
-    /// With `execution: auto`, images above this many pixels are rendered in a batch/v1 Job.
-    #[arg(long, env = "JOB_PIXEL_THRESHOLD", default_value_t = 40_000_000)]
+    /// Images above this many pixels (x frames) are rendered in a batch/v1 Job, also when a
+    /// ThumbnailJob asks for `execution: inline`: the operator's memory limit must hold
+    /// INLINE_CONCURRENCY renders of this size (see `plan::render_memory_bytes`).
+    #[arg(long, env = "JOB_PIXEL_THRESHOLD", default_value_t = 24_000_000)]
     pub job_pixel_threshold: u64,
+    /// Buckets a ThumbnailJob may name in `spec.source.bucket` (comma-separated). The configured
+    /// S3_BUCKET_NAME is always allowed; no other bucket is unless listed here, so that a
+    /// namespace editor cannot make the operator read whatever its credentials reach.
+    #[arg(long, env = "SOURCE_BUCKETS", value_delimiter = ',', default_value = "")]
+    pub source_buckets: Vec<String>,
     /// With `execution: auto`, source formats always rendered in a batch/v1 Job
     /// (comma-separated: jpeg, png, webp, gif).
     #[arg(long, env = "RISKY_FORMATS", value_delimiter = ',', default_value = "")]
@@ -84,10 +91,23 @@ pub struct OperatorConfig {
     /// ServiceAccount of render Jobs (one without API access).
     #[arg(long, env = "RENDER_SERVICE_ACCOUNT", default_value = "")]
     pub render_service_account: String,
-    /// Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for render Jobs; unset means
-    /// the operator's own values are written into the Job's environment.
+    /// Secret (in POD_NAMESPACE, where render Jobs run) holding `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` for render Jobs. Required when the operator itself uses static
+    /// keys: credentials are never written into a Job spec. Unset without static keys: render
+    /// pods use the ambient credentials (e.g. IAM roles for service accounts).
     #[arg(long, env = "RENDER_CREDENTIALS_SECRET", default_value = "")]
     pub render_credentials_secret: String,
+    /// `ttlSecondsAfterFinished` of render Jobs: the Job controller deletes a finished render Job
+    /// (and its pods) after this long, also if the operator is gone. The operator deletes them
+    /// itself once it has read their result.
+    #[arg(long, env = "RENDER_JOB_TTL_SECONDS", default_value_t = 600)]
+    pub render_job_ttl_seconds: i32,
+    /// A render Job whose pod has not started this long after the Job was created (pods that
+    /// cannot be created: a missing ServiceAccount, a quota; pods that cannot run: a missing
+    /// Secret, an image that cannot be pulled, nowhere to schedule) fails its ThumbnailJob with
+    /// the cause.
+    #[arg(long, env = "RENDER_START_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub render_start_timeout_seconds: u64,
     /// Memory added to the estimate from the image size for a render Job, in bytes.
     #[arg(long, env = "RENDER_MEMORY_OVERHEAD_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub render_memory_overhead_bytes: u64,
@@ -121,6 +141,11 @@ pub struct OperatorConfig {
     pub database_url: String,
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+    /// On SIGTERM, how long running inline renders may take to finish; what is still running then
+    /// is handed back (not counted as an attempt) for the next replica. Keep it below the pod's
+    /// terminationGracePeriodSeconds (the chart does).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
     /// How long start-up waits for the database and object store.
     #[arg(long, env = "STARTUP_TIMEOUT_SECONDS", default_value_t = 300)]
     pub startup_timeout_seconds: u64,
@@ -139,6 +164,32 @@ impl OperatorConfig {
 
     pub fn lease_renew(&self) -> Duration {
         Duration::from_secs_f64(self.lease_renew_seconds.max(0.05))
+    }
+
+    /// The buckets `spec.source.bucket` may name: S3_BUCKET_NAME and SOURCE_BUCKETS.
+    pub fn allowed_source_buckets(&self) -> Vec<String> {
+        let mut buckets = vec![self.s3.s3_bucket_name.clone()];
+        for bucket in &self.source_buckets {
+            let bucket = bucket.trim();
+            if !bucket.is_empty() && !buckets.iter().any(|b| b == bucket) {
+                buckets.push(bucket.to_owned());
+            }
+        }
+        buckets
+    }
+
+    /// Whether the operator's own S3 access uses static keys (variables or a credentials file):
+    /// render Jobs then need RENDER_CREDENTIALS_SECRET.
+    pub fn uses_static_keys(&self) -> bool {
+        self.s3
+            .aws_access_key_id
+            .as_deref()
+            .is_some_and(|k| !k.is_empty())
+            || self
+                .s3
+                .s3_credentials_file
+                .as_ref()
+                .is_some_and(|p| !p.as_os_str().is_empty())
     }
 
     /// The identity written to the Lease: POD_NAME, else the host name and process id.
@@ -175,11 +226,15 @@ impl OperatorConfig {
             watch_namespace: String::new(),
             inline_concurrency: 2,
             max_concurrent_reconciles: 16,
-            job_pixel_threshold: 40_000_000,
+            job_pixel_threshold: 24_000_000,
+            source_buckets: Vec::new(),
             risky_formats: Vec::new(),
             render_image: "thumbnail:test".into(),
             render_service_account: "thumbnail-render".into(),
-            render_credentials_secret: String::new(),
+            render_credentials_secret: "thumbnail-render-credentials".into(),
+            render_job_ttl_seconds: 600,
+            render_start_timeout_seconds: 120,
+            shutdown_grace_seconds: 20,
             render_memory_overhead_bytes: 128 * 1024 * 1024,
             render_cpu_request: "250m".into(),
             leader_election: false,
@@ -206,7 +261,8 @@ impl OperatorConfig {
         }
     }
 
-    /// The environment of render Jobs: the operator's own S3 settings, limits and logging.
+    /// The environment of render Jobs: the operator's own S3 settings, limits and logging. Never
+    /// credentials: those come from RENDER_CREDENTIALS_SECRET (see `plan::render_job`).
     pub fn render_env(&self) -> Vec<(String, String)> {
         let s3 = &self.s3;
         let mut env: Vec<(String, String)> = Vec::new();
@@ -217,12 +273,6 @@ impl OperatorConfig {
         push("S3_REGION", &s3.s3_region);
         push("S3_BUCKET_NAME", &s3.s3_bucket_name);
         push("S3_KEY_PREFIX", &s3.s3_key_prefix);
-        if let Some(k) = s3.aws_access_key_id.as_deref().filter(|s| !s.is_empty()) {
-            push("AWS_ACCESS_KEY_ID", k);
-        }
-        if let Some(k) = s3.aws_secret_access_key.as_deref().filter(|s| !s.is_empty()) {
-            push("AWS_SECRET_ACCESS_KEY", k);
-        }
         for (k, v) in self.limits.env() {
             push(k, &v);
         }

@@ -149,10 +149,18 @@ impl LeaderElector {
     /// Wait until this replica holds the Lease. `false` when cancelled first.
     pub async fn acquire(&self, cancel: &CancellationToken) -> bool {
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "leader election: cannot read or write the lease"),
+            // Bounded: kube's client sets no read timeout, and a hung request must not keep a
+            // standby from trying again (or from stopping).
+            let round = tokio::time::timeout(self.settings.duration, self.try_acquire_or_renew());
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                outcome = round => outcome,
+            };
+            match outcome {
+                Ok(Ok(true)) => return true,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => warn!(error = %e, "leader election: cannot read or write the lease"),
+                Err(_) => warn!("leader election: no answer from the API server within the lease duration"),
             }
             tokio::select! {
                 _ = cancel.cancelled() => return false,
@@ -162,7 +170,9 @@ impl LeaderElector {
     }
 
     /// Keep renewing until `cancel` fires (returns `false`) or leadership is lost (`true`): another
-    /// replica holds the Lease, or no renewal succeeded for the renew deadline.
+    /// replica holds the Lease, or no renewal succeeded for the renew deadline. Every renewal is
+    /// bounded by what is left of the renew deadline, so a hung request (kube's client sets no
+    /// read timeout) ends leadership in time: before a standby may take the Lease over.
     pub async fn hold(&self, cancel: &CancellationToken) -> bool {
         let mut renewed = Instant::now();
         loop {
@@ -170,20 +180,32 @@ impl LeaderElector {
                 _ = cancel.cancelled() => return false,
                 _ = tokio::time::sleep(self.settings.renew_every) => {}
             }
-            match self.try_acquire_or_renew().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
+            let left = self.settings.renew_deadline().saturating_sub(renewed.elapsed());
+            let round = tokio::time::timeout(left, self.try_acquire_or_renew());
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return false,
+                outcome = round => outcome,
+            };
+            match outcome {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => {
                     warn!(identity = %self.settings.identity, "leader election: the lease is held by another replica");
                     return true;
                 }
-                Err(e) => {
-                    warn!(error = %e, "leader election: renewing the lease failed");
-                    if renewed.elapsed() >= self.settings.renew_deadline() {
-                        return true;
-                    }
-                }
+                Ok(Err(e)) => warn!(error = %e, "leader election: renewing the lease failed"),
+                Err(_) => warn!("leader election: a renewal did not answer within the renew deadline"),
+            }
+            if renewed.elapsed() >= self.settings.renew_deadline() {
+                warn!(identity = %self.settings.identity, "leader election: no renewal within the renew deadline; stepping down");
+                return true;
             }
         }
+    }
+
+    /// The current holder of the Lease, when it holds it (renewed within its duration by the
+    /// API server's timestamps, read against this replica's clock).
+    pub async fn active_holder(&self) -> Result<Option<String>, kube::Error> {
+        active_holder(&self.api, &self.settings.name).await
     }
 
     /// Give the Lease up (on shutdown), so that a standby takes over at once.
@@ -205,4 +227,23 @@ impl LeaderElector {
             Err(e) => warn!(error = %e, "could not release the lease"),
         }
     }
+}
+
+/// The holder of Lease `name`, when it holds it (renewed within its duration).
+pub async fn active_holder(api: &Api<Lease>, name: &str) -> Result<Option<String>, kube::Error> {
+    let Some(lease) = api.get_opt(name).await? else {
+        return Ok(None);
+    };
+    let Some(spec) = lease.spec else {
+        return Ok(None);
+    };
+    let holder = spec.holder_identity.filter(|h| !h.is_empty());
+    let valid = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+    let fresh = spec.renew_time.is_some_and(|t| {
+        let age = Timestamp::now().duration_since(t.0);
+        Duration::try_from(age).is_ok_and(|age| age < valid)
+            // Renewed "in the future": clocks differ; take the holder at its word.
+            || age.is_negative()
+    });
+    Ok(holder.filter(|_| fresh))
 }

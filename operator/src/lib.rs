@@ -20,7 +20,7 @@ use crate::config::OperatorConfig;
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::{Metrics, PhaseLabels};
 use crate::plan::{ExecutorPolicy, MANAGER, RenderJobSettings};
-use crate::reconcile::{Context, Sources};
+use crate::reconcile::{Context, LeaseRef, ReconcileSettings, Sources};
 use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -28,11 +28,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,7 +41,6 @@ use std::time::{Duration, Instant};
 use thumbnail_core::jobstore::{self, DynJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, S3ObjectStore};
-use thumbnail_core::worker::CpuPool;
 use thumbnail_crds::{Phase, ThumbnailJob};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -125,8 +125,8 @@ pub async fn kube_client(url: Option<&str>) -> anyhow::Result<kube::Client> {
 async fn check_permissions(client: &kube::Client, config: &OperatorConfig) -> anyhow::Result<()> {
     use thumbnail_crds::rbac::{self, Component};
     let watch = (!config.watch_namespace.is_empty()).then_some(config.watch_namespace.as_str());
-    // The Lease in the operator's own namespace is only used with leader election.
-    let own = config.leader_election.then_some(config.pod_namespace.as_str());
+    // Render Jobs (and, with leader election, the Lease) live in the operator's own namespace.
+    let own = Some(config.pod_namespace.as_str());
     let missing = match rbac::missing_for(client, Component::Operator, watch, own).await {
         Ok(missing) => missing,
         Err(e) => {
@@ -162,6 +162,11 @@ impl Operator {
             !config.s3.s3_bucket_name.is_empty(),
             "S3_BUCKET_NAME is required: the operator reads originals from and writes thumbnails to S3"
         );
+        anyhow::ensure!(
+            !config.uses_static_keys() || !config.render_credentials_secret.is_empty(),
+            "RENDER_CREDENTIALS_SECRET is required when the operator uses static S3 keys: render Jobs \
+             read the keys from that Secret (in POD_NAMESPACE), they are never written into a Job spec"
+        );
         check_permissions(&client, &config).await?;
         let startup = Duration::from_secs(config.startup_timeout_seconds);
         let url = config.database_url.clone();
@@ -187,18 +192,23 @@ impl Operator {
                 instance: Some(config.identity()),
             },
         );
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            jobs,
-            Sources::new(config.s3.clone(), objects),
-            KeyLayout::new(&config.s3.s3_key_prefix),
-            config.limits.limits(),
-            CpuPool::new(config.inline_concurrency),
-            ExecutorPolicy {
+        let identity = config.identity();
+        let lease = config.leader_election.then(|| LeaseRef {
+            api: Api::namespaced(client.clone(), &config.pod_namespace),
+            name: config.lease_name.clone(),
+            duration: config.lease_duration(),
+        });
+        let settings = ReconcileSettings {
+            keys: KeyLayout::new(&config.s3.s3_key_prefix),
+            limits: config.limits.limits(),
+            inline_concurrency: config.inline_concurrency,
+            policy: ExecutorPolicy {
                 job_pixel_threshold: config.job_pixel_threshold,
                 risky_formats: config.risky_formats(),
             },
-            RenderJobSettings {
+            render: RenderJobSettings {
+                namespace: config.pod_namespace.clone(),
+                ttl_seconds_after_finished: config.render_job_ttl_seconds,
                 image: config.render_image.clone(),
                 service_account: config.render_service_account.clone(),
                 credentials_secret: config.render_credentials_secret.clone(),
@@ -206,6 +216,16 @@ impl Operator {
                 memory_overhead_bytes: config.render_memory_overhead_bytes,
                 env: config.render_env(),
             },
+            identity,
+            lease,
+            allowed_buckets: config.allowed_source_buckets(),
+            render_start_timeout: Duration::from_secs(config.render_start_timeout_seconds),
+        };
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            jobs,
+            Sources::new(config.s3.clone(), objects),
+            settings,
             recorder,
             metrics.clone(),
         ));
@@ -297,16 +317,17 @@ impl Operator {
                         }
                     })
                 };
-                let either = {
-                    let (stop, lost) = (stop.clone(), lost.clone());
-                    async move {
-                        tokio::select! {
-                            _ = stop.cancelled() => {}
-                            _ = lost.cancelled() => {}
-                        }
-                    }
+                // Lost: stop at once (in-flight renders included) and hand their attempts back;
+                // a standby may take over once the Lease is unrenewed for its duration.
+                let lost_now = {
+                    let lost = lost.clone();
+                    async move { lost.cancelled().await }
                 };
-                run_controller(&config, client.clone(), ctx.clone(), &shared, either).await;
+                let graceful = {
+                    let stop = stop.clone();
+                    async move { stop.cancelled().await }
+                };
+                run_controller(&config, client.clone(), ctx.clone(), &shared, graceful, lost_now).await;
                 shared.metrics.leader.set(0);
                 // Keep the Lease until the controller stopped; then hand it over at once.
                 hold_stop.cancel();
@@ -322,9 +343,14 @@ impl Operator {
         } else {
             shared.metrics.leader.set(1);
             let stop = stop.clone();
-            run_controller(&config, client.clone(), ctx.clone(), &shared, async move {
-                stop.cancelled().await
-            })
+            run_controller(
+                &config,
+                client.clone(),
+                ctx.clone(),
+                &shared,
+                async move { stop.cancelled().await },
+                std::future::pending::<()>(),
+            )
             .await;
             shared.metrics.leader.set(0);
             Stopped::Shutdown
@@ -336,44 +362,66 @@ impl Operator {
     }
 }
 
+/// What the controller's cache keeps of a ThumbnailJob: no managedFields, no kubectl
+/// last-applied copy of the spec (most of an object's size; the operator never reads them).
+pub fn slim_for_cache(tj: &mut ThumbnailJob) {
+    tj.managed_fields_mut().clear();
+    tj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Run the controller until `graceful` (SIGTERM: no new work; running inline renders get
+/// SHUTDOWN_GRACE_SECONDS) or `now` (the Lease is lost: stop everything at once). Attempts still
+/// running when it stops are handed back ([`reconcile::hand_back_attempts`]) before this returns,
+/// so that the next leader does not count them as interrupted.
 async fn run_controller(
     config: &OperatorConfig,
     client: kube::Client,
     ctx: Arc<Context>,
     shared: &Shared,
-    stop: impl Future<Output = ()> + Send + 'static,
+    graceful: impl Future<Output = ()> + Send + 'static,
+    now: impl Future<Output = ()> + Send + 'static,
 ) {
-    let (tjs, jobs): (Api<ThumbnailJob>, Api<Job>) = if config.watch_namespace.is_empty() {
-        (Api::all(client.clone()), Api::all(client))
+    let tjs: Api<ThumbnailJob> = if config.watch_namespace.is_empty() {
+        Api::all(client.clone())
     } else {
-        (
-            Api::namespaced(client.clone(), &config.watch_namespace),
-            Api::namespaced(client, &config.watch_namespace),
-        )
+        Api::namespaced(client.clone(), &config.watch_namespace)
     };
-    let stop = stop.boxed().shared();
-    // `graceful_shutdown_on` wants a `Sync` future: bridge through a oneshot channel.
+    // Render Jobs run in the operator's own namespace; their annotation names the ThumbnailJob.
+    let render_jobs: Api<Job> = Api::namespaced(client, &config.pod_namespace);
+    let (cache, writer) = reflector::store();
+    let trigger = watcher(tjs, watcher::Config::default())
+        .default_backoff()
+        .modify(slim_for_cache)
+        .reflect(writer)
+        .applied_objects();
+    let graceful = graceful.boxed().shared();
+    // `graceful_shutdown_on` wants a `Sync` future: bridge through a oneshot channel. From then
+    // on no reconcile claims a new attempt (one waiting for an inline slot included).
     let (tx, rx) = futures::channel::oneshot::channel::<()>();
     {
-        let stop = stop.clone();
+        let (graceful, ctx) = (graceful.clone(), ctx.clone());
         tokio::spawn(async move {
-            stop.await;
+            graceful.await;
+            ctx.stop_taking_work();
             let _ = tx.send(());
         });
     }
-    let controller = Controller::new(tjs, watcher::Config::default())
-        .owns(
-            jobs,
+    let controller = Controller::for_stream(trigger, cache.clone())
+        .watches(
+            render_jobs,
             watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}")),
+            |job: Job| {
+                plan::thumbnailjob_of(&job).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+            },
         )
         .with_config(ControllerConfig::default().concurrency(config.max_concurrent_reconciles))
         .graceful_shutdown_on(async move {
             let _ = rx.await;
         });
-    let cache = controller.store();
     *shared.store.lock().expect("store lock") = Some(cache.clone());
     let run = controller
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
@@ -383,16 +431,45 @@ async fn run_controller(
     // shutdown waits for that runner: a stop before the first sync (SIGTERM right after start, or
     // an API server that never answers the first list) would wait for ever. Before the sync no
     // reconcile can have started, so the controller is simply dropped then.
-    let stop_before_sync = async move {
-        stop.await;
-        if cache.wait_until_ready().now_or_never().is_none() {
-            return;
+    let stop_before_sync = {
+        let (graceful, cache) = (graceful.clone(), cache.clone());
+        async move {
+            graceful.await;
+            if cache.wait_until_ready().now_or_never().is_none() {
+                return;
+            }
+            std::future::pending::<()>().await
         }
-        std::future::pending::<()>().await
     };
-    tokio::select! {
-        () = run => info!("controller stopped"),
-        () = stop_before_sync => info!("controller stopped before its first sync"),
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let grace_over = async move {
+        graceful.await;
+        tokio::time::sleep(grace).await;
+    };
+    // After a lost Lease a standby may take over within a third of the Lease duration; after the
+    // grace, the pod's termination grace period has 10 s more (the chart). The hand-back's writes
+    // are guarded, so a late one changes nothing it should not.
+    let hand_back = tokio::select! {
+        () = run => { info!("controller stopped"); None }
+        () = stop_before_sync => { info!("controller stopped before its first sync"); None }
+        () = grace_over => {
+            warn!(grace_secs = grace.as_secs(), "inline renders still running after the shutdown grace; stopping them");
+            Some(("its shutdown grace period ran out", Duration::from_secs(5)))
+        }
+        () = now => {
+            warn!("stopping in-flight work: this replica no longer leads");
+            ctx.stop_taking_work();
+            Some(("it lost the leader lease", config.lease_duration() / 3))
+        }
+    };
+    if let Some((why, bound)) = hand_back {
+        match tokio::time::timeout(bound, reconcile::hand_back_attempts(&ctx, &cache, why)).await {
+            Ok(0) => {}
+            Ok(n) => info!(handed_back = n, "unfinished attempts handed back"),
+            Err(_) => warn!(
+                "could not hand every unfinished attempt back in time; the next leader counts them as interrupted"
+            ),
+        }
     }
 }
 
@@ -469,4 +546,28 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse
         )],
         shared.metrics.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    #[test]
+    fn the_cache_keeps_no_managed_fields() {
+        let mut tj = ThumbnailJob::new("a", thumbnail_crds::ThumbnailJobSpec::for_key("k"));
+        tj.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            ..ManagedFieldsEntry::default()
+        }]);
+        tj.annotations_mut().insert(
+            "kubectl.kubernetes.io/last-applied-configuration".into(),
+            "{\"big\": true}".into(),
+        );
+        tj.annotations_mut().insert("keep".into(), "me".into());
+        slim_for_cache(&mut tj);
+        assert!(tj.managed_fields().is_empty());
+        assert_eq!(tj.annotations().len(), 1);
+        assert_eq!(tj.annotations()["keep"], "me");
+    }
 }

@@ -7,18 +7,19 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
     ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
 };
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::model::{JobError, JobOutput, JobStatus, NewJob, OutputSpec as CoreOutputSpec};
 use thumbnail_crds::{
-    Execution, Executor, ImageFormat as CrdFormat, LABEL_JOB_ID, LABEL_THUMBNAILJOB, OutputSpec,
-    OutputStatus, Phase, ThumbnailJob,
+    ANNOTATION_THUMBNAILJOB, Execution, Executor, ImageFormat as CrdFormat, LABEL_JOB_ID, LABEL_THUMBNAILJOB,
+    LABEL_THUMBNAILJOB_UID, OutputSpec, OutputStatus, Phase, ThumbnailJob,
 };
 use thumbnail_engine::{Fit, ImageFormat, OutputFormat, ProbeInfo, ThumbnailOptions};
 use uuid::Uuid;
@@ -37,6 +38,15 @@ pub const REASON_SOURCE_NOT_FOUND: &str = "SourceNotFound";
 pub const REASON_OUTPUTS_MISSING: &str = "OutputsMissing";
 /// Failure reason of the job row when its ThumbnailJob is deleted before finishing.
 pub const REASON_DELETED: &str = "Deleted";
+/// Failure reason: `spec.source.bucket` is not one the operator may read (SOURCE_BUCKETS).
+pub const REASON_BUCKET_NOT_ALLOWED: &str = "SourceBucketNotAllowed";
+/// Failure reason: `spec.jobId` names a job that belongs to another ThumbnailJob.
+pub const REASON_JOB_ID_CONFLICT: &str = "JobIdConflict";
+/// Failure reason: the render Job's pod could not be created or did not start in time, when no
+/// more specific cause (a pod's waiting reason, the Job controller's event reason) is known.
+pub const REASON_RENDER_NOT_STARTED: &str = "RenderJobNotStarted";
+/// Event reason: `execution: inline` for an image over the pixel threshold runs in a Job.
+pub const REASON_INLINE_TOO_LARGE: &str = "InlineTooLarge";
 
 /// A resource that passed validation: its job id and everything derived from the spec alone.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,20 +210,24 @@ pub struct ExecutorPolicy {
     pub risky_formats: Vec<ImageFormat>,
 }
 
-/// Step 2: where the job runs.
+/// Step 2: where the job runs. Images over the pixel threshold always go to a Job, also with
+/// `execution: inline`: the operator's memory is sized for INLINE_CONCURRENCY renders at the
+/// threshold, and one manifest must not be able to run it out of memory.
 pub fn choose_executor(execution: Execution, probe: &ProbeInfo, policy: &ExecutorPolicy) -> Executor {
+    let pixels = probe.pixels().saturating_mul(probe.frames.max(1));
+    let too_large = pixels > policy.job_pixel_threshold;
     match execution {
-        Execution::Inline => Executor::Inline,
         Execution::Job => Executor::Job,
-        Execution::Auto => {
-            let pixels = probe.pixels().saturating_mul(probe.frames.max(1));
-            if pixels > policy.job_pixel_threshold || policy.risky_formats.contains(&probe.format) {
-                Executor::Job
-            } else {
-                Executor::Inline
-            }
-        }
+        _ if too_large => Executor::Job,
+        Execution::Inline => Executor::Inline,
+        Execution::Auto if policy.risky_formats.contains(&probe.format) => Executor::Job,
+        Execution::Auto => Executor::Inline,
     }
+}
+
+/// Whether `spec.source.bucket` (`None`: the configured bucket) may be read. Pure.
+pub fn source_bucket_allowed(bucket: Option<&str>, allowed: &[String]) -> bool {
+    bucket.is_none_or(|b| allowed.iter().any(|a| a == b))
 }
 
 /// The row a job gets in the job store when it has none yet (manifests applied by hand).
@@ -282,6 +296,84 @@ pub fn deadline_exceeded(tj: &ThumbnailJob, now: Timestamp) -> Option<String> {
         .then(|| format!("the job ran for {elapsed}s, longer than activeDeadlineSeconds ({deadline}s)"))
 }
 
+/// Time left until `activeDeadlineSeconds` passes (zero when it has); `None` without a deadline
+/// or before the first start.
+pub fn deadline_remaining(tj: &ThumbnailJob, now: Timestamp) -> Option<Duration> {
+    let deadline = tj.spec.active_deadline_seconds?;
+    let start = tj.status.as_ref()?.start_time.as_ref()?.0;
+    let due = start
+        .as_millisecond()
+        .saturating_add(deadline.saturating_mul(1000));
+    Some(Duration::from_millis(
+        due.saturating_sub(now.as_millisecond()).max(0) as u64,
+    ))
+}
+
+/// Why a render Job's pod is not running, from its pods and the Job's events: a pod's container
+/// waiting reason other than the normal ones (`CreateContainerConfigError`: a missing Secret or
+/// key; `ErrImagePull`), a pod that cannot be scheduled, or the Job controller's newest
+/// `FailedCreate` event (a missing ServiceAccount, a quota, an admission webhook). `None` when
+/// nothing says so. Pure.
+pub fn start_problem(pods: &[Pod], events: &[CoreEvent]) -> Option<(String, String)> {
+    const NORMAL: [&str; 2] = ["ContainerCreating", "PodInitializing"];
+    for pod in pods {
+        let Some(status) = pod.status.as_ref() else {
+            continue;
+        };
+        let waiting = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+            .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+            .find(|w| w.reason.as_deref().is_some_and(|r| !NORMAL.contains(&r)));
+        if let Some(w) = waiting {
+            let reason = w.reason.clone().unwrap_or_default();
+            let message = w.message.clone().unwrap_or_else(|| reason.clone());
+            return Some((reason, message));
+        }
+        let unschedulable = status.conditions.iter().flatten().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        });
+        if let Some(c) = unschedulable {
+            let message = c
+                .message
+                .clone()
+                .unwrap_or_else(|| "the pod cannot be scheduled".into());
+            return Some(("Unschedulable".into(), message));
+        }
+    }
+    events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+        .max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .or(e.first_timestamp.as_ref())
+                .map(|t| t.0.as_millisecond())
+                .unwrap_or(0)
+        })
+        .map(|e| {
+            (
+                "FailedCreate".to_owned(),
+                e.message
+                    .clone()
+                    .unwrap_or_else(|| "the Job controller could not create the pod".into()),
+            )
+        })
+}
+
+/// Whether any pod of a render Job is running or has finished (it started, whatever happens
+/// next). Pure.
+pub fn any_pod_started(pods: &[Pod]) -> bool {
+    pods.iter().any(|p| {
+        matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Running" | "Succeeded" | "Failed")
+        )
+    })
+}
+
 /// For a finished resource with `ttlSecondsAfterFinished`: how long until it is deleted (zero when
 /// due). `None`: kept.
 pub fn ttl_remaining(tj: &ThumbnailJob, now: Timestamp) -> Option<Duration> {
@@ -314,9 +406,15 @@ pub fn render_memory_bytes(probe: &ProbeInfo, source_bytes: u64, overhead: u64) 
 /// What the render Job gets from the operator's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderJobSettings {
+    /// Where render Jobs run: the operator's own namespace, which holds their ServiceAccount and
+    /// the credentials Secret, whichever namespace the ThumbnailJob is in.
+    pub namespace: String,
+    /// `ttlSecondsAfterFinished` of render Jobs.
+    pub ttl_seconds_after_finished: i32,
     pub image: String,
     pub service_account: String,
-    /// Secret with the S3 keys; empty: `env` carries them.
+    /// Secret with the S3 keys (never optional: a missing one keeps the pod from starting, which
+    /// fails the ThumbnailJob with the cause); empty: ambient credentials.
     pub credentials_secret: String,
     pub cpu_request: String,
     pub memory_overhead_bytes: u64,
@@ -340,15 +438,20 @@ pub fn render_job(
         ("app.kubernetes.io/component".to_owned(), "render".to_owned()),
         ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
     ]);
+    if let Some(uid) = tj.metadata.uid.clone() {
+        labels.insert(LABEL_THUMBNAILJOB_UID.to_owned(), uid);
+    }
     let tj_name = tj.name_any();
     if tj_name.len() <= 63 {
         labels.insert(LABEL_THUMBNAILJOB.to_owned(), tj_name);
     }
     let memory =
         Quantity(render_memory_bytes(probe, source_bytes, settings.memory_overhead_bytes).to_string());
+    // Credentials only ever come from the Secret, whatever `env` holds.
     let mut env: Vec<EnvVar> = settings
         .env
         .iter()
+        .filter(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY")
         .map(|(k, v)| EnvVar {
             name: k.clone(),
             value: Some(v.clone()),
@@ -356,7 +459,6 @@ pub fn render_job(
         })
         .collect();
     if !settings.credentials_secret.is_empty() {
-        env.retain(|e| e.name != "AWS_ACCESS_KEY_ID" && e.name != "AWS_SECRET_ACCESS_KEY");
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
             env.push(EnvVar {
                 name: key.to_owned(),
@@ -364,7 +466,7 @@ pub fn render_job(
                     secret_key_ref: Some(SecretKeySelector {
                         name: settings.credentials_secret.clone(),
                         key: key.to_owned(),
-                        optional: Some(true),
+                        optional: Some(false),
                     }),
                     ..EnvVarSource::default()
                 }),
@@ -386,13 +488,17 @@ pub fn render_job(
     Job {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: tj.namespace(),
+            namespace: Some(settings.namespace.clone()),
             labels: Some(labels.clone()),
-            owner_references: tj.controller_owner_ref(&()).map(|o| vec![o]),
+            annotations: Some(BTreeMap::from([(
+                ANNOTATION_THUMBNAILJOB.to_owned(),
+                format!("{}/{}", tj.namespace().unwrap_or_default(), tj.name_any()),
+            )])),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
             backoff_limit: Some(tj.spec.backoff_limit),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished.max(0)),
             active_deadline_seconds: deadline,
             pod_failure_policy: Some(PodFailurePolicy {
                 rules: vec![
@@ -468,6 +574,19 @@ pub fn render_job(
         }),
         status: None,
     }
+}
+
+/// The ThumbnailJob (`namespace`, `name`) a render Job works for, from its annotation. Pure.
+pub fn thumbnailjob_of(job: &Job) -> Option<(String, String)> {
+    let value = job.annotations().get(ANNOTATION_THUMBNAILJOB)?;
+    let (namespace, name) = value.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty()).then(|| (namespace.to_owned(), name.to_owned()))
+}
+
+/// Whether a render Job works for `tj` (same uid: a ThumbnailJob deleted and created again under
+/// the same name is another resource). Pure.
+pub fn job_belongs_to(job: &Job, tj: &ThumbnailJob) -> bool {
+    tj.metadata.uid.is_some() && job.labels().get(LABEL_THUMBNAILJOB_UID) == tj.metadata.uid.as_ref()
 }
 
 /// How a render Job stands.
@@ -619,11 +738,109 @@ mod tests {
             choose_executor(Execution::Auto, &probe(10, 10, ImageFormat::Gif), &policy),
             Executor::Job
         );
+        // Over the threshold even `inline` goes to a Job: the operator's memory is sized for
+        // renders up to it.
+        assert_eq!(choose_executor(Execution::Inline, &big, &policy), Executor::Job);
         assert_eq!(
-            choose_executor(Execution::Inline, &big, &policy),
-            Executor::Inline
+            choose_executor(Execution::Inline, &probe(10, 10, ImageFormat::Gif), &policy),
+            Executor::Inline,
+            "inline wins over risky formats"
         );
         assert_eq!(choose_executor(Execution::Job, &small, &policy), Executor::Job);
+    }
+
+    #[test]
+    fn only_allowed_buckets_are_read() {
+        let allowed = vec!["thumbnails".to_owned(), "uploads".to_owned()];
+        assert!(source_bucket_allowed(None, &allowed));
+        assert!(source_bucket_allowed(Some("uploads"), &allowed));
+        assert!(!source_bucket_allowed(Some("payroll"), &allowed));
+    }
+
+    #[test]
+    fn why_a_render_pod_does_not_start() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
+        };
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let waiting = |reason: &str, message: &str| Pod {
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "render".into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some(message.into()),
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        let event = |reason: &str, message: &str, at: i64| CoreEvent {
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_timestamp: Some(Time(Timestamp::from_second(at).unwrap())),
+            ..CoreEvent::default()
+        };
+        assert_eq!(start_problem(&[waiting("ContainerCreating", "")], &[]), None);
+        assert_eq!(
+            start_problem(
+                &[waiting(
+                    "CreateContainerConfigError",
+                    "secret \"creds\" not found"
+                )],
+                &[]
+            ),
+            Some((
+                "CreateContainerConfigError".into(),
+                "secret \"creds\" not found".into()
+            ))
+        );
+        let unschedulable = Pod {
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    message: Some("0/3 nodes are available".into()),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        assert_eq!(
+            start_problem(&[unschedulable], &[]),
+            Some(("Unschedulable".into(), "0/3 nodes are available".into()))
+        );
+        let events = [
+            event("FailedCreate", "serviceaccount \"old\" not found", 10),
+            event("SuccessfulCreate", "Created pod", 30),
+            event("FailedCreate", "serviceaccount \"render\" not found", 20),
+        ];
+        assert_eq!(
+            start_problem(&[], &events),
+            Some((
+                "FailedCreate".into(),
+                "serviceaccount \"render\" not found".into()
+            )),
+            "the newest FailedCreate"
+        );
+        let running = Pod {
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        assert!(any_pod_started(&[waiting("ErrImagePull", ""), running]));
+        assert!(!any_pod_started(&[waiting("ErrImagePull", "")]));
     }
 
     #[test]
@@ -634,6 +851,8 @@ mod tests {
         let id = validate(&t).unwrap().id;
         let plan = plan(&t, id, ImageFormat::Jpeg, &KeyLayout::new(""));
         let settings = RenderJobSettings {
+            namespace: "thumbnail-system".into(),
+            ttl_seconds_after_finished: 600,
             image: "img:1".into(),
             service_account: "render".into(),
             credentials_secret: "creds".into(),
@@ -656,12 +875,17 @@ mod tests {
             job.metadata.name.as_deref(),
             Some(format!("render-{id}").as_str())
         );
-        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.controller),
-            ("ThumbnailJob", Some(true))
-        );
+        // In the operator's namespace, tied to the ThumbnailJob by uid label and annotation (an
+        // owner reference cannot cross namespaces).
+        assert_eq!(job.metadata.namespace.as_deref(), Some("thumbnail-system"));
+        assert!(job.metadata.owner_references.is_none());
+        assert!(job_belongs_to(&job, &t));
+        assert_eq!(thumbnailjob_of(&job), Some(("ns".into(), "a".into())));
+        let mut other = tj("a");
+        other.metadata.uid = Some("another-uid".into());
+        assert!(!job_belongs_to(&job, &other), "same name, another resource");
         let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.ttl_seconds_after_finished, Some(600));
         assert_eq!(spec.backoff_limit, Some(2));
         assert_eq!(spec.active_deadline_seconds, Some(300));
         let rule = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
@@ -687,10 +911,29 @@ mod tests {
             env.iter().all(|e| e.value.as_deref() != Some("secret")),
             "no literal secret"
         );
-        assert!(
-            env.iter()
-                .any(|e| e.name == "AWS_SECRET_ACCESS_KEY" && e.value_from.is_some())
+        let secret = env
+            .iter()
+            .find(|e| e.name == "AWS_SECRET_ACCESS_KEY")
+            .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .expect("the secret key comes from the Secret");
+        assert_eq!((secret.name.as_str(), secret.optional), ("creds", Some(false)));
+        // Without a Secret, no credentials at all (ambient ones), never the literal values.
+        let ambient = render_job(
+            &t,
+            &plan,
+            &probe(4000, 3000, ImageFormat::Jpeg),
+            1 << 20,
+            &RenderJobSettings {
+                credentials_secret: String::new(),
+                ..settings.clone()
+            },
+            Timestamp::now(),
         );
+        let env = ambient.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(env.iter().all(|e| !e.name.starts_with("AWS_")), "{env:?}");
         let args = c.args.as_ref().unwrap();
         let back: RenderPlan = serde_json::from_str(&args[2]).unwrap();
         assert_eq!(back, plan);
@@ -703,12 +946,20 @@ mod tests {
         t.spec.ttl_seconds_after_finished = Some(60);
         let mut s = ThumbnailJobStatus::pending(Some(1), t0);
         assert_eq!(ttl_remaining(&t, t0), None, "no status: kept");
-        s.start_attempt(Executor::Inline, None, Some(1), t0);
+        s.start_attempt(Executor::Inline, None, "op-a", Some(1), t0);
         t.status = Some(s.clone());
         assert_eq!(ttl_remaining(&t, t0), None, "running: kept");
         t.spec.active_deadline_seconds = Some(10);
         assert!(deadline_exceeded(&t, Timestamp::from_second(1_000_009).unwrap()).is_none());
         assert!(deadline_exceeded(&t, Timestamp::from_second(1_000_010).unwrap()).is_some());
+        assert_eq!(
+            deadline_remaining(&t, Timestamp::from_second(1_000_004).unwrap()),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            deadline_remaining(&t, Timestamp::from_second(1_000_020).unwrap()),
+            Some(Duration::ZERO)
+        );
         s.succeed(vec![], Some(1), t0);
         t.status = Some(s);
         assert_eq!(

@@ -1,21 +1,31 @@
 //! The reconciler of `ThumbnailJob`s: a pipeline of the pure steps in [`crate::plan`] with the I/O
 //! at its edges:
 //!
-//! 1. **validate** the spec (a broken one fails at once, reason `InvalidSpec`);
-//! 2. **read and probe** the source's header (bad input fails at once with the engine's reason);
-//! 3. **decide and build**: executor (inline or batch/v1 Job), output keys, the Job manifest;
-//! 4. **apply**: claim the attempt (status `Running`, written with the resourceVersion read just
-//!    before, so that two writers can never both claim it), then render inline on the bounded pool
-//!    or create the Job;
+//! 1. **validate** the spec (a broken one fails at once, reason `InvalidSpec`; a source bucket
+//!    outside SOURCE_BUCKETS, reason `SourceBucketNotAllowed`);
+//! 2. **read and probe** the first bytes of the source (bad input fails at once with the engine's
+//!    reason), and **bind** the job row to this resource (a `spec.jobId` that belongs to another
+//!    ThumbnailJob fails with `JobIdConflict`, touching nothing of the other);
+//! 3. **decide and build**: executor (inline, or a batch/v1 Job for images over the pixel
+//!    threshold whatever the spec asks), output keys, the Job manifest;
+//! 4. **apply**: claim the attempt (status `Running` with this replica as `claimedBy`, written
+//!    with the resourceVersion read just before, so that two writers can never both claim it),
+//!    then render inline (claimed only once it holds a slot of the bounded pool) or create the
+//!    Job in the operator's namespace;
 //! 5. **update status** (server-side apply, field manager `thumbnail-operator`, guarded by the
-//!    attempt number) and **mirror** it to the job store, so that the REST API sees it.
+//!    attempt number and, inline, its claimant) and **mirror** it to the job store.
 //!
 //! Every decision that starts work is made on a fresh read of the resource, never on the cache,
-//! so a stale cache cannot start a job twice. A reconcile that finds an inline attempt `Running`
-//! knows that the process running it stopped (the controller never runs two reconciles of one
-//! object at once, and the render happens inside the reconcile), and starts the next attempt;
-//! interrupted attempts count against `backoffLimit`, so an image that crashes the operator
-//! cannot loop for ever.
+//! so a stale cache cannot start a job twice. An inline attempt found `Running` was interrupted
+//! (the controller never runs two reconciles of one object at once, and the render happens
+//! inside the reconcile) once the replica that claimed it no longer holds the leader Lease; the
+//! next attempt starts, and interrupted attempts count against `backoffLimit`, so an image that
+//! crashes the operator cannot loop for ever. A replica that stops on purpose (SIGTERM past its
+//! grace period, a lost Lease) hands its unfinished inline attempts back instead
+//! ([`hand_back_attempts`]), and those do not count.
+//!
+//! `activeDeadlineSeconds` is enforced here, whatever a render Job does; a render Job whose pod
+//! does not start within RENDER_START_TIMEOUT_SECONDS fails the resource with the cause.
 //!
 //! Errors are named after the step that failed; the error policy retries them with a per-object
 //! exponential backoff. Bad input is not an error: the resource ends `Failed` with its reason.
@@ -23,27 +33,36 @@ use crate::metrics::Metrics;
 use crate::plan::{self, ExecutorPolicy, MANAGER, RenderJobSettings, RenderPlan, RenderResult, Validated};
 use crate::render::{self, RenderError};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use thumbnail_core::jobstore::{self, DynJobStore, JobMirror, Outcome};
+use thumbnail_core::jobstore::{self, Binding, DynJobStore, JobMirror, Outcome, ResourceRef, RowBinding};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::metrics::{OutcomeLabels, ReasonLabels};
-use thumbnail_core::model::JobStatus;
+use thumbnail_core::model::{JobError, JobStatus};
 use thumbnail_core::objects::{DynObjectStore, S3ObjectStore};
 use thumbnail_core::runner::retry_delay;
 use thumbnail_core::worker::CpuPool;
 use thumbnail_core::{CoreError, model::NewJob};
-use thumbnail_crds::status::{REASON_BACKOFF, REASON_BACKOFF_LIMIT_EXCEEDED, REASON_DEADLINE_EXCEEDED};
-use thumbnail_crds::{API_VERSION, Executor, FINALIZER, KIND, Phase, ThumbnailJob, ThumbnailJobStatus};
+use thumbnail_crds::status::{
+    REASON_BACKOFF, REASON_BACKOFF_LIMIT_EXCEEDED, REASON_DEADLINE_EXCEEDED, REASON_HANDED_BACK,
+};
+use thumbnail_crds::{
+    API_VERSION, Execution, Executor, FINALIZER, KIND, Phase, ThumbnailJob, ThumbnailJobStatus,
+};
 use thumbnail_engine::{Limits, ProbeInfo};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Why a reconcile failed, named after the step.
@@ -67,6 +86,8 @@ pub enum Error {
     ReadJob(#[source] kube::Error),
     #[error("reading the render result: {0}")]
     ReadResult(#[source] CoreError),
+    #[error("reading the leader Lease: {0}")]
+    ReadLease(#[source] kube::Error),
     #[error("deleting the thumbnails: {0}")]
     Cleanup(#[source] CoreError),
     #[error("deleting the render Job: {0}")]
@@ -89,6 +110,7 @@ impl Error {
             Error::CreateJob(_) => "create_job",
             Error::ReadJob(_) => "read_job",
             Error::ReadResult(_) => "read_result",
+            Error::ReadLease(_) => "read_lease",
             Error::Cleanup(_) => "cleanup",
             Error::DeleteJob(_) => "delete_job",
             Error::Expire(_) => "expire",
@@ -101,7 +123,7 @@ impl Error {
     }
 }
 
-/// Object stores by bucket: the configured one, and others named by `spec.source.bucket`.
+/// Object stores by bucket: the configured one, and the others SOURCE_BUCKETS allows.
 pub struct Sources {
     pub s3: crate::config::S3Args,
     pub default: DynObjectStore,
@@ -117,6 +139,7 @@ impl Sources {
         }
     }
 
+    /// The store of `bucket` (`None`: the configured one). Callers check the allow list first.
     pub async fn get(&self, bucket: Option<&str>) -> Result<DynObjectStore, CoreError> {
         let Some(bucket) = bucket.filter(|b| *b != self.default.bucket()) else {
             return Ok(self.default.clone());
@@ -131,6 +154,31 @@ impl Sources {
     }
 }
 
+/// Where the leader Lease is, to tell whether the replica that claimed an attempt still leads.
+pub struct LeaseRef {
+    pub api: Api<Lease>,
+    pub name: String,
+    pub duration: Duration,
+}
+
+/// What the reconciler is configured with, besides its clients and stores.
+pub struct ReconcileSettings {
+    pub keys: KeyLayout,
+    pub limits: Limits,
+    /// Inline renders at once (INLINE_CONCURRENCY).
+    pub inline_concurrency: usize,
+    pub policy: ExecutorPolicy,
+    pub render: RenderJobSettings,
+    /// This replica's identity (its Lease identity), recorded as `claimedBy` on its attempts.
+    pub identity: String,
+    /// The leader Lease, with leader election on.
+    pub lease: Option<LeaseRef>,
+    /// Buckets `spec.source.bucket` may name.
+    pub allowed_buckets: Vec<String>,
+    /// How long a render Job's pod may take to start.
+    pub render_start_timeout: Duration,
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: kube::Client,
@@ -138,12 +186,15 @@ pub struct Context {
     /// Where thumbnails are written (`S3_BUCKET_NAME`).
     pub objects: DynObjectStore,
     pub sources: Sources,
-    pub keys: KeyLayout,
-    pub limits: Limits,
-    /// The inline executor's bounded pool (`INLINE_CONCURRENCY`).
+    pub settings: ReconcileSettings,
+    /// CPU for inline renders, on blocking threads.
     pub cpu: CpuPool,
-    pub policy: ExecutorPolicy,
-    pub render: RenderJobSettings,
+    /// Slots of the inline executor: an attempt is claimed only once it holds one, so that
+    /// waiting reconciles hold neither a claimed attempt nor a source image in memory.
+    inline_slots: Arc<Semaphore>,
+    /// Cancelled when the replica stops taking work (SIGTERM, a lost Lease): reconciles then
+    /// claim no new attempt, also those still waiting for an inline slot.
+    stopping: CancellationToken,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Consecutive failed reconciles per object, for the error policy's backoff.
@@ -151,33 +202,33 @@ pub struct Context {
 }
 
 impl Context {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: kube::Client,
         jobs: DynJobStore,
         sources: Sources,
-        keys: KeyLayout,
-        limits: Limits,
-        cpu: CpuPool,
-        policy: ExecutorPolicy,
-        render: RenderJobSettings,
+        settings: ReconcileSettings,
         recorder: Recorder,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let slots = settings.inline_concurrency.max(1);
         Context {
             client,
             jobs,
             objects: sources.default.clone(),
             sources,
-            keys,
-            limits,
-            cpu,
-            policy,
-            render,
+            cpu: CpuPool::new(slots),
+            inline_slots: Arc::new(Semaphore::new(slots)),
+            stopping: CancellationToken::new(),
+            settings,
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Claim no new attempts from now on (running ones go on).
+    pub fn stop_taking_work(&self) {
+        self.stopping.cancel();
     }
 
     fn object_key(tj: &ThumbnailJob) -> String {
@@ -210,6 +261,10 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, &tj.object_ref(&())).await {
             warn!(error = %e, reason, "could not publish an event");
         }
+    }
+
+    fn render_jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.settings.render.namespace)
     }
 }
 
@@ -284,12 +339,23 @@ async fn apply_status(
         })
 }
 
-/// Change the status of attempt `attempt`, if it is still the current, running one; re-reads and
-/// retries on conflicts. `None` when the attempt was superseded (or the resource is gone).
+/// Who may change an attempt's status.
+#[derive(Debug, Clone, Copy)]
+enum Writer<'a> {
+    /// Any replica (a render Job's attempt: whoever leads watches the Job).
+    Any,
+    /// Only the replica that claimed it (an inline attempt runs in that process).
+    Claimant(&'a str),
+}
+
+/// Change the status of attempt `attempt`, if it is still the current, running one (and, for
+/// inline attempts, still claimed by this replica); re-reads and retries on conflicts. `None`
+/// when the attempt was superseded or handed over (or the resource is gone).
 async fn update_attempt(
     api: &Api<ThumbnailJob>,
     name: &str,
     attempt: i32,
+    writer: Writer<'_>,
     change: impl Fn(&mut ThumbnailJobStatus),
 ) -> Result<Option<ThumbnailJob>, Error> {
     for _ in 0..8 {
@@ -298,6 +364,11 @@ async fn update_attempt(
         };
         let mut status = current.status.clone().unwrap_or_default();
         if status.phase() != Phase::Running || status.attempts.unwrap_or(0) != attempt {
+            return Ok(None);
+        }
+        if let Writer::Claimant(me) = writer
+            && status.claimed_by.as_deref() != Some(me)
+        {
             return Ok(None);
         }
         change(&mut status);
@@ -331,11 +402,36 @@ fn mirror_state(id: uuid::Uuid, status: &ThumbnailJobStatus) -> JobMirror {
     }
 }
 
-async fn mirror(ctx: &Context, new: Option<&NewJob>, state: &JobMirror) -> Result<(), Error> {
-    jobstore::mirror(ctx.jobs.as_ref(), new, state)
+async fn mirror(ctx: &Context, state: &JobMirror) -> Result<(), Error> {
+    jobstore::mirror(ctx.jobs.as_ref(), None, state)
         .await
         .map_err(Error::MirrorJob)?;
     Ok(())
+}
+
+/// This resource as a job row's owner.
+fn resource_ref(tj: &ThumbnailJob) -> ResourceRef {
+    ResourceRef {
+        namespace: tj.namespace().unwrap_or_default(),
+        name: tj.name_any(),
+        uid: tj.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// Step 2: make sure the job row exists (manifests get theirs here) and belongs to this resource.
+async fn bind_row(ctx: &Context, tj: &ThumbnailJob, new: &NewJob) -> Result<Binding, Error> {
+    if ctx.jobs.get(new.id).await.map_err(Error::MirrorJob)?.is_none()
+        && let Err(e) = ctx.jobs.create(new).await
+    {
+        // Created concurrently by someone else: the bind below decides whose it is.
+        if ctx.jobs.get(new.id).await.map_err(Error::MirrorJob)?.is_none() {
+            return Err(Error::MirrorJob(e));
+        }
+    }
+    ctx.jobs
+        .bind_resource(new.id, &resource_ref(tj))
+        .await
+        .map_err(Error::MirrorJob)
 }
 
 fn executor_name(e: Executor) -> &'static str {
@@ -365,20 +461,51 @@ async fn apply(api: &Api<ThumbnailJob>, cached: Arc<ThumbnailJob>, ctx: &Context
     }
     let v = match plan::validate(&tj) {
         Ok(v) => v,
-        Err(message) => return fail(api, ctx, &tj, None, plan::REASON_INVALID_SPEC, &message).await,
+        Err(message) => return fail(api, ctx, &tj, plan::REASON_INVALID_SPEC, &message).await,
     };
+    if !plan::source_bucket_allowed(tj.spec.source.bucket.as_deref(), &ctx.settings.allowed_buckets) {
+        let message = format!(
+            "spec.source.bucket {:?} is not a bucket this operator may read (allowed: {}; set SOURCE_BUCKETS)",
+            tj.spec.source.bucket.as_deref().unwrap_or_default(),
+            ctx.settings.allowed_buckets.join(", ")
+        );
+        return fail(api, ctx, &tj, plan::REASON_BUCKET_NOT_ALLOWED, &message).await;
+    }
     let status = tj.status.clone().unwrap_or_default();
     match (status.phase(), status.executor) {
         (Phase::Running, Some(Executor::Job)) => watch_job(api, ctx, &tj, &v).await,
         (Phase::Running, _) => {
             let attempt = status.attempts.unwrap_or(1);
-            warn!(name = %v.name, attempt, "an inline attempt was interrupted (operator restart); starting the next");
+            let claimant = status.claimed_by.clone().unwrap_or_default();
+            if let Some(wait) = claimant_still_leads(ctx, &claimant).await? {
+                info!(name = %v.name, attempt, claimant, "the attempt's claimant still holds the lease; waiting");
+                return Ok(Action::requeue(wait));
+            }
+            warn!(name = %v.name, attempt, claimant, "an inline attempt was interrupted (its replica stopped); starting the next");
             ctx.metrics.job.retries.inc();
             let note = format!("attempt {attempt} was interrupted before it finished");
             start(api, ctx, tj, v, Some(note)).await
         }
         _ => start(api, ctx, tj, v, None).await,
     }
+}
+
+/// Whether the replica that claimed an inline attempt still holds the leader Lease (then the
+/// attempt is not interrupted: it may still be rendering). `Some(wait)`: look again then.
+async fn claimant_still_leads(ctx: &Context, claimant: &str) -> Result<Option<Duration>, Error> {
+    // This replica: the reconcile that claimed it is not running (one reconcile per object at a
+    // time), so it was a previous run of this replica. Without leader election only one replica
+    // runs.
+    if claimant.is_empty() || claimant == ctx.settings.identity {
+        return Ok(None);
+    }
+    let Some(lease) = &ctx.settings.lease else {
+        return Ok(None);
+    };
+    let holder = crate::leader::active_holder(&lease.api, &lease.name)
+        .await
+        .map_err(Error::ReadLease)?;
+    Ok((holder.as_deref() == Some(claimant)).then_some(lease.duration))
 }
 
 /// A resource that has not started, waits for a retry, or whose attempt was interrupted.
@@ -390,21 +517,20 @@ async fn start(
     interrupted: Option<String>,
 ) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let generation = tj.metadata.generation;
-    let mut status = tj
+    let status = tj
         .status
         .clone()
-        .unwrap_or_else(|| ThumbnailJobStatus::pending(generation, now));
+        .unwrap_or_else(|| ThumbnailJobStatus::pending(tj.metadata.generation, now));
     let attempts = status.attempts.unwrap_or(0);
     if let Some(message) = plan::deadline_exceeded(&tj, now) {
-        return fail(api, ctx, &tj, Some(&v), REASON_DEADLINE_EXCEEDED, &message).await;
+        return fail(api, ctx, &tj, REASON_DEADLINE_EXCEEDED, &message).await;
     }
     if attempts > 0 && !plan::may_retry(attempts, tj.spec.backoff_limit) {
         let last = interrupted
             .or_else(|| status.condition("Running").map(|c| c.message.clone()))
             .unwrap_or_default();
         let message = format!("{attempts} attempts failed; the last: {last}");
-        return fail(api, ctx, &tj, Some(&v), REASON_BACKOFF_LIMIT_EXCEEDED, &message).await;
+        return fail(api, ctx, &tj, REASON_BACKOFF_LIMIT_EXCEEDED, &message).await;
     }
     if interrupted.is_none()
         && let Some(wait) = backoff_remaining(&status, now)
@@ -412,29 +538,114 @@ async fn start(
         return Ok(Action::requeue(wait));
     }
 
-    // Read and probe the source (header only).
-    let sources = ctx
+    let Probed {
+        store: sources,
+        size: source_bytes,
+        probe,
+    } = match probe(ctx, &tj).await? {
+        Ok(probed) => probed,
+        Err(e) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
+    };
+    let new_job = plan::new_job(&tj, v.id, &probe, source_bytes, ctx.objects.bucket());
+    if let Binding::BoundElsewhere(other) = bind_row(ctx, &tj, &new_job).await? {
+        let message = format!("job id {} belongs to the ThumbnailJob {other}", v.id);
+        return fail(api, ctx, &tj, plan::REASON_JOB_ID_CONFLICT, &message).await;
+    }
+    mirror(ctx, &mirror_state(v.id, &status)).await?;
+
+    let render_plan = plan::plan(&tj, v.id, probe.format, &ctx.settings.keys);
+    let executor = plan::choose_executor(tj.spec.execution, &probe, &ctx.settings.policy);
+    match executor {
+        Executor::Inline => {
+            // Wait for a slot before claiming anything or reading the whole source; a replica
+            // that is stopping claims nothing new (the next leader will).
+            let slot = tokio::select! {
+                slot = ctx.inline_slots.clone().acquire_owned() => slot.expect("the inline slots are never closed"),
+                _ = ctx.stopping.cancelled() => return Ok(Action::requeue(Duration::from_secs(1))),
+            };
+            // The resource may have changed while this reconcile waited.
+            let Some(fresh) = api.get_opt(&v.name).await.map_err(Error::ReadResource)? else {
+                return Ok(Action::await_change());
+            };
+            if fresh.resource_version() != tj.resource_version() {
+                return Ok(Action::requeue(Duration::ZERO));
+            }
+            let (key, limits) = (&tj.spec.source.key, ctx.settings.limits);
+            let source = match render::read_source(sources.as_ref(), key, &limits).await {
+                Ok(bytes) => bytes,
+                Err(RenderError::BadInput(e)) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
+                Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
+            };
+            let claimed = claim(api, ctx, &tj, &v, status, Executor::Inline).await?;
+            run_inline(api, ctx, &claimed, &v, &render_plan, source, slot).await
+        }
+        Executor::Job => {
+            if tj.spec.execution == Execution::Inline {
+                let note = format!(
+                    "{}x{} pixels is over JOB_PIXEL_THRESHOLD ({}); rendering in a Job instead of inline",
+                    probe.width, probe.height, ctx.settings.policy.job_pixel_threshold
+                );
+                ctx.event(&tj, EventType::Normal, plan::REASON_INLINE_TOO_LARGE, note)
+                    .await;
+            }
+            if ctx.stopping.is_cancelled() {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            let claimed = claim(api, ctx, &tj, &v, status, Executor::Job).await?;
+            create_render_job(ctx, &claimed, &render_plan, &probe, source_bytes).await?;
+            Ok(Action::requeue(job_recheck(ctx, &claimed, Timestamp::now())))
+        }
+    }
+}
+
+/// A source read and probed.
+struct Probed {
+    store: DynObjectStore,
+    /// The object's size.
+    size: u64,
+    probe: ProbeInfo,
+}
+
+/// Step 2: read the first bytes of the source and probe its header (memory bounded whatever the
+/// object is). `Ok(Err(reason))`: bad input, which can never be rendered.
+async fn probe(ctx: &Context, tj: &ThumbnailJob) -> Result<Result<Probed, JobError>, Error> {
+    let store = ctx
         .sources
         .get(tj.spec.source.bucket.as_deref())
         .await
         .map_err(Error::ReadSource)?;
-    let source = match render::read_source(sources.as_ref(), &tj.spec.source.key, &ctx.limits).await {
-        Ok(bytes) => bytes,
-        Err(RenderError::BadInput(e)) => return fail(api, ctx, &tj, Some(&v), &e.reason, &e.message).await,
-        Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
+    let limits = ctx.settings.limits;
+    let key = &tj.spec.source.key;
+    let probed = async {
+        let head = render::read_head(store.as_ref(), key, &limits).await?;
+        let probe = render::probe_source(store.as_ref(), key, &head, &limits).await?;
+        Ok::<_, RenderError>((head.total_size, probe))
     };
-    let probe = match thumbnail_engine::probe(&source, &ctx.limits) {
-        Ok(p) => p,
-        Err(e) => return fail(api, ctx, &tj, Some(&v), e.reason(), &e.to_string()).await,
-    };
-    let new_job = plan::new_job(&tj, v.id, &probe, source.len() as u64, ctx.objects.bucket());
-    mirror(ctx, Some(&new_job), &mirror_state(v.id, &status)).await?;
+    match probed.await {
+        Ok((size, probe)) => Ok(Ok(Probed { store, size, probe })),
+        Err(RenderError::BadInput(e)) => Ok(Err(e)),
+        Err(RenderError::Dependency(e)) => Err(Error::ReadSource(e)),
+    }
+}
 
-    // Decide, then claim the attempt (guarded by the version just read).
-    let render_plan = plan::plan(&tj, v.id, probe.format, &ctx.keys);
-    let executor = plan::choose_executor(tj.spec.execution, &probe, &ctx.policy);
+/// Step 4: claim the next attempt for this replica, guarded by the resourceVersion just read.
+async fn claim(
+    api: &Api<ThumbnailJob>,
+    ctx: &Context,
+    tj: &ThumbnailJob,
+    v: &Validated,
+    mut status: ThumbnailJobStatus,
+    executor: Executor,
+) -> Result<ThumbnailJob, Error> {
+    let generation = tj.metadata.generation;
     let job_name = (executor == Executor::Job).then(|| plan::render_job_name(v.id));
-    status.start_attempt(executor, job_name.clone(), generation, now);
+    status.start_attempt(
+        executor,
+        job_name,
+        &ctx.settings.identity,
+        generation,
+        Timestamp::now(),
+    );
     let attempt = status.attempts.unwrap_or(1);
     let claimed = apply_status(api, &v.name, tj.resource_version(), &status).await?;
     ctx.metrics.attempt(executor_name(executor));
@@ -447,18 +658,11 @@ async fn start(
     info!(name = %v.name, job_id = %v.id, executor = executor_name(executor), attempt, "attempt started");
     ctx.event(&claimed, EventType::Normal, "Started", running_message)
         .await;
-    if let Err(e) = mirror(ctx, None, &mirror_state(v.id, &status)).await {
+    if let Err(e) = mirror(ctx, &mirror_state(v.id, &status)).await {
         // The final state is mirrored again on every reconcile of a finished resource.
         warn!(job_id = %v.id, error = %e, "could not mirror the start to the job store");
     }
-
-    match executor {
-        Executor::Inline => run_inline(api, ctx, &claimed, &v, &render_plan, source, attempt).await,
-        Executor::Job => {
-            create_render_job(ctx, &claimed, &render_plan, &probe, source.len() as u64).await?;
-            Ok(Action::requeue(Duration::from_secs(300)))
-        }
-    }
+    Ok(claimed)
 }
 
 /// While a failed attempt waits for its retry: how long is left.
@@ -483,23 +687,39 @@ async fn run_inline(
     v: &Validated,
     plan: &RenderPlan,
     source: bytes::Bytes,
-    attempt: i32,
+    slot: OwnedSemaphorePermit,
 ) -> Result<Action, Error> {
+    // Held until the attempt's outcome is written: until then it is Running, and the bound is on
+    // claimed attempts, not only on renders.
+    let _slot = slot;
     let started = Instant::now();
     let generation = tj.metadata.generation;
-    match render::render_outputs(plan, source, ctx.objects.as_ref(), ctx.limits, &ctx.cpu).await {
+    let attempt = tj.status.as_ref().and_then(|s| s.attempts).unwrap_or(1);
+    let me = Writer::Claimant(&ctx.settings.identity);
+    let render = render::render_outputs(plan, source, ctx.objects.as_ref(), ctx.settings.limits, &ctx.cpu);
+    // The deadline holds inline too: the render is abandoned (its result discarded) when it runs out.
+    let rendered = match plan::deadline_remaining(tj, Timestamp::now()) {
+        Some(left) => tokio::time::timeout(left, render).await.ok(),
+        None => Some(render.await),
+    };
+    let Some(rendered) = rendered else {
+        let message = plan::deadline_exceeded(tj, Timestamp::now())
+            .unwrap_or_else(|| "activeDeadlineSeconds passed during the render".into());
+        return fail_attempt(api, ctx, v, attempt, me, REASON_DEADLINE_EXCEEDED, &message).await;
+    };
+    match rendered {
         Ok(outputs) => {
-            let done = update_attempt(api, &v.name, attempt, |s| {
+            let done = update_attempt(api, &v.name, attempt, me, |s| {
                 s.succeed(outputs.clone(), generation, Timestamp::now())
             })
             .await?;
             succeeded(api, ctx, v, done, started).await
         }
-        Err(RenderError::BadInput(e)) => fail_attempt(api, ctx, v, attempt, &e.reason, &e.message).await,
+        Err(RenderError::BadInput(e)) => fail_attempt(api, ctx, v, attempt, me, &e.reason, &e.message).await,
         Err(RenderError::Dependency(e)) => {
             if plan::may_retry(attempt, tj.spec.backoff_limit) {
                 let message = format!("attempt {attempt} failed: {e}");
-                if let Some(tj) = update_attempt(api, &v.name, attempt, |s| {
+                if let Some(tj) = update_attempt(api, &v.name, attempt, me, |s| {
                     s.set_pending(REASON_BACKOFF, &message, generation, Timestamp::now())
                 })
                 .await?
@@ -511,7 +731,7 @@ async fn run_inline(
                 Err(Error::Render(e))
             } else {
                 let message = format!("{attempt} attempts failed; the last: {e}");
-                fail_attempt(api, ctx, v, attempt, REASON_BACKOFF_LIMIT_EXCEEDED, &message).await
+                fail_attempt(api, ctx, v, attempt, me, REASON_BACKOFF_LIMIT_EXCEEDED, &message).await
             }
         }
     }
@@ -571,7 +791,6 @@ async fn fail(
     api: &Api<ThumbnailJob>,
     ctx: &Context,
     tj: &ThumbnailJob,
-    v: Option<&Validated>,
     reason: &str,
     message: &str,
 ) -> Result<Action, Error> {
@@ -582,8 +801,7 @@ async fn fail(
         .clone()
         .unwrap_or_else(|| ThumbnailJobStatus::pending(generation, now));
     status.fail(reason, message, generation, now);
-    let name = v.map(|v| v.name.clone()).unwrap_or_else(|| tj.name_any());
-    let updated = apply_status(api, &name, tj.resource_version(), &status).await?;
+    let updated = apply_status(api, &tj.name_any(), tj.resource_version(), &status).await?;
     failed(api, ctx, updated, reason, message).await
 }
 
@@ -593,10 +811,11 @@ async fn fail_attempt(
     ctx: &Context,
     v: &Validated,
     attempt: i32,
+    writer: Writer<'_>,
     reason: &str,
     message: &str,
 ) -> Result<Action, Error> {
-    match update_attempt(api, &v.name, attempt, |s| {
+    match update_attempt(api, &v.name, attempt, writer, |s| {
         let generation = s.observed_generation;
         s.fail(reason, message, generation, Timestamp::now())
     })
@@ -609,8 +828,11 @@ async fn fail_attempt(
 
 /// A finished resource: mirror its final state (idempotent), then delete it once its TTL passed.
 async fn finished(api: &Api<ThumbnailJob>, tj: &ThumbnailJob, ctx: &Context) -> Result<Action, Error> {
-    if let (Ok(v), Some(status)) = (plan::validate(tj), tj.status.as_ref()) {
-        mirror(ctx, None, &mirror_state(v.id, status)).await?;
+    let status = tj.status.as_ref();
+    // A resource refused for naming another resource's job id never touches that job's row.
+    let conflicting = status.and_then(|s| s.failure_reason.as_deref()) == Some(plan::REASON_JOB_ID_CONFLICT);
+    if let (Ok(v), Some(status), false) = (plan::validate(tj), status, conflicting) {
+        mirror(ctx, &mirror_state(v.id, status)).await?;
     }
     match plan::ttl_remaining(tj, Timestamp::now()) {
         None => Ok(Action::await_change()),
@@ -664,16 +886,81 @@ async fn create_render_job(
     probe: &ProbeInfo,
     source_bytes: u64,
 ) -> Result<(), Error> {
-    let job = plan::render_job(tj, plan, probe, source_bytes, &ctx.render, Timestamp::now());
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &tj.namespace().unwrap_or_default());
-    match jobs.create(&PostParams::default(), &job).await {
+    let job = plan::render_job(
+        tj,
+        plan,
+        probe,
+        source_bytes,
+        &ctx.settings.render,
+        Timestamp::now(),
+    );
+    match ctx.render_jobs().create(&PostParams::default(), &job).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
         Err(e) => Err(Error::CreateJob(e)),
     }
 }
 
-/// An attempt running in a render Job: wait for the Job to finish, then read its result.
+/// Delete a render Job and (in the background, by the garbage collector) its pods.
+async fn delete_render_job(ctx: &Context, name: &str) -> Result<(), Error> {
+    match ctx.render_jobs().delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(Error::DeleteJob(e)),
+    }
+}
+
+/// When to look at a render Job again without a watch event: when the deadline passes, or when
+/// its pod should have started, or after five minutes (a safety net).
+fn job_recheck(ctx: &Context, tj: &ThumbnailJob, now: Timestamp) -> Duration {
+    let mut next = Duration::from_secs(300).min(ctx.settings.render_start_timeout + Duration::from_secs(1));
+    if let Some(left) = plan::deadline_remaining(tj, now) {
+        next = next.min(left + Duration::from_millis(100));
+    }
+    next
+}
+
+/// The render result a Job left in the bucket, if any.
+async fn read_result(ctx: &Context, v: &Validated) -> Result<Option<RenderResult>, Error> {
+    let key = plan::result_key(&ctx.settings.keys, v.id);
+    match ctx.objects.get(&key).await {
+        Ok(bytes) => Ok(serde_json::from_slice::<RenderResult>(&bytes)
+            .ok()
+            .filter(|r| r.job_id == v.id)),
+        Err(CoreError::ObjectNotFound(_)) => Ok(None),
+        Err(e) => Err(Error::ReadResult(e)),
+    }
+}
+
+/// Why a render Job's pod has not started, if something says so.
+async fn render_start_problem(ctx: &Context, job: &str) -> Result<Option<(String, String)>, Error> {
+    let ns = &ctx.settings.render.namespace;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .map_err(Error::ReadJob)?
+        .items;
+    if plan::any_pod_started(&pods) {
+        return Ok(None);
+    }
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
+    let events = events
+        .list(&ListParams::default().fields(&format!("involvedObject.kind=Job,involvedObject.name={job}")))
+        .await
+        .map_err(Error::ReadJob)?
+        .items;
+    let problem = plan::start_problem(&pods, &events).unwrap_or_else(|| {
+        (
+            plan::REASON_RENDER_NOT_STARTED.to_owned(),
+            format!("no pod of the render Job {job} started"),
+        )
+    });
+    Ok(Some(problem))
+}
+
+/// An attempt running in a render Job: wait for the Job to finish, then read its result. The
+/// deadline and the start timeout are enforced whatever the Job does.
 async fn watch_job(
     api: &Api<ThumbnailJob>,
     ctx: &Context,
@@ -686,53 +973,78 @@ async fn watch_job(
         .kubernetes_job
         .clone()
         .unwrap_or_else(|| plan::render_job_name(v.id));
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let job = jobs.get_opt(&name).await.map_err(Error::ReadJob)?;
-    let owned = |job: &Job| {
-        job.owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == tj.metadata.uid.as_ref())
-    };
-    let Some(job) = job.filter(owned) else {
+    let any = Writer::Any;
+    let now = Timestamp::now();
+    if let Some(message) = plan::deadline_exceeded(tj, now) {
+        delete_render_job(ctx, &name).await?;
+        return fail_attempt(api, ctx, v, attempt, any, REASON_DEADLINE_EXCEEDED, &message).await;
+    }
+    let job = ctx.render_jobs().get_opt(&name).await.map_err(Error::ReadJob)?;
+    let Some(job) = job.filter(|job| plan::job_belongs_to(job, tj)) else {
         // Claimed, but the Job is missing (the operator stopped before creating it, or someone
         // deleted it): create it.
-        let sources = ctx
-            .sources
-            .get(tj.spec.source.bucket.as_deref())
-            .await
-            .map_err(Error::ReadSource)?;
-        let source = match render::read_source(sources.as_ref(), &tj.spec.source.key, &ctx.limits).await {
-            Ok(bytes) => bytes,
-            Err(RenderError::BadInput(e)) => {
-                return fail_attempt(api, ctx, v, attempt, &e.reason, &e.message).await;
-            }
-            Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
+        let Probed {
+            size: source_bytes,
+            probe,
+            ..
+        } = match probe(ctx, tj).await? {
+            Ok(probed) => probed,
+            Err(e) => return fail_attempt(api, ctx, v, attempt, any, &e.reason, &e.message).await,
         };
-        let probe = match thumbnail_engine::probe(&source, &ctx.limits) {
-            Ok(p) => p,
-            Err(e) => return fail_attempt(api, ctx, v, attempt, e.reason(), &e.to_string()).await,
-        };
-        let render_plan = plan::plan(tj, v.id, probe.format, &ctx.keys);
-        create_render_job(ctx, tj, &render_plan, &probe, source.len() as u64).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        let render_plan = plan::plan(tj, v.id, probe.format, &ctx.settings.keys);
+        create_render_job(ctx, tj, &render_plan, &probe, source_bytes).await?;
+        return Ok(Action::requeue(job_recheck(ctx, tj, now)));
     };
     let state = plan::job_state(&job);
-    if state == plan::JobState::Running {
-        // The owned-Job watch wakes us when it changes; this is only a safety net.
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    }
-    let result_key = plan::result_key(&ctx.keys, v.id);
-    let result: Option<RenderResult> = match ctx.objects.get(&result_key).await {
-        Ok(bytes) => serde_json::from_slice::<RenderResult>(&bytes)
-            .ok()
-            .filter(|r| r.job_id == v.id),
-        Err(CoreError::ObjectNotFound(_)) => None,
-        Err(e) => return Err(Error::ReadResult(e)),
-    };
     let pods = plan::job_attempts(&job);
+    if state == plan::JobState::Running {
+        let failed_pods = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+        // A pod refused the input (exit code 2 with a result naming the error): fail now rather
+        // than let the Job run the same input again (API servers before 1.26 ignore the
+        // podFailurePolicy that does this).
+        if failed_pods > 0
+            && let Some(RenderResult { error: Some(e), .. }) = read_result(ctx, v).await?
+        {
+            delete_render_job(ctx, &name).await?;
+            return fail_job_attempt(api, ctx, v, attempt, pods, &e.reason, &e.message).await;
+        }
+        let age = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::ZERO);
+        if let Some((reason, message)) = render_start_problem(ctx, &name).await? {
+            if age >= ctx.settings.render_start_timeout {
+                let message = format!(
+                    "the render Job {name} did not start within {}s: {message}",
+                    ctx.settings.render_start_timeout.as_secs()
+                );
+                delete_render_job(ctx, &name).await?;
+                return fail_job_attempt(api, ctx, v, attempt, pods, &reason, &message).await;
+            }
+            if reason != plan::REASON_RENDER_NOT_STARTED {
+                ctx.event(
+                    tj,
+                    EventType::Warning,
+                    &reason,
+                    format!("render Job {name}: {message}"),
+                )
+                .await;
+            }
+            let left = ctx.settings.render_start_timeout.saturating_sub(age);
+            return Ok(Action::requeue(
+                job_recheck(ctx, tj, now).min(left + Duration::from_millis(100)),
+            ));
+        }
+        // The watch on render Jobs wakes us when the Job changes.
+        return Ok(Action::requeue(job_recheck(ctx, tj, now)));
+    }
+    let result = read_result(ctx, v).await?;
     let started = Instant::now();
-    match plan::job_outcome(&state, result.as_ref()) {
-        None => Ok(Action::requeue(Duration::from_secs(300))),
+    let outcome = plan::job_outcome(&state, result.as_ref());
+    let action = match outcome {
+        None => return Ok(Action::requeue(job_recheck(ctx, tj, now))),
         Some(Ok(outputs)) => {
             // Trust, but verify: every output the result names must be in the bucket.
             for output in &outputs {
@@ -746,71 +1058,149 @@ async fn watch_job(
                         "the render Job reported {} but it is not in the bucket",
                         output.key
                     );
-                    return fail_attempt(api, ctx, v, attempt, plan::REASON_OUTPUTS_MISSING, &message).await;
+                    delete_render_job(ctx, &name).await?;
+                    return fail_job_attempt(
+                        api,
+                        ctx,
+                        v,
+                        attempt,
+                        pods,
+                        plan::REASON_OUTPUTS_MISSING,
+                        &message,
+                    )
+                    .await;
                 }
             }
-            let done = update_attempt(api, &v.name, attempt, |s| {
+            let done = update_attempt(api, &v.name, attempt, any, |s| {
                 let generation = s.observed_generation;
                 s.succeed(outputs.clone(), generation, Timestamp::now());
                 s.attempts = Some(pods);
             })
             .await?;
-            succeeded(api, ctx, v, done, started).await
+            succeeded(api, ctx, v, done, started).await?
         }
         Some(Err((reason, message))) => {
-            match update_attempt(api, &v.name, attempt, |s| {
-                let generation = s.observed_generation;
-                s.fail(&reason, &message, generation, Timestamp::now());
-                s.attempts = Some(pods);
-            })
-            .await?
-            {
-                Some(tj) => failed(api, ctx, tj, &reason, &message).await,
-                None => Ok(Action::await_change()),
-            }
+            fail_job_attempt(api, ctx, v, attempt, pods, &reason, &message).await?
         }
+    };
+    // Its result is read: the Job (and its pods) can go now rather than at its TTL.
+    delete_render_job(ctx, &name).await?;
+    Ok(action)
+}
+
+/// Fail a render Job's attempt for good, recording how many pods it ran.
+async fn fail_job_attempt(
+    api: &Api<ThumbnailJob>,
+    ctx: &Context,
+    v: &Validated,
+    attempt: i32,
+    pods: i32,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    match update_attempt(api, &v.name, attempt, Writer::Any, |s| {
+        let generation = s.observed_generation;
+        s.fail(reason, message, generation, Timestamp::now());
+        s.attempts = Some(pods.max(attempt));
+    })
+    .await?
+    {
+        Some(tj) => failed(api, ctx, tj, reason, message).await,
+        None => Ok(Action::await_change()),
     }
 }
 
-/// The resource is being deleted: remove its thumbnails and render result, stop its Job, and
-/// record an unfinished job as failed in the job store (its history stays there).
+/// The resource is being deleted: stop its render Job and, if the job row is this resource's,
+/// remove its thumbnails and render result and record an unfinished job as failed (its history
+/// stays in the job store). A resource that named another resource's job id touches nothing.
 async fn cleanup(tj: &ThumbnailJob, ctx: &Context) -> Result<Action, Error> {
     let namespace = tj.namespace().unwrap_or_default();
-    let v = plan::validate(tj).ok();
-    let keys: Vec<String> = match &v {
-        Some(v) => plan::possible_keys(tj, v.id, &ctx.keys),
-        None => tj
-            .status
-            .iter()
-            .flat_map(|s| s.outputs.iter().map(|o| o.key.clone()))
-            .collect(),
+    let Ok(v) = plan::validate(tj) else {
+        info!(name = %tj.name_any(), namespace, "cleaned up (invalid spec: nothing was written)");
+        return Ok(Action::await_change());
     };
+    // Its render Job, if it has one (the uid label tells).
+    let job_name = plan::render_job_name(v.id);
+    if let Some(job) = ctx
+        .render_jobs()
+        .get_opt(&job_name)
+        .await
+        .map_err(Error::ReadJob)?
+        && plan::job_belongs_to(&job, tj)
+    {
+        delete_render_job(ctx, &job_name).await?;
+    }
+    let ours = match ctx.jobs.resource_binding(v.id).await.map_err(Error::MirrorJob)? {
+        RowBinding::NoRow => true,
+        RowBinding::BoundTo(owner) => Some(&owner.uid) == tj.metadata.uid.as_ref(),
+        // An API job whose ThumbnailJob never bound it: not provably this resource's.
+        RowBinding::Unbound => false,
+    };
+    if !ours {
+        info!(name = %tj.name_any(), namespace, job_id = %v.id, "cleaned up; the job id belongs to another resource, its objects and row stay");
+        return Ok(Action::await_change());
+    }
+    let keys = plan::possible_keys(tj, v.id, &ctx.settings.keys);
     for key in &keys {
         ctx.objects.delete(key).await.map_err(Error::Cleanup)?;
     }
-    if let Some(v) = &v {
-        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-        match jobs
-            .delete(&plan::render_job_name(v.id), &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(e) => return Err(Error::DeleteJob(e)),
-        }
-        if !tj.is_finished() {
-            let state = JobMirror {
-                id: v.id,
-                status: JobStatus::Failure,
-                attempts: tj.status.as_ref().and_then(|s| s.attempts).unwrap_or(0).max(0) as u32,
-                outcome: Some(Outcome::Failure(plan::job_error(
-                    plan::REASON_DELETED,
-                    "the ThumbnailJob was deleted before it finished",
-                ))),
-            };
-            mirror(ctx, None, &state).await?;
-        }
+    if !tj.is_finished() {
+        let state = JobMirror {
+            id: v.id,
+            status: JobStatus::Failure,
+            attempts: tj.status.as_ref().and_then(|s| s.attempts).unwrap_or(0).max(0) as u32,
+            outcome: Some(Outcome::Failure(plan::job_error(
+                plan::REASON_DELETED,
+                "the ThumbnailJob was deleted before it finished",
+            ))),
+        };
+        mirror(ctx, &state).await?;
     }
     info!(name = %tj.name_any(), namespace, objects = keys.len(), "cleaned up");
     Ok(Action::await_change())
+}
+
+/// Hand this replica's unfinished inline attempts back (status `Pending`, reason `HandedBack`,
+/// the attempt not counted), when it stops before they finished: after its SIGTERM grace, or when
+/// it lost the leader Lease and stopped them. The next leader starts them again as the same
+/// attempt. Each write is guarded by the resourceVersion and the claimant, so an attempt another
+/// replica already took over is left alone. Candidates come from the controller's cache; the
+/// number handed back is returned.
+pub async fn hand_back_attempts(ctx: &Context, cache: &Store<ThumbnailJob>, why: &str) -> usize {
+    let me = ctx.settings.identity.as_str();
+    let mine = |tj: &ThumbnailJob| {
+        tj.status.as_ref().is_some_and(|s| {
+            s.phase() == Phase::Running
+                && s.executor != Some(Executor::Job)
+                && s.claimed_by.as_deref() == Some(me)
+        })
+    };
+    let mut handed = 0;
+    for cached in cache.state().into_iter().filter(|tj| mine(tj)) {
+        let api: Api<ThumbnailJob> =
+            Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+        let name = cached.name_any();
+        let fresh = match api.get_opt(&name).await {
+            Ok(Some(tj)) if mine(&tj) => tj,
+            Ok(_) => continue,
+            Err(e) => {
+                warn!(name, error = %e, "could not hand an attempt back");
+                continue;
+            }
+        };
+        let mut status = fresh.status.clone().unwrap_or_default();
+        let attempt = status.attempts.unwrap_or(1);
+        let message = format!("attempt {attempt} was stopped by {me} ({why}); it does not count");
+        status.hand_back(&message, fresh.metadata.generation, Timestamp::now());
+        match apply_status(&api, &name, fresh.resource_version(), &status).await {
+            Ok(updated) => {
+                handed += 1;
+                info!(name, attempt, "handed the attempt back");
+                ctx.event(&updated, EventType::Normal, REASON_HANDED_BACK, message)
+                    .await;
+            }
+            Err(e) => warn!(name, error = %e, "could not hand an attempt back"),
+        }
+    }
+    handed
 }

@@ -5,7 +5,7 @@ use crate::plan::{EXIT_BAD_INPUT, PlannedOutput, REASON_SOURCE_NOT_FOUND, Render
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use thumbnail_core::model::JobError;
-use thumbnail_core::objects::{ObjectStore, S3ObjectStore};
+use thumbnail_core::objects::{ObjectStore, Prefix, S3ObjectStore};
 use thumbnail_core::worker::{CpuPool, job_error};
 use thumbnail_core::{CoreError, engine};
 use thumbnail_crds::OutputStatus;
@@ -83,24 +83,69 @@ pub async fn render_outputs(
     Ok(written)
 }
 
-/// Read a source image; a missing object or one over the size limit is bad input.
+/// Bytes of a source read to probe its header: enough for every format's header but for JPEGs
+/// with huge metadata before the frame header (those are read whole, see [`read_source`]).
+pub const PROBE_BYTES: u64 = 256 * 1024;
+
+/// The bad input of a source larger than the limit.
+fn too_large(size: u64, limits: &Limits) -> RenderError {
+    RenderError::BadInput(job_error(&thumbnail_engine::EngineError::FileTooLarge {
+        size,
+        max: limits.max_input_bytes,
+    }))
+}
+
+/// Read the start of a source image, for its header: memory is bounded whatever the object is.
+/// A missing object or one over the size limit is bad input.
+pub async fn read_head(objects: &dyn ObjectStore, key: &str, limits: &Limits) -> Result<Prefix, RenderError> {
+    let head = objects
+        .get_prefix(key, PROBE_BYTES.min(limits.max_input_bytes))
+        .await
+        .map_err(|e| RenderError::from_core(e, key))?;
+    if head.total_size > limits.max_input_bytes {
+        return Err(too_large(head.total_size, limits));
+    }
+    Ok(head)
+}
+
+/// Read a whole source image, never more than the size limit (one byte more tells that it is
+/// over). A missing object or one over the limit is bad input.
 pub async fn read_source(
     objects: &dyn ObjectStore,
     key: &str,
     limits: &Limits,
 ) -> Result<Bytes, RenderError> {
-    let bytes = objects
-        .get(key)
+    let read = objects
+        .get_prefix(key, limits.max_input_bytes.saturating_add(1))
         .await
         .map_err(|e| RenderError::from_core(e, key))?;
-    if bytes.len() as u64 > limits.max_input_bytes {
-        let e = thumbnail_engine::EngineError::FileTooLarge {
-            size: bytes.len() as u64,
-            max: limits.max_input_bytes,
-        };
-        return Err(RenderError::BadInput(job_error(&e)));
+    if read.total_size > limits.max_input_bytes || read.bytes.len() as u64 > limits.max_input_bytes {
+        return Err(too_large(read.total_size.max(read.bytes.len() as u64), limits));
     }
-    Ok(bytes)
+    Ok(read.bytes)
+}
+
+/// Probe a source's header from its first bytes, reading the whole source only when the header
+/// does not fit in them (huge EXIF or ICC segments before a JPEG's frame header).
+pub async fn probe_source(
+    objects: &dyn ObjectStore,
+    key: &str,
+    head: &Prefix,
+    limits: &Limits,
+) -> Result<thumbnail_engine::ProbeInfo, RenderError> {
+    // The size was checked against the limit when the head was read; the probe sees a prefix.
+    let probe_limits = Limits {
+        max_input_bytes: u64::MAX,
+        ..*limits
+    };
+    let bad = |e: thumbnail_engine::EngineError| RenderError::BadInput(job_error(&e));
+    match thumbnail_engine::probe(&head.bytes, &probe_limits) {
+        Err(thumbnail_engine::EngineError::Corrupt { .. }) if !head.is_whole() => {
+            let whole = read_source(objects, key, limits).await?;
+            thumbnail_engine::probe(&whole, &probe_limits).map_err(bad)
+        }
+        other => other.map_err(bad),
+    }
 }
 
 async fn write_result(

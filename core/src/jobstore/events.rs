@@ -4,7 +4,7 @@
 //! On PostgreSQL, jobs other processes finish (the operator, another replica) arrive too, relayed
 //! from `pg_notify` by `relay_finished_jobs`. Waiters still re-read the store now and then, for
 //! notifications lost while that connection was down.
-use super::{DynJobStore, JobStore, Outcome};
+use super::{Binding, DynJobStore, JobStore, Outcome, ResourceRef, RowBinding};
 use crate::Result;
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob};
 use async_trait::async_trait;
@@ -88,6 +88,14 @@ impl JobStore for NotifyingJobStore {
 
     async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>> {
         self.inner.unfinished(limit).await
+    }
+
+    async fn bind_resource(&self, id: Uuid, resource: &ResourceRef) -> Result<Binding> {
+        self.inner.bind_resource(id, resource).await
+    }
+
+    async fn resource_binding(&self, id: Uuid) -> Result<RowBinding> {
+        self.inner.resource_binding(id).await
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool> {

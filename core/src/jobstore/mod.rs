@@ -19,6 +19,41 @@ pub use mirror::{JobMirror, Mirrored, mirror};
 pub use postgres::{FINISHED_CHANNEL, PostgresJobStore, relay_finished_jobs};
 pub use sqlite::SqliteJobStore;
 
+/// The ThumbnailJob a job row belongs to (Kubernetes mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRef {
+    pub namespace: String,
+    pub name: String,
+    /// `metadata.uid`: names can be reused after a deletion, uids cannot.
+    pub uid: String,
+}
+
+impl std::fmt::Display for ResourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} (uid {})", self.namespace, self.name, self.uid)
+    }
+}
+
+/// What [`JobStore::bind_resource`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// The row belongs to this resource (bound now, or already).
+    Bound,
+    /// The row belongs to another resource.
+    BoundElsewhere(ResourceRef),
+    /// There is no such row.
+    Missing,
+}
+
+/// Whom a job row belongs to ([`JobStore::resource_binding`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowBinding {
+    NoRow,
+    /// No resource has bound it yet (an API job whose ThumbnailJob was not seen yet).
+    Unbound,
+    BoundTo(ResourceRef),
+}
+
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -46,6 +81,13 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Unfinished jobs (`PENDING` or `STARTED`), oldest first: the work to resume after a restart.
     async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>>;
+
+    /// Bind the row of job `id` to `resource` unless another resource holds it: the first
+    /// resource that uses a job id owns it. Idempotent for the same resource (same uid).
+    async fn bind_resource(&self, id: Uuid, resource: &ResourceRef) -> Result<Binding>;
+
+    /// Whom the row of job `id` belongs to, without changing it.
+    async fn resource_binding(&self, id: Uuid) -> Result<RowBinding>;
 
     /// Remove a job row entirely (used to undo an upload that failed half-way).
     async fn delete(&self, id: Uuid) -> Result<bool>;
@@ -82,6 +124,34 @@ pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> CoreError {
     match e {
         sqlx::migrate::MigrateError::Execute(inner) => CoreError::JobStore(inner),
         other => CoreError::Migrate(other),
+    }
+}
+
+/// `resource_namespace`, `resource_name`, `resource_uid` of a row.
+pub(crate) type BindingColumns = (Option<String>, Option<String>, Option<String>);
+
+/// A row's binding from its three columns (`None`: no row).
+pub(crate) fn row_binding(columns: Option<BindingColumns>) -> RowBinding {
+    match columns {
+        None => RowBinding::NoRow,
+        Some((_, _, None)) => RowBinding::Unbound,
+        Some((namespace, name, Some(uid))) => RowBinding::BoundTo(ResourceRef {
+            namespace: namespace.unwrap_or_default(),
+            name: name.unwrap_or_default(),
+            uid,
+        }),
+    }
+}
+
+/// The outcome of a bind that did not touch the row, from the binding read back (`None`: no row).
+pub(crate) fn binding_not_taken(existing: Option<BindingColumns>) -> Binding {
+    match existing {
+        None => Binding::Missing,
+        Some((namespace, name, uid)) => Binding::BoundElsewhere(ResourceRef {
+            namespace: namespace.unwrap_or_default(),
+            name: name.unwrap_or_default(),
+            uid: uid.unwrap_or_default(),
+        }),
     }
 }
 

@@ -171,6 +171,24 @@ fn list_query<'a>(prefix: &str, query: &'a ListQuery) -> QueryBuilder<'a, Postgr
     qb
 }
 
+impl PostgresJobStore {
+    /// The resource columns of a row; `None` when there is no row.
+    async fn binding_columns(&self, id: Uuid) -> Result<Option<super::BindingColumns>> {
+        sqlx::query("SELECT resource_namespace, resource_name, resource_uid FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok((
+                    row.try_get("resource_namespace")?,
+                    row.try_get("resource_name")?,
+                    row.try_get("resource_uid")?,
+                ))
+            })
+            .transpose()
+    }
+}
+
 #[async_trait]
 impl JobStore for PostgresJobStore {
     async fn create(&self, job: &NewJob) -> Result<JobRecord> {
@@ -256,6 +274,27 @@ impl JobStore for PostgresJobStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+
+    async fn bind_resource(&self, id: Uuid, resource: &super::ResourceRef) -> Result<super::Binding> {
+        let done = sqlx::query(
+            "UPDATE jobs SET resource_namespace = $1, resource_name = $2, resource_uid = $3 \
+             WHERE id = $4 AND (resource_uid IS NULL OR resource_uid = $3)",
+        )
+        .bind(&resource.namespace)
+        .bind(&resource.name)
+        .bind(&resource.uid)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(super::Binding::Bound);
+        }
+        Ok(super::binding_not_taken(self.binding_columns(id).await?))
+    }
+
+    async fn resource_binding(&self, id: Uuid) -> Result<super::RowBinding> {
+        Ok(super::row_binding(self.binding_columns(id).await?))
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool> {

@@ -88,6 +88,24 @@ fn row_to_record(row: &SqliteRow) -> Result<JobRecord> {
     })
 }
 
+impl SqliteJobStore {
+    /// The resource columns of a row; `None` when there is no row.
+    async fn binding_columns(&self, id: Uuid) -> Result<Option<super::BindingColumns>> {
+        sqlx::query("SELECT resource_namespace, resource_name, resource_uid FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok((
+                    row.try_get("resource_namespace")?,
+                    row.try_get("resource_name")?,
+                    row.try_get("resource_uid")?,
+                ))
+            })
+            .transpose()
+    }
+}
+
 #[async_trait]
 impl JobStore for SqliteJobStore {
     async fn create(&self, job: &NewJob) -> Result<JobRecord> {
@@ -207,6 +225,28 @@ impl JobStore for SqliteJobStore {
                 Uuid::parse_str(&id).map_err(|e| corrupt("job id", e))
             })
             .collect()
+    }
+
+    async fn bind_resource(&self, id: Uuid, resource: &super::ResourceRef) -> Result<super::Binding> {
+        let done = sqlx::query(
+            "UPDATE jobs SET resource_namespace = ?, resource_name = ?, resource_uid = ? \
+             WHERE id = ? AND (resource_uid IS NULL OR resource_uid = ?)",
+        )
+        .bind(&resource.namespace)
+        .bind(&resource.name)
+        .bind(&resource.uid)
+        .bind(id.to_string())
+        .bind(&resource.uid)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(super::Binding::Bound);
+        }
+        Ok(super::binding_not_taken(self.binding_columns(id).await?))
+    }
+
+    async fn resource_binding(&self, id: Uuid) -> Result<super::RowBinding> {
+        Ok(super::row_binding(self.binding_columns(id).await?))
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool> {

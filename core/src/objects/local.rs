@@ -105,6 +105,29 @@ impl ObjectStore for LocalObjectStore {
         }
     }
 
+    async fn get_prefix(&self, key: &str, max_len: u64) -> Result<super::Prefix> {
+        use tokio::io::AsyncReadExt;
+        let path = self.path_of(key)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if not_an_object(&e, &path).await => {
+                return Err(CoreError::ObjectNotFound(key.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = file.metadata().await?;
+        if !meta.is_file() {
+            return Err(CoreError::ObjectNotFound(key.to_owned()));
+        }
+        let total_size = meta.len();
+        let mut bytes = Vec::with_capacity(max_len.min(total_size) as usize);
+        file.take(max_len).read_to_end(&mut bytes).await?;
+        Ok(super::Prefix {
+            bytes: Bytes::from(bytes),
+            total_size,
+        })
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {

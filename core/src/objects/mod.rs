@@ -10,6 +10,7 @@ mod local;
 mod s3;
 
 pub use local::LocalObjectStore;
+
 pub use s3::{
     CREDENTIALS_FILE_ENV, PING_TIMEOUT, S3Config, S3ObjectStore, StaticKeys, read_credentials_file,
 };
@@ -24,6 +25,11 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Read a whole object. `CoreError::ObjectNotFound` when it does not exist.
     async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Read at most the first `max_len` bytes of an object, and its whole size: memory stays
+    /// bounded whatever the object's size (an object named by a hand-written manifest can be
+    /// anything). `CoreError::ObjectNotFound` when it does not exist.
+    async fn get_prefix(&self, key: &str, max_len: u64) -> Result<Prefix>;
 
     /// Delete an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
@@ -48,3 +54,44 @@ pub trait ObjectStore: Send + Sync + 'static {
 }
 
 pub type DynObjectStore = Arc<dyn ObjectStore>;
+
+/// The start of an object ([`ObjectStore::get_prefix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    /// The first bytes, at most as many as asked for.
+    pub bytes: Bytes,
+    /// The object's whole size.
+    pub total_size: u64,
+}
+
+impl Prefix {
+    /// Whether `bytes` is the whole object.
+    pub fn is_whole(&self) -> bool {
+        self.bytes.len() as u64 == self.total_size
+    }
+}
+
+/// The total size in a `Content-Range: bytes FIRST-LAST/TOTAL` value. Pure.
+pub fn content_range_total(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .strip_prefix("bytes")?
+        .rsplit_once('/')?
+        .1
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_totals() {
+        assert_eq!(content_range_total("bytes 0-99/1234"), Some(1234));
+        assert_eq!(content_range_total("bytes */0"), Some(0));
+        assert_eq!(content_range_total("bytes 0-99/*"), None);
+        assert_eq!(content_range_total("items 0-1/2"), None);
+    }
+}

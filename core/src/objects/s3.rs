@@ -381,6 +381,72 @@ impl ObjectStore for S3ObjectStore {
         Ok(data.into_bytes())
     }
 
+    async fn get_prefix(&self, key: &str, max_len: u64) -> Result<super::Prefix> {
+        if max_len == 0 {
+            let head = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await;
+            return match head {
+                Ok(out) => Ok(super::Prefix {
+                    bytes: Bytes::new(),
+                    total_size: out.content_length().unwrap_or(0).max(0) as u64,
+                }),
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                    Err(CoreError::ObjectNotFound(key.to_owned()))
+                }
+                Err(err) => Err(s3_error("head object", err)),
+            };
+        }
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", max_len - 1))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Err(CoreError::ObjectNotFound(key.to_owned()));
+            }
+            // A range of an empty object cannot be satisfied (416): the object is empty.
+            Err(err) if err.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok(super::Prefix {
+                    bytes: Bytes::new(),
+                    total_size: 0,
+                });
+            }
+            Err(err) => return Err(s3_error("get object range", err)),
+        };
+        let total = out.content_range().and_then(super::content_range_total);
+        let length = out.content_length().unwrap_or(0).max(0) as u64;
+        // A server that ignores the range sends the whole object with a 200: read no more than
+        // asked for, and learn the size from Content-Length.
+        let total_size = total.unwrap_or(length);
+        let mut body = out.body;
+        let mut bytes = bytes::BytesMut::with_capacity(max_len.min(total_size) as usize);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| CoreError::ObjectStore(format!("get object body: {e}")))?
+        {
+            let room = (max_len as usize).saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if bytes.len() as u64 >= max_len {
+                break;
+            }
+        }
+        Ok(super::Prefix {
+            bytes: bytes.freeze(),
+            total_size,
+        })
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.client
             .delete_object()

@@ -1,15 +1,22 @@
-//! The harness of the operator's tests: the in-repository Kubernetes API server, a fresh
-//! PostgreSQL database and S3 bucket per test (servers from `scripts/test.sh`), operators started
-//! in-process, and a "kubelet" that runs render Jobs with the real `thumbnail-operator` binary.
+//! The harness of the operator's tests: a real Kubernetes control plane (see [`cluster`]), a
+//! fresh PostgreSQL database and S3 bucket per test (servers from `scripts/test.sh`), operators
+//! started in-process with the chart's ServiceAccount tokens, and a kubelet stand-in
+//! ([`kubelet`]) that runs the pods of render Jobs with the real `thumbnail-operator` binary.
 //!
 //! (The database and proxy helpers are `thumbnail_core::testsupport`'s.)
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod kubelet;
+
+#[allow(unused_imports)]
+pub use cluster::{Cluster, Tenant, cluster, env, kubectl_with, repo};
+pub use kubelet::Kubelet;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube_test_apiserver::TestApiServer;
-use serde_json::json;
+use kube::api::{Api, ListParams, PostParams};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,18 +32,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const HOW_TO_RUN: &str = "run the tests with `scripts/test.sh` (it starts PostgreSQL and an S3 server), or \
-     `scripts/dev-services.sh start` and `eval \"$(scripts/dev-services.sh env)\"` first";
-
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!("{name} is not set: this test needs real servers; {HOW_TO_RUN}"),
-    }
-}
-
-pub const NS: &str = "default";
-
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../api/tests/fixtures")
@@ -49,13 +44,13 @@ pub async fn fresh_database() -> String {
     thumbnail_core::testsupport::fresh_postgres_url().await
 }
 
-/// S3 settings for a fresh bucket on the test server (created).
-pub async fn fresh_bucket() -> S3Args {
+/// S3 settings for a bucket on the test server (created when missing).
+pub async fn bucket(name: &str) -> S3Args {
     let s3 = S3Args {
         s3_endpoint_url: Some(env("TEST_S3_ENDPOINT")),
         s3_public_endpoint_url: None,
         s3_region: env("TEST_S3_REGION"),
-        s3_bucket_name: format!("op-{}", &Uuid::new_v4().simple().to_string()[..16]),
+        s3_bucket_name: name.to_owned(),
         s3_key_prefix: String::new(),
         aws_access_key_id: Some(env("TEST_S3_ACCESS_KEY")),
         aws_secret_access_key: Some(env("TEST_S3_SECRET_KEY")),
@@ -66,6 +61,11 @@ pub async fn fresh_bucket() -> S3Args {
     let store = S3ObjectStore::new(&config).await.expect("S3 client");
     store.ensure_bucket(true).await.expect("create the bucket");
     s3
+}
+
+/// S3 settings for a fresh bucket.
+pub async fn fresh_bucket() -> S3Args {
+    bucket(&format!("op-{}", &Uuid::new_v4().simple().to_string()[..16])).await
 }
 
 /// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.
@@ -86,10 +86,14 @@ where
     }
 }
 
-/// One test's world: API server, database, bucket.
+/// One test's world: its tenant of the cluster, a database, a bucket.
 pub struct World {
-    pub server: TestApiServer,
-    pub client: kube::Client,
+    pub cluster: &'static Cluster,
+    pub tenant: Tenant,
+    /// The admin's client (test set-up and assertions, never the components').
+    pub admin: kube::Client,
+    /// Where ThumbnailJobs live.
+    pub ns: String,
     pub database_url: String,
     pub s3: S3Args,
     pub objects: Arc<S3ObjectStore>,
@@ -98,17 +102,22 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        World::with_bucket(fresh_bucket().await).await
+    }
+
+    pub async fn with_bucket(s3: S3Args) -> World {
         thumbnail_operator::install_crypto_provider();
-        let server = TestApiServer::start().await;
-        let client = server.client();
+        let cluster = cluster().await;
+        let tenant = Tenant::new(cluster, &env("TEST_S3_ACCESS_KEY"), &env("TEST_S3_SECRET_KEY")).await;
         let database_url = fresh_database().await;
-        let s3 = fresh_bucket().await;
         let objects = Arc::new(S3ObjectStore::new(&s3.s3_config(None)).await.unwrap());
         // Connecting applies the migrations, as the API's start-up does.
         let jobs = jobstore::connect(&database_url, 4).await.expect("job store");
         World {
-            server,
-            client,
+            cluster,
+            admin: cluster.admin(),
+            ns: tenant.ns.clone(),
+            tenant,
             database_url,
             s3,
             objects,
@@ -116,9 +125,22 @@ impl World {
         }
     }
 
+    /// The operator's client: its chart ServiceAccount's token.
+    pub fn operator_client(&self) -> kube::Client {
+        self.cluster.client(&self.tenant.operator_token)
+    }
+
+    pub fn api_client(&self) -> kube::Client {
+        self.cluster.client(&self.tenant.api_token)
+    }
+
+    /// The operator's configuration as the chart sets it for this tenant.
     pub fn config(&self) -> OperatorConfig {
         let mut c = OperatorConfig::for_tests(&self.database_url, self.s3.clone());
-        c.kube_api_url = Some(self.server.url());
+        c.watch_namespace = self.ns.clone();
+        c.pod_namespace = self.tenant.op_ns.clone();
+        c.render_service_account = self.tenant.render_service_account.clone();
+        c.render_credentials_secret = self.tenant.credentials_secret.clone();
         c.log.log_level = "warn,thumbnail_operator=info".into();
         c
     }
@@ -130,7 +152,16 @@ impl World {
     pub async fn operator_with(&self, tweak: impl FnOnce(&mut OperatorConfig)) -> RunningOperator {
         let mut config = self.config();
         tweak(&mut config);
-        RunningOperator::start(config, self.client.clone()).await
+        RunningOperator::start(config, self.operator_client()).await
+    }
+
+    /// The kubelet stand-in for this tenant's render Jobs.
+    pub fn kubelet(&self) -> Kubelet {
+        Kubelet::start(
+            self.admin.clone(),
+            &self.tenant.op_ns,
+            env!("CARGO_BIN_EXE_thumbnail-operator"),
+        )
     }
 
     pub async fn put(&self, key: &str, bytes: &[u8]) {
@@ -144,31 +175,42 @@ impl World {
             .expect("put the source object");
     }
 
-    pub fn tj(&self, name: &str) -> Option<ThumbnailJob> {
-        self.server.store().get_as::<ThumbnailJob>(NS, name)
+    pub fn tjs(&self) -> Api<ThumbnailJob> {
+        Api::namespaced(self.admin.clone(), &self.ns)
     }
 
-    pub fn create_tj(&self, name: &str, spec: ThumbnailJobSpec) -> ThumbnailJob {
-        let mut tj = ThumbnailJob::new(name, spec);
-        tj.metadata.namespace = Some(NS.into());
-        self.server
-            .store()
-            .create_as(&tj)
+    /// Render Jobs (in the operator's namespace).
+    pub fn render_jobs(&self) -> Api<Job> {
+        Api::namespaced(self.admin.clone(), &self.tenant.op_ns)
+    }
+
+    pub async fn tj(&self, name: &str) -> Option<ThumbnailJob> {
+        self.tjs().get_opt(name).await.expect("reading a ThumbnailJob")
+    }
+
+    pub async fn create_tj(&self, name: &str, spec: ThumbnailJobSpec) -> ThumbnailJob {
+        let tj = ThumbnailJob::new(name, spec);
+        self.tjs()
+            .create(&PostParams::default(), &tj)
+            .await
             .expect("create the ThumbnailJob")
     }
 
     /// Wait until the resource `name` is Succeeded or Failed; returns it.
     pub async fn finished(&self, name: &str, timeout: Duration) -> ThumbnailJob {
         eventually(&format!("ThumbnailJob {name} to finish"), timeout, || async {
-            self.tj(name).filter(|t| t.is_finished())
+            self.tj(name).await.filter(|t| t.is_finished())
         })
         .await
     }
 
-    pub fn events_for(&self, name: &str) -> Vec<Event> {
-        self.server
-            .store()
-            .list_as::<Event>(Some(NS))
+    pub async fn events_for(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.admin.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("listing events")
+            .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .collect()
@@ -181,7 +223,7 @@ impl World {
             &format!("a {reason} event for {name}"),
             Duration::from_secs(10),
             || async {
-                let n = self.event_count(name, reason);
+                let n = self.event_count(name, reason).await;
                 (n > 0).then_some(n)
             },
         )
@@ -189,16 +231,15 @@ impl World {
     }
 
     /// Events for `name` with `reason`, counting repeats of one event (`series.count`).
-    pub fn event_count(&self, name: &str, reason: &str) -> i32 {
+    pub async fn event_count(&self, name: &str, reason: &str) -> i32 {
         self.events_for(name)
+            .await
             .iter()
             .filter(|e| e.reason.as_deref() == Some(reason))
             .map(|e| e.series.as_ref().map(|s| s.count).unwrap_or(1))
             .sum()
     }
-}
 
-impl World {
     /// Waits until the job row `id` is finished; returns it.
     pub async fn row_finished(&self, id: Uuid) -> thumbnail_core::model::JobRecord {
         eventually(
@@ -216,27 +257,32 @@ impl World {
         .await
     }
 
-    /// Records every phase each ThumbnailJob goes through, from a watch (as `kubectl get -w`).
+    /// Records every phase each ThumbnailJob goes through, and how many are `Running` inline at
+    /// once, from a watch (as `kubectl get -w` would see them).
     pub fn record_phases(&self) -> PhaseLog {
-        use futures::StreamExt;
-        let api: kube::Api<ThumbnailJob> = kube::Api::namespaced(self.client.clone(), NS);
-        let log: Arc<Mutex<HashMap<String, Vec<Phase>>>> = Arc::default();
+        let api = self.tjs();
+        let log: Arc<Mutex<PhaseState>> = Arc::default();
         let sink = log.clone();
         let task = tokio::spawn(async move {
+            use futures::StreamExt;
             let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
             while let Some(event) = events.next().await {
-                let objects = match event {
+                let object = match event {
                     Ok(kube::runtime::watcher::Event::Apply(o))
-                    | Ok(kube::runtime::watcher::Event::InitApply(o)) => vec![o],
+                    | Ok(kube::runtime::watcher::Event::InitApply(o)) => o,
                     _ => continue,
                 };
-                let mut log = sink.lock().unwrap();
-                for o in objects {
-                    let phases = log.entry(o.name_any()).or_default();
-                    let phase = o.phase();
-                    if phases.last() != Some(&phase) {
-                        phases.push(phase);
-                    }
+                let mut state = sink.lock().unwrap();
+                let inline_running = object.status.as_ref().is_some_and(|s| {
+                    s.phase() == Phase::Running && s.executor == Some(thumbnail_crds::Executor::Inline)
+                });
+                state.running_inline.insert(object.name_any(), inline_running);
+                let now = state.running_inline.values().filter(|r| **r).count();
+                state.max_running_inline = state.max_running_inline.max(now);
+                let phases = state.phases.entry(object.name_any()).or_default();
+                let phase = object.phase();
+                if phases.last() != Some(&phase) {
+                    phases.push(phase);
                 }
             }
         });
@@ -244,20 +290,38 @@ impl World {
     }
 }
 
+#[derive(Default)]
+pub struct PhaseState {
+    phases: HashMap<String, Vec<Phase>>,
+    running_inline: HashMap<String, bool>,
+    max_running_inline: usize,
+}
+
 /// The phases seen per resource, in order (consecutive repeats collapsed).
 pub struct PhaseLog {
-    log: Arc<Mutex<HashMap<String, Vec<Phase>>>>,
+    log: Arc<Mutex<PhaseState>>,
     task: JoinHandle<()>,
 }
 
 impl PhaseLog {
     pub fn phases(&self, name: &str) -> Vec<Phase> {
-        self.log.lock().unwrap().get(name).cloned().unwrap_or_default()
+        self.log
+            .lock()
+            .unwrap()
+            .phases
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// How many times `name` entered `phase`.
     pub fn entered(&self, name: &str, phase: Phase) -> usize {
         self.phases(name).iter().filter(|p| **p == phase).count()
+    }
+
+    /// The most ThumbnailJobs seen `Running` inline at the same time.
+    pub fn max_running_inline(&self) -> usize {
+        self.log.lock().unwrap().max_running_inline
     }
 }
 
@@ -297,6 +361,11 @@ impl RunningOperator {
     /// SIGTERM: graceful stop; waits for it.
     pub async fn shutdown(self) -> Stopped {
         self.stop.cancel();
+        self.stopped().await
+    }
+
+    /// Waits for the operator to stop by itself (a lost Lease).
+    pub async fn stopped(self) -> Stopped {
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
             .expect("the operator stops within 60s")
@@ -312,135 +381,6 @@ impl RunningOperator {
 
     pub fn attempts(&self) -> u64 {
         self.metrics.attempts_started("inline") + self.metrics.attempts_started("job")
-    }
-}
-
-/// How the fake kubelet ran one Job.
-#[derive(Debug, Clone, Default)]
-pub struct JobRun {
-    /// Exit codes of the pods, in order.
-    pub exit_codes: Vec<i32>,
-    /// What the last pod wrote to stderr.
-    pub stderr: String,
-}
-
-/// Plays kubelet and job controller: for every render Job created, runs its container command
-/// (the real `thumbnail-operator render` binary, with the Job's args and env) as many times as the
-/// Job's backoffLimit and podFailurePolicy allow, then writes the Job's status as the job
-/// controller would.
-pub struct Kubelet {
-    pub runs: Arc<Mutex<HashMap<String, JobRun>>>,
-    /// While set, new Jobs are left pending (not run).
-    pub paused: Arc<std::sync::atomic::AtomicBool>,
-    task: JoinHandle<()>,
-}
-
-impl Kubelet {
-    pub fn start(server: &TestApiServer) -> Kubelet {
-        let store = server.store();
-        let runs: Arc<Mutex<HashMap<String, JobRun>>> = Arc::default();
-        let paused: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let (runs2, paused2) = (runs.clone(), paused.clone());
-        let task = tokio::spawn(async move {
-            let mut started: std::collections::HashSet<String> = Default::default();
-            loop {
-                if !paused2.load(std::sync::atomic::Ordering::SeqCst) {
-                    for job in store.list_as::<Job>(None) {
-                        let uid = job.metadata.uid.clone().unwrap_or_default();
-                        if job.status.is_some() || !started.insert(uid) {
-                            continue;
-                        }
-                        let (store, runs) = (store.clone(), runs2.clone());
-                        tokio::spawn(async move { run_job(store, runs, job).await });
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        Kubelet { runs, paused, task }
-    }
-
-    pub fn stderr_of(&self, job: &str) -> String {
-        self.runs
-            .lock()
-            .unwrap()
-            .get(job)
-            .map(|r| r.stderr.clone())
-            .unwrap_or_default()
-    }
-
-    pub fn runs_of(&self, job: &str) -> Vec<i32> {
-        self.runs
-            .lock()
-            .unwrap()
-            .get(job)
-            .map(|r| r.exit_codes.clone())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn run_job(store: kube_test_apiserver::Store, runs: Arc<Mutex<HashMap<String, JobRun>>>, job: Job) {
-    let name = job.metadata.name.clone().unwrap_or_default();
-    let ns = job.metadata.namespace.clone().unwrap_or_default();
-    let spec = job.spec.clone().expect("Job spec");
-    let pod = spec.template.spec.clone().expect("pod spec");
-    let container = pod.containers[0].clone();
-    let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let fail_job_codes: Vec<i32> = spec
-        .pod_failure_policy
-        .iter()
-        .flat_map(|p| p.rules.iter())
-        .filter(|r| r.action == "FailJob")
-        .filter_map(|r| r.on_exit_codes.as_ref())
-        .flat_map(|c| c.values.clone())
-        .collect();
-    let now = || k8s_openapi::jiff::Timestamp::now().to_string();
-    let start = now();
-    let _ = store.patch_status_as::<Job>(&ns, &name, json!({"active": 1, "startTime": start}));
-    let mut failed = 0;
-    loop {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_thumbnail-operator"));
-        cmd.args(container.args.clone().unwrap_or_default());
-        cmd.env_clear();
-        for e in container.env.clone().unwrap_or_default() {
-            if let Some(v) = e.value {
-                cmd.env(e.name, v);
-            }
-        }
-        let out = cmd.output().await.expect("run the render binary");
-        let code = out.status.code().unwrap_or(137);
-        {
-            let mut runs = runs.lock().unwrap();
-            let run = runs.entry(name.clone()).or_default();
-            run.exit_codes.push(code);
-            run.stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        }
-        let status = if code == 0 {
-            json!({"active": 0, "succeeded": 1, "failed": failed, "startTime": start, "completionTime": now(),
-                   "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now()}]})
-        } else {
-            failed += 1;
-            if fail_job_codes.contains(&code) {
-                json!({"active": 0, "failed": failed, "startTime": start,
-                       "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
-                                       "message": format!("Container render for pod {name} failed with exit code {code} matching FailJob rule at index 0"),
-                                       "lastTransitionTime": now()}]})
-            } else if failed > backoff_limit {
-                json!({"active": 0, "failed": failed, "startTime": start,
-                       "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                       "message": "Job has reached the specified backoff limit", "lastTransitionTime": now()}]})
-            } else {
-                continue;
-            }
-        };
-        let _ = store.patch_status_as::<Job>(&ns, &name, status);
-        return;
     }
 }
 
