@@ -244,12 +244,12 @@ const FULL_DECODE_BYTES: u64 = 4000 * 3000 * 3;
 /// The memory the engine may use for them: well below a full-size decode, so that a pipeline
 /// that decoded the whole image first could not stay under it.
 const MEMORY_BOUND: u64 = 16 * 1024 * 1024;
+const _: () = assert!(MEMORY_BOUND < FULL_DECODE_BYTES / 2);
 
 /// Run in a child process (re-executing this test binary) so that the peak resident memory
 /// (VmHWM) belongs to one job alone.
 #[test]
 fn memory_bound_holds_in_a_child_process() {
-    assert!(MEMORY_BOUND < FULL_DECODE_BYTES / 2);
     if let Ok(which) = std::env::var("ENGINE_MEMORY_CHILD") {
         let (_, bytes) = big_inputs().into_iter().find(|(n, _)| *n == which).unwrap();
         let limits = Limits {

@@ -1486,7 +1486,9 @@ mod tests {
         // patterns (the highest frequencies at full amplitude), at quality 100, and again with
         // every coefficient 1.5x larger (the overshoot of coarse quantisation rounding up). No
         // intermediate may wrap: the output must be the exact transform's, clamped to 0-255.
-        let patterns: [(&str, fn(usize, usize) -> bool); 6] = [
+        /// Whether the sample at (x, y) is white (else black).
+        type Pattern = fn(usize, usize) -> bool;
+        let patterns: [(&str, Pattern); 6] = [
             ("white", |_, _| true),
             ("black", |_, _| false),
             ("checkerboard", |x, y| (x + y) % 2 == 0),
