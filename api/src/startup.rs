@@ -279,6 +279,7 @@ impl Application {
         let state: SharedState = Arc::new(AppState {
             jobs,
             job_events,
+            long_poll_recheck: config.long_poll_recheck(),
             objects,
             local_objects,
             keys,

@@ -57,6 +57,8 @@ pub struct AppState {
     pub jobs: DynJobStore,
     /// Jobs finished in this process, for `GET /api/v1/jobs/{id}?wait=`.
     pub job_events: JobEvents,
+    /// How often a waiting `?wait=` re-reads its job anyway (LONG_POLL_RECHECK_MILLISECONDS).
+    pub long_poll_recheck: Duration,
     pub objects: DynObjectStore,
     /// Set in the embedded object mode: serves the signed `/files/...` links.
     pub local_objects: Option<Arc<LocalObjectStore>>,

@@ -58,7 +58,7 @@ async fn postgres_and_s3_end_to_end_with_a_presigned_url() {
     );
     assert!(url.contains("X-Amz-Signature="), "{url}");
     // A plain HTTP client, no SDK: the presigned URL alone is enough.
-    let response = reqwest::get(&url).await.unwrap();
+    let response = common::http_client().get(&url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let img = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
     assert_eq!((img.width(), img.height()), (100, 100));
@@ -273,4 +273,49 @@ async fn jobs_finished_by_another_process_wake_this_processs_waiters() {
             break;
         }
     }
+}
+
+/// Wrong S3 keys are a configuration mistake, not an outage: start-up names the refusal and
+/// gives up at once instead of retrying for STARTUP_TIMEOUT_SECONDS (300 s by default).
+#[tokio::test]
+async fn start_up_with_wrong_s3_keys_fails_at_once() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("startup-keys");
+    let endpoint = s3.endpoint_url.clone().unwrap();
+    // Positive control: the same settings with the right keys start.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ApiConfig::for_tests(dir.path());
+    use_backends(&mut config, &pg, &s3, &endpoint);
+    config.store.s3_create_bucket = true;
+    let app = tokio::time::timeout(DEADLINE, thumbnail_api::Application::build(config))
+        .await
+        .expect("start-up with the right keys hangs");
+    assert!(
+        app.is_ok(),
+        "start-up with the right keys failed: {:?}",
+        app.err()
+    );
+    drop(app);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ApiConfig::for_tests(dir.path());
+    use_backends(&mut config, &pg, &s3, &endpoint);
+    config.store.aws_secret_access_key = Some("not-the-secret".into());
+    config.startup_timeout_seconds = 300;
+    let started = Instant::now();
+    let err = match tokio::time::timeout(DEADLINE, thumbnail_api::Application::build(config))
+        .await
+        .expect("start-up with wrong keys kept retrying")
+    {
+        Ok(_) => panic!("start-up with wrong keys succeeded"),
+        Err(e) => e,
+    };
+    let message = err.to_string();
+    assert!(message.contains("refused the credentials"), "{message}");
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "start-up took {:?} to give up",
+        started.elapsed()
+    );
 }

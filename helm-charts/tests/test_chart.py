@@ -39,24 +39,9 @@ VERSIONS = [OLDEST, NEWEST]
 
 SELECTOR_KEYS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
 
-COMMON_ENV = {
-    "LOG_LEVEL", "LOG_FORMAT", "DATABASE_URL", "S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_REGION",
-    "S3_BUCKET_NAME", "S3_KEY_PREFIX", "S3_CREATE_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS",
-}
-API_ENV = COMMON_ENV | {
-    "HOST", "PORT", "DATA_DIR", "PUBLIC_URL", "URL_EXPIRY_SECONDS", "WORKERS", "SHUTDOWN_GRACE_SECONDS",
-    "JOB_RUNNER", "KUBE_NAMESPACE", "KUBE_TTL_SECONDS_AFTER_FINISHED", "KUBE_ACTIVE_DEADLINE_SECONDS",
-    "AUTH_MODE", "ADMIN_API_KEY", "METRICS_AUTH", "DOCS_AUTH", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL",
-    "JWT_OWNER_CLAIM", "JWT_SCOPE_CLAIM", "UPLOADS_PER_MINUTE", "UPLOAD_BURST", "MAX_UNFINISHED_JOBS_PER_OWNER",
-    "MAX_STORED_BYTES_PER_OWNER", "MAX_QUEUED_JOBS", "TRUSTED_PROXY_HOPS",
-}
-OPERATOR_ENV = COMMON_ENV | {
-    "HOST", "PORT", "WATCH_NAMESPACE", "INLINE_CONCURRENCY", "JOB_PIXEL_THRESHOLD", "RENDER_IMAGE",
-    "RENDER_SERVICE_ACCOUNT", "RENDER_CREDENTIALS_SECRET", "LEADER_ELECTION", "LEASE_NAME", "POD_NAME",
-    "POD_NAMESPACE", "SOURCE_BUCKETS", "SHUTDOWN_GRACE_SECONDS", "RENDER_JOB_TTL_SECONDS",
-    "RENDER_START_TIMEOUT_SECONDS",
-}
+# The environment variables each command of the binaries reads, generated from their clap
+# definitions (testing/env-contract; a cargo test fails when this file is stale).
+BINARY_ENV = json.loads((CHART / "tests" / "binary-env.json").read_text())["commands"]
 
 DEV_VALUES = yaml.safe_load((REPO / "deployment" / "dev-values.yaml").read_text())
 
@@ -555,16 +540,37 @@ def env_names(docs, deploy, name):
     return names
 
 
-@pytest.mark.parametrize("name", ["default", "dev-values", "all-on"])
-def test_environment_uses_only_known_variables(name):
+def command_of(c):
+    return " ".join(c["command"] + c.get("args", []))
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_environment_is_what_the_binaries_read(name):
+    """Every variable the chart gives a container is one its command reads (a misspelt or
+    obsolete name would be ignored in silence), and the commands are ones the binaries have."""
     docs = render(SCENARIOS[name])
-    extra = {e["name"] for e in SCENARIOS[name].get("api", {}).get("extraEnv", [])}
-    api = env_names(docs, one(docs, "Deployment", f"{RELEASE}-api"), "api")
-    operator = env_names(docs, one(docs, "Deployment", f"{RELEASE}-operator"), "operator")
-    assert api - extra <= API_ENV, api - API_ENV
-    assert operator <= OPERATOR_ENV, operator - OPERATOR_ENV
+    checked = []
+    for deploy, component in ((f"{RELEASE}-api", "api"), (f"{RELEASE}-operator", "operator")):
+        d = one(docs, "Deployment", deploy)
+        extra = {e["name"] for e in SCENARIOS[name].get(component, {}).get("extraEnv", [])}
+        spec = d["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            command = command_of(c)
+            assert command in BINARY_ENV, f"{deploy}/{c['name']}: no such command {command!r}"
+            unknown = env_names(docs, d, c["name"]) - extra - set(BINARY_ENV[command])
+            assert not unknown, f"{deploy}/{c['name']} ({command}) sets variables it never reads: {unknown}"
+            checked.append(command)
+    assert set(checked) == {"thumbnail-api", "thumbnail-api migrate", "thumbnail-operator"}, checked
     env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", f"{RELEASE}-api"), "api")["env"]}
     assert env["JOB_RUNNER"] == "kubernetes" and env["PORT"] == "8080"
+
+
+def test_default_key_prefix_keeps_the_original_layout():
+    """The original service stored images/original/{id}.{ext}; the binaries add images/ themselves,
+    so the chart's default prefix is empty (a prefix "images" gave images/images/...)."""
+    config = one(render({}), "ConfigMap", RELEASE)["data"]
+    assert config["S3_KEY_PREFIX"] == ""
+    assert one(render({"s3": {"keyPrefix": "tenant-a"}}), "ConfigMap", RELEASE)["data"]["S3_KEY_PREFIX"] == "tenant-a"
 
 
 def test_dev_values_wire_postgres_and_minio():
@@ -572,7 +578,8 @@ def test_dev_values_wire_postgres_and_minio():
     config = one(docs, "ConfigMap", RELEASE)["data"]
     assert config["S3_ENDPOINT_URL"] == f"http://{RELEASE}-minio:9000"
     assert config["S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
-    assert config["S3_CREATE_BUCKET"] == "true"
+    api_env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", f"{RELEASE}-api"), "api")["env"]}
+    assert api_env["S3_CREATE_BUCKET"] == "true"
     import base64
     secret = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", RELEASE)["data"].items()}
     assert secret["DATABASE_URL"] == f"postgres://thumbnail:thumbnail@{RELEASE}-postgresql:5432/thumbnail"

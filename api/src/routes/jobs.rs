@@ -84,10 +84,6 @@ fn is_json_number(raw: &str) -> bool {
 
 /// The longest `wait` a request may ask for, in seconds.
 pub const MAX_WAIT_SECONDS: f64 = 60.0;
-/// While waiting, how often the store is re-read anyway: on SQLite jobs finished by another
-/// process are not announced to this one, and on PostgreSQL a notification can be lost while the
-/// relay reconnects (`thumbnail_core::jobstore::relay_finished_jobs`).
-const WAIT_RECHECK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -149,7 +145,10 @@ pub async fn get_job(
     if let (Some(wait), Some(finished)) = (wait, finished.as_mut()) {
         let deadline = Instant::now() + wait;
         while !job.status.is_finished() && Instant::now() < deadline {
-            let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
+            // Re-read now and then anyway (`AppState::long_poll_recheck`): on SQLite jobs finished
+            // by another process are not announced to this one, and on PostgreSQL a notification
+            // can be lost while the relay reconnects (`thumbnail_core::jobstore::relay_finished_jobs`).
+            let recheck = (Instant::now() + state.long_poll_recheck).min(deadline);
             // Until this job is announced (or the channel lagged), or it is time to re-read.
             let _ = tokio::time::timeout_at(recheck, async {
                 loop {

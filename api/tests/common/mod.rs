@@ -69,6 +69,20 @@ pub struct TestApp {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// No request of the tests waits longer than this for its answer (the longest long-poll they
+/// make asks for 30 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP client of the tests: every request has a deadline, so a hung server fails a test
+/// instead of hanging the run.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("the HTTP client")
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -109,7 +123,7 @@ pub async fn spawn_app_in(data_dir: PathBuf, tweak: impl FnOnce(&mut ApiConfig))
     let server = tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: http_client(),
         data_dir,
         database_url,
         state,

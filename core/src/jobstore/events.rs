@@ -30,6 +30,11 @@ impl JobEvents {
         self.finished.subscribe()
     }
 
+    /// How many subscribers are listening now (requests waiting in a long-poll, relays).
+    pub fn waiters(&self) -> usize {
+        self.finished.receiver_count()
+    }
+
     /// Tell the waiters that job `id` finished (also used for finishes other processes report).
     pub fn publish(&self, id: Uuid) {
         // No receivers is fine: nobody is waiting.
