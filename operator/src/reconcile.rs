@@ -43,7 +43,7 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thumbnail_core::jobstore::{self, Binding, DynJobStore, JobMirror, Outcome, ResourceRef, RowBinding};
@@ -195,6 +195,10 @@ pub struct Context {
     /// Cancelled when the replica stops taking work (SIGTERM, a lost Lease): reconciles then
     /// claim no new attempt, also those still waiting for an inline slot.
     stopping: CancellationToken,
+    /// Inline attempts this process claimed and has not finished: what it hands back when it
+    /// stops them. An entry is removed when its render returns, which a stopped (dropped)
+    /// reconcile never does; the cache alone may not show a claim made just before the stop.
+    in_flight: Mutex<HashSet<(String, String)>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Consecutive failed reconciles per object, for the error policy's backoff.
@@ -219,6 +223,7 @@ impl Context {
             cpu: CpuPool::new(slots),
             inline_slots: Arc::new(Semaphore::new(slots)),
             stopping: CancellationToken::new(),
+            in_flight: Mutex::new(HashSet::new()),
             settings,
             recorder,
             metrics,
@@ -577,7 +582,12 @@ async fn start(
                 Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
             };
             let claimed = claim(api, ctx, &tj, &v, status, Executor::Inline).await?;
-            run_inline(api, ctx, &claimed, &v, &render_plan, source, slot).await
+            let key = (v.namespace.clone(), v.name.clone());
+            ctx.in_flight.lock().expect("in-flight lock").insert(key.clone());
+            let outcome = run_inline(api, ctx, &claimed, &v, &render_plan, source, slot).await;
+            // Not reached when the reconcile is dropped mid-render (the replica stopped it).
+            ctx.in_flight.lock().expect("in-flight lock").remove(&key);
+            outcome
         }
         Executor::Job => {
             if tj.spec.execution == Execution::Inline {
@@ -1164,8 +1174,9 @@ async fn cleanup(tj: &ThumbnailJob, ctx: &Context) -> Result<Action, Error> {
 /// the attempt not counted), when it stops before they finished: after its SIGTERM grace, or when
 /// it lost the leader Lease and stopped them. The next leader starts them again as the same
 /// attempt. Each write is guarded by the resourceVersion and the claimant, so an attempt another
-/// replica already took over is left alone. Candidates come from the controller's cache; the
-/// number handed back is returned.
+/// replica already took over is left alone. Candidates are the attempts this process was still
+/// rendering and those the controller's cache shows as its own; the number handed back is
+/// returned.
 pub async fn hand_back_attempts(ctx: &Context, cache: &Store<ThumbnailJob>, why: &str) -> usize {
     let me = ctx.settings.identity.as_str();
     let mine = |tj: &ThumbnailJob| {
@@ -1175,11 +1186,17 @@ pub async fn hand_back_attempts(ctx: &Context, cache: &Store<ThumbnailJob>, why:
                 && s.claimed_by.as_deref() == Some(me)
         })
     };
+    let mut candidates: HashSet<(String, String)> = ctx.in_flight.lock().expect("in-flight lock").clone();
+    candidates.extend(
+        cache
+            .state()
+            .into_iter()
+            .filter(|tj| mine(tj))
+            .map(|tj| (tj.namespace().unwrap_or_default(), tj.name_any())),
+    );
     let mut handed = 0;
-    for cached in cache.state().into_iter().filter(|tj| mine(tj)) {
-        let api: Api<ThumbnailJob> =
-            Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
-        let name = cached.name_any();
+    for (namespace, name) in candidates {
+        let api: Api<ThumbnailJob> = Api::namespaced(ctx.client.clone(), &namespace);
         let fresh = match api.get_opt(&name).await {
             Ok(Some(tj)) if mine(&tj) => tj,
             Ok(_) => continue,
