@@ -119,6 +119,8 @@ KCP_LOG="$STATE/kube-build.log"
 KCP_BUILD_PID=$!
 # The tests render the chart's RBAC with the real Helm engine (helm-python-sdk).
 py_ensure_chart_packages
+# The command-line client's terminal test (client/tests/terminal.rs) runs it in a real tmux.
+command -v tmux >/dev/null 2>&1 || svc_apt_install tmux
 # The S3 server is a workspace binary: building it with the same targets the test step builds
 # compiles the workspace once.
 export SVC_S3S_BUILD_ARGS="${SVC_S3S_BUILD_ARGS:---workspace --all-targets}"

@@ -46,6 +46,7 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
         views::JobFailure,
         views::JobView,
         views::OutputView,
+        views::PlaceholderView,
         views::SourceView,
         views::RequestedOutput,
         views::ThumbnailUrl,

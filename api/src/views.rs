@@ -61,6 +61,22 @@ pub struct OutputView {
     pub bytes: u64,
     pub content_type: String,
     pub sha256: String,
+    /// ThumbHash (standard base64) of this output, to show while it loads: set on the first
+    /// output of a job, `null` on the others.
+    pub thumbhash: Option<String>,
+    /// BlurHash of this output, like `thumbhash`.
+    pub blurhash: Option<String>,
+}
+
+/// Tiny previews of a successful job's first thumbnail.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PlaceholderView {
+    /// ThumbHash, standard base64 (https://evanw.github.io/thumbhash/).
+    #[schema(example = "3OcRJYB4d3h/iIeHeEh3eIhw+j2w")]
+    pub thumbhash: String,
+    /// BlurHash (https://blurha.sh).
+    #[schema(example = "LEHV6nWB2yk8pyo0adR*.7kCMdnj")]
+    pub blurhash: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -104,6 +120,8 @@ pub struct JobView {
     pub source: SourceView,
     pub requested: Vec<RequestedOutput>,
     pub outputs: Vec<OutputView>,
+    /// Set on SUCCESS: placeholders of the first output (the one `result` names).
+    pub placeholder: Option<PlaceholderView>,
 }
 
 impl JobView {
@@ -116,6 +134,16 @@ impl JobView {
                 endpoint_url: endpoint_url.to_owned(),
                 bucket: o.bucket.clone(),
                 key: o.key.clone(),
+            });
+        let placeholder = (job.status == JobStatus::Success)
+            .then(|| job.outputs.first())
+            .flatten()
+            .and_then(|o| match (&o.thumbhash, &o.blurhash) {
+                (Some(thumbhash), Some(blurhash)) => Some(PlaceholderView {
+                    thumbhash: thumbhash.clone(),
+                    blurhash: blurhash.clone(),
+                }),
+                _ => None,
             });
         JobView {
             job_id: job.id,
@@ -162,8 +190,11 @@ impl JobView {
                     bytes: o.bytes,
                     content_type: o.content_type.clone(),
                     sha256: o.sha256.clone(),
+                    thumbhash: o.thumbhash.clone(),
+                    blurhash: o.blurhash.clone(),
                 })
                 .collect(),
+            placeholder,
         }
     }
 }

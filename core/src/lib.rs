@@ -11,6 +11,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod objects;
+pub mod placeholder;
 pub mod runner;
 pub mod settings;
 pub mod signing;

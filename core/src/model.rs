@@ -72,6 +72,13 @@ pub struct JobOutput {
     pub content_type: String,
     /// Hex SHA-256 of the stored bytes.
     pub sha256: String,
+    /// ThumbHash (base64) of this output: set on a job's first output (see
+    /// [`crate::placeholder`]); absent on the others and on jobs finished before placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbhash: Option<String>,
+    /// BlurHash of this output, like `thumbhash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blurhash: Option<String>,
 }
 
 /// Why a job failed: a stable machine-readable reason and a sentence for people.

@@ -18,6 +18,7 @@ use crate::keys::KeyLayout;
 use crate::metrics::{JobMetrics, OutcomeLabels, ReasonLabels, SourceLabels};
 use crate::model::{JobError, JobOutput, JobRecord, OutputSpec};
 use crate::objects::DynObjectStore;
+use crate::placeholder::{self, Placeholders};
 use crate::{CoreError, Result};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -169,6 +170,14 @@ pub fn planned_outputs(job: &JobRecord, keys: &KeyLayout) -> Vec<(OutputSpec, St
         .collect()
 }
 
+/// Placeholders of a rendered thumbnail, on the CPU pool. A thumbnail the engine made always
+/// decodes; if one ever did not, the job still succeeds, without placeholders.
+pub fn placeholders_of(thumbnail: &Thumbnail) -> Option<Placeholders> {
+    placeholder::of_encoded(&thumbnail.bytes)
+        .map_err(|e| warn!(error = %e, "no placeholders for the thumbnail"))
+        .ok()
+}
+
 /// The failure recorded for an engine error.
 pub fn job_error(err: &EngineError) -> JobError {
     JobError {
@@ -315,8 +324,11 @@ impl Worker {
             .get_or_create(&SourceLabels { source })
             .inc();
         let mut outputs = Vec::new();
-        for (spec, key) in planned_outputs(job, &self.keys) {
-            let thumbnail = self.render(original.clone(), spec.options, deadline).await?;
+        for (index, (spec, key)) in planned_outputs(job, &self.keys).into_iter().enumerate() {
+            // Placeholders of the first output only: what a client shows while it loads.
+            let (thumbnail, placeholders) = self
+                .render(original.clone(), spec.options, deadline, index == 0)
+                .await?;
             let sha256 = hex::encode(Sha256::digest(&thumbnail.bytes));
             let bytes = thumbnail.bytes.len() as u64;
             let content_type = thumbnail.format.content_type();
@@ -332,6 +344,8 @@ impl Worker {
                 bytes,
                 content_type: content_type.to_owned(),
                 sha256,
+                thumbhash: placeholders.as_ref().map(|p| p.thumbhash.clone()),
+                blurhash: placeholders.map(|p| p.blurhash),
             });
         }
         Ok(outputs)
@@ -342,13 +356,19 @@ impl Worker {
         original: Bytes,
         options: ThumbnailOptions,
         deadline: Option<(Instant, Duration)>,
-    ) -> Result<Thumbnail> {
+        with_placeholders: bool,
+    ) -> Result<(Thumbnail, Option<Placeholders>)> {
         let (limits, render) = (self.limits, self.render);
         // What is left of the job's budget; an error names the whole budget.
         let left = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
         let rendered = self
             .cpu
-            .run_for(left, move || render(&original, &options, &limits))
+            .run_for(left, move || {
+                render(&original, &options, &limits).map(|thumbnail| {
+                    let placeholders = with_placeholders.then(|| placeholders_of(&thumbnail)).flatten();
+                    (thumbnail, placeholders)
+                })
+            })
             .await
             .map_err(|e| match (e, deadline) {
                 (CoreError::RenderTimeout(_), Some((_, budget))) => CoreError::RenderTimeout(budget),

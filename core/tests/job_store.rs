@@ -134,6 +134,9 @@ fn output(name: &str) -> JobOutput {
         bytes: 4321,
         content_type: "image/webp".into(),
         sha256: "ab".repeat(32),
+        // Placeholders are kept with the output in both backends.
+        thumbhash: Some("3OcRJYB4d3h/iIeHeEh3eIhw+j2w".into()),
+        blurhash: Some("LEHV6nWB2yk8pyo0adR*.7kCMdnj".into()),
     }
 }
 

@@ -15,6 +15,8 @@ fn output(bytes: u64) -> JobOutput {
         bytes,
         content_type: "image/jpeg".into(),
         sha256: "0".repeat(64),
+        thumbhash: None,
+        blurhash: None,
     }
 }
 

@@ -353,6 +353,8 @@ mod tests {
             bytes: 1234,
             content_type: "image/jpeg".into(),
             sha256: "00".repeat(32),
+            thumbhash: None,
+            blurhash: None,
         }
     }
 

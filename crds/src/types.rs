@@ -362,6 +362,12 @@ pub struct OutputStatus {
     pub content_type: String,
     /// Lower-case hex SHA-256 of the object's bytes.
     pub sha256: String,
+    /// ThumbHash (standard base64) of the first output, a tiny preview to show while it loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbhash: Option<String>,
+    /// BlurHash of the first output, like `thumbhash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blurhash: Option<String>,
 }
 
 fn default_outputs() -> Vec<OutputSpec> {

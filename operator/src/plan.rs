@@ -279,6 +279,8 @@ pub fn to_job_output(o: &OutputStatus) -> JobOutput {
         bytes: o.bytes,
         content_type: o.content_type.clone(),
         sha256: o.sha256.clone(),
+        thumbhash: o.thumbhash.clone(),
+        blurhash: o.blurhash.clone(),
     }
 }
 
@@ -986,6 +988,8 @@ mod tests {
                 bytes: 1,
                 content_type: "image/png".into(),
                 sha256: "00".into(),
+                thumbhash: None,
+                blurhash: None,
             }],
             error: None,
         };

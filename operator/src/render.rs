@@ -6,7 +6,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use thumbnail_core::model::JobError;
 use thumbnail_core::objects::{ObjectStore, Prefix, S3ObjectStore};
-use thumbnail_core::worker::{CpuPool, job_error};
+use thumbnail_core::placeholder::Placeholders;
+use thumbnail_core::worker::{CpuPool, job_error, placeholders_of};
 use thumbnail_core::{CoreError, engine};
 use thumbnail_crds::OutputStatus;
 use thumbnail_engine::Limits;
@@ -36,16 +37,23 @@ impl RenderError {
     }
 }
 
-/// Render one output on the pool (never on the async workers).
+/// Render one output on the pool (never on the async workers), with its placeholders when
+/// asked (the first output's: see `thumbnail_core::placeholder`).
 async fn render_one(
     cpu: &CpuPool,
     source: Bytes,
     output: &PlannedOutput,
     limits: Limits,
-) -> Result<engine::Thumbnail, CoreError> {
+    with_placeholders: bool,
+) -> Result<(engine::Thumbnail, Option<Placeholders>), CoreError> {
     let options = output.options;
     let rendered = cpu
-        .run(move || thumbnail_engine::render(&source, &options, &limits))
+        .run(move || {
+            thumbnail_engine::render(&source, &options, &limits).map(|thumbnail| {
+                let placeholders = with_placeholders.then(|| placeholders_of(&thumbnail)).flatten();
+                (thumbnail, placeholders)
+            })
+        })
         .await?;
     Ok(rendered?)
 }
@@ -59,8 +67,8 @@ pub async fn render_outputs(
     cpu: &CpuPool,
 ) -> Result<Vec<OutputStatus>, RenderError> {
     let mut written = Vec::with_capacity(plan.outputs.len());
-    for output in &plan.outputs {
-        let thumbnail = render_one(cpu, source.clone(), output, limits)
+    for (index, output) in plan.outputs.iter().enumerate() {
+        let (thumbnail, placeholders) = render_one(cpu, source.clone(), output, limits, index == 0)
             .await
             .map_err(|e| RenderError::from_core(e, &plan.source_key))?;
         let sha256 = hex::encode(Sha256::digest(&thumbnail.bytes));
@@ -78,6 +86,8 @@ pub async fn render_outputs(
             bytes,
             content_type: content_type.to_owned(),
             sha256,
+            thumbhash: placeholders.as_ref().map(|p| p.thumbhash.clone()),
+            blurhash: placeholders.map(|p| p.blurhash),
         });
     }
     Ok(written)
