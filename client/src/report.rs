@@ -116,8 +116,9 @@ pub fn job_text(job: &Job) -> String {
         rows.push(vec!["thumbhash".into(), p.thumbhash.clone()]);
         rows.push(vec!["blurhash".into(), p.blurhash.clone()]);
     }
+    let width = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0);
     rows.into_iter()
-        .map(|r| format!("{:<10} {}\n", r[0], r[1]))
+        .map(|r| format!("{:<width$}  {}\n", r[0], r[1]))
         .collect()
 }
 
