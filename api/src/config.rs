@@ -267,6 +267,10 @@ pub struct ApiConfig {
     /// first when it is full (their jobs then read the store). 0 turns the handoff off.
     #[arg(long, env = "HANDOFF_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub handoff_budget_bytes: u64,
+    /// How long an `Idempotency-Key` of an upload is kept: a repeat within this time answers with
+    /// the first request's job.
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(1..))]
+    pub idempotency_key_ttl_seconds: u32,
     /// How long start-up waits for the database and object store before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECONDS", default_value_t = 300)]
     pub startup_timeout_seconds: u64,

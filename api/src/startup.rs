@@ -168,6 +168,7 @@ impl Application {
         let jobs: DynJobStore =
             with_startup_retries("database", startup, || jobstore::connect(&db_url, max_conn)).await?;
         let key_store = apikeys::connect(&db_url, max_conn.clamp(1, 4)).await?;
+        let idempotency = thumbnail_core::idempotency::connect(&db_url, max_conn.clamp(1, 4)).await?;
         let job_events = JobEvents::new();
         let jobs = NotifyingJobStore::wrap(jobs, job_events.clone());
         // On PostgreSQL, jobs finished by other processes (the operator, other replicas) wake
@@ -294,6 +295,8 @@ impl Application {
             rate,
             quotas,
             waiters: Default::default(),
+            idempotency,
+            idempotency_ttl: chrono::Duration::seconds(i64::from(config.idempotency_key_ttl_seconds)),
             trusted_proxy_hops: config.quotas.trusted_proxy_hops,
         });
         let pace = Pace {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thumbnail_core::apikeys::DynKeyStore;
 use thumbnail_core::handoff::OriginalHandoff;
+use thumbnail_core::idempotency::DynIdempotencyStore;
 use thumbnail_core::jobstore::{DynJobStore, JobEvents};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::model::JobRecord;
@@ -80,6 +81,10 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Long-polls in progress per owner (or client address).
     pub waiters: Waiters,
+    /// Idempotency keys of uploads (in the job store's database).
+    pub idempotency: DynIdempotencyStore,
+    /// How long an idempotency key is kept (IDEMPOTENCY_KEY_TTL_SECONDS).
+    pub idempotency_ttl: chrono::Duration,
     /// TRUSTED_PROXY_HOPS: how the client address is found.
     pub trusted_proxy_hops: usize,
 }

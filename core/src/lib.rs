@@ -6,6 +6,7 @@
 pub mod apikeys;
 pub mod error;
 pub mod handoff;
+pub mod idempotency;
 pub mod jobstore;
 pub mod keys;
 pub mod metrics;
