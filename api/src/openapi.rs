@@ -27,6 +27,7 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
     paths(
         thumbnails::create_thumbnail,
         jobs::get_job,
+        jobs::delete_job,
         jobs::list_jobs,
         jobs::get_thumbnail,
         keys::create_key,

@@ -23,6 +23,7 @@ use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{self, DynJobStore, JobEvents, NotifyingJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
+use thumbnail_core::retention::Sweeper;
 use thumbnail_core::runner::Runner;
 use thumbnail_core::signing::LinkSigner;
 use thumbnail_core::worker::{AttemptPolicy, CpuPool, Worker};
@@ -277,6 +278,14 @@ impl Application {
         }
         let rate = UploadRate::new(config.quotas.uploads_per_minute, config.quotas.upload_burst);
         let quotas = Quotas::new(&config.quotas, auth_mode != AuthMode::None);
+        let sweeper = Arc::new(Sweeper {
+            jobs: jobs.clone(),
+            objects: objects.clone(),
+            keys: keys.clone(),
+            idempotency: Some(idempotency.clone()),
+            policy: config.retention_policy(),
+            metrics: metrics.retention.clone(),
+        });
         let state: SharedState = Arc::new(AppState {
             jobs,
             job_events,
@@ -296,6 +305,7 @@ impl Application {
             quotas,
             waiters: Default::default(),
             idempotency,
+            sweeper: sweeper.clone(),
             idempotency_ttl: chrono::Duration::seconds(i64::from(config.idempotency_key_ttl_seconds)),
             trusted_proxy_hops: config.quotas.trusted_proxy_hops,
         });
@@ -318,6 +328,7 @@ impl Application {
                 }
             });
         }
+        tokio::spawn(sweeper.run(prune.clone()));
         info!(
             port,
             public_url = %public_url,

@@ -15,6 +15,7 @@ use thumbnail_core::jobstore::{DynJobStore, JobEvents};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::model::JobRecord;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore};
+use thumbnail_core::retention::Sweeper;
 use thumbnail_core::runner::RunnerHandle;
 use thumbnail_engine::Limits;
 
@@ -85,6 +86,8 @@ pub struct AppState {
     pub idempotency: DynIdempotencyStore,
     /// How long an idempotency key is kept (IDEMPOTENCY_KEY_TTL_SECONDS).
     pub idempotency_ttl: chrono::Duration,
+    /// Deletes expired jobs (also used by `DELETE /api/v1/jobs/{id}`).
+    pub sweeper: Arc<Sweeper>,
     /// TRUSTED_PROXY_HOPS: how the client address is found.
     pub trusted_proxy_hops: usize,
 }

@@ -104,6 +104,9 @@ pub struct JobView {
     pub source: SourceView,
     pub requested: Vec<RequestedOutput>,
     pub outputs: Vec<OutputView>,
+    /// When the job's original, thumbnails, links and record are deleted (RETENTION_SECONDS, or
+    /// the upload's `retention_seconds`); after it the job answers 410 Gone for a while, then 404.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl JobView {
@@ -164,6 +167,7 @@ impl JobView {
                     sha256: o.sha256.clone(),
                 })
                 .collect(),
+            expires_at: job.expires_at,
         }
     }
 }

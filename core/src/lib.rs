@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod objects;
+pub mod retention;
 pub mod runner;
 pub mod settings;
 pub mod signing;

@@ -73,6 +73,10 @@ pub struct OptionParams {
     /// is the owner and only admins may name someone else. 1-253 printable ASCII characters.
     #[param(pattern = "^[!-~]{1,253}$")]
     pub owner: Option<String>,
+    /// Seconds to keep the job (its original, thumbnails and record) before it is deleted,
+    /// 1 to MAX_RETENTION_SECONDS (default RETENTION_SECONDS).
+    #[param(value_type = Option<u64>, minimum = 1)]
+    pub retention_seconds: Option<String>,
 }
 
 /// How the image fills the box.
@@ -120,11 +124,21 @@ pub struct UploadForm {
     upscale: bool,
     #[schema(pattern = "^[!-~]{1,253}$", required = false)]
     owner: String,
+    #[schema(minimum = 1, required = false)]
+    retention_seconds: u64,
 }
 
 /// The form fields a request may send (a file in `image`, text in the others).
-pub const FIELDS: [&str; 8] = [
-    "image", "width", "height", "fit", "format", "quality", "upscale", "owner",
+pub const FIELDS: [&str; 9] = [
+    "image",
+    "width",
+    "height",
+    "fit",
+    "format",
+    "quality",
+    "upscale",
+    "owner",
+    "retention_seconds",
 ];
 
 /// An integer field in `range`: only an optional `-` and digits, as the OpenAPI document
@@ -151,6 +165,17 @@ fn integer(
             range.end()
         ))),
     }
+}
+
+/// The upload's `retention_seconds`, 1 to `max`; `None` when not sent. Pure.
+pub fn retention(
+    fields: &HashMap<String, String>,
+    max: std::time::Duration,
+) -> ApiResult<Option<std::time::Duration>> {
+    let max = max.as_secs().min(i64::MAX as u64) as i64;
+    integer(fields, "retention_seconds", 1..=max)
+        .map_err(|e| ApiError::Invalid(format!("{e} (MAX_RETENTION_SECONDS)")))
+        .map(|seconds| seconds.map(|s| std::time::Duration::from_secs(s as u64)))
 }
 
 /// Parse the options, naming the field in every error. Values are taken exactly as the OpenAPI
@@ -372,6 +397,7 @@ async fn receive_form(
         ("quality", &query.quality),
         ("upscale", &query.upscale),
         ("owner", &query.owner),
+        ("retention_seconds", &query.retention_seconds),
     ] {
         if let Some(v) = value {
             fields.insert(name.to_owned(), v.clone());
@@ -379,6 +405,7 @@ async fn receive_form(
     }
     // Each query parameter must be valid, also when a form field takes its place.
     parse_options(&fields)?;
+    retention(&fields, state.sweeper.policy.max)?;
     if let Some(owner) = &query.owner {
         validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
     }
@@ -518,6 +545,7 @@ pub async fn create_thumbnail(
         validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
     }
     let owner = principal.owner_for_new_job(requested_owner)?;
+    let retention = retention(&form.fields, state.sweeper.policy.max)?;
     let probe = probe_upload(&form.upload, &state.limits).await?;
 
     // A repeat of a request already stored answers with its job.
@@ -540,7 +568,16 @@ pub async fn create_thumbnail(
         }
     };
 
-    let stored = store_and_launch(&state, owner, options, &form.upload, &probe, &rate_headers).await;
+    let stored = store_and_launch(
+        &state,
+        owner,
+        options,
+        retention,
+        &form.upload,
+        &probe,
+        &rate_headers,
+    )
+    .await;
     match (held, &stored) {
         (Some(held), Ok(id)) => held.complete(&state, *id).await,
         (Some(held), Err(_)) => held.release(&state).await,
@@ -567,6 +604,7 @@ async fn store_and_launch(
     state: &SharedState,
     owner: Option<String>,
     options: ThumbnailOptions,
+    retention: Option<std::time::Duration>,
     upload: &Upload,
     probe: &ProbeInfo,
     rate_headers: &HeaderMap,
@@ -585,6 +623,13 @@ async fn store_and_launch(
         tokio::spawn(async move { objects.delete(&key).await });
     })?;
     let new_job = NewJob {
+        // From now, after the original is stored: what the row's `created_at` will be, nearly.
+        expires_at: Some(
+            state
+                .sweeper
+                .policy
+                .expiry(thumbnail_core::model::now(), retention),
+        ),
         id,
         owner,
         source_bucket: state.objects.bucket().to_owned(),
