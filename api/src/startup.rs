@@ -306,6 +306,8 @@ impl Application {
             waiters: Default::default(),
             idempotency,
             sweeper: sweeper.clone(),
+            stopping: CancellationToken::new(),
+            keep_alive_timeout: Duration::from_secs(config.edge.keep_alive_timeout_seconds.max(1)),
             idempotency_ttl: chrono::Duration::seconds(i64::from(config.idempotency_key_ttl_seconds)),
             trusted_proxy_hops: config.quotas.trusted_proxy_hops,
         });
@@ -366,7 +368,7 @@ impl Application {
             .max_input_bytes
             .saturating_add(routes::thumbnails::FORM_OVERHEAD_BYTES);
         let mode = auth.authenticator.mode();
-        let mut small = routes::jobs::router();
+        let mut small = routes::jobs::router().merge(routes::events::router());
         if mode == AuthMode::ApiKey {
             small = small.merge(routes::keys::router());
         }
@@ -428,6 +430,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let stopping = self.state.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         let served = server::serve(self.listener, self.router, self.edge, self.grace, shutdown).await;
         info!("stopped accepting requests");
         if let Some(runner) = self.runner {

@@ -88,6 +88,10 @@ pub struct AppState {
     pub idempotency_ttl: chrono::Duration,
     /// Deletes expired jobs (also used by `DELETE /api/v1/jobs/{id}`).
     pub sweeper: Arc<Sweeper>,
+    /// Cancelled when the server stops accepting requests: event streams end then.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// KEEP_ALIVE_TIMEOUT_SECONDS: event streams write more often than this.
+    pub keep_alive_timeout: Duration,
     /// TRUSTED_PROXY_HOPS: how the client address is found.
     pub trusted_proxy_hops: usize,
 }

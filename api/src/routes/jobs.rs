@@ -38,7 +38,7 @@ fn parse_job_id(raw: &str) -> ApiResult<Uuid> {
 /// The job, if it exists and the caller may see it: another owner's job answers exactly like
 /// one that does not exist.
 /// An expired job answers 410 Gone (for RETENTION_GONE_SECONDS, then it is forgotten: 404).
-async fn load(state: &SharedState, principal: &Principal, raw: &str) -> ApiResult<JobRecord> {
+pub(crate) async fn load(state: &SharedState, principal: &Principal, raw: &str) -> ApiResult<JobRecord> {
     let job = load_any(state, principal, raw).await?;
     if job.is_expired(thumbnail_core::model::now()) {
         return Err(gone(&job));
