@@ -37,6 +37,19 @@ pub fn keep_alive_every(keep_alive_timeout: Duration) -> Duration {
     (keep_alive_timeout / 3).clamp(Duration::from_secs(1), Duration::from_secs(15))
 }
 
+/// One server-sent event as it is framed on the wire (for the OpenAPI document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamedEvent {
+    /// `status`, or `error` when the job expired meanwhile.
+    event: String,
+    /// The job's version (`status` events).
+    id: Option<String>,
+    /// A `status` event's job, as JSON text (the shape of `GET /api/v1/jobs/{job_id}`); an
+    /// `error` event's reason.
+    data: String,
+}
+
 /// What a stream still has to do.
 struct Follow {
     state: SharedState,
@@ -125,7 +138,7 @@ impl Follow {
     params(("job_id" = String, Path, description = "The id returned by the upload")),
     responses(
         (status = 200, description = "`text/event-stream`: `event: status` with `data:` the job (JSON, as GET /api/v1/jobs/{job_id}) at once and at every status change; closed after SUCCESS or FAILURE. `event: error` when the job expires meanwhile",
-         content_type = "text/event-stream", body = String),
+         content_type = "text/event-stream", body = StreamedEvent),
         (status = 404, description = "No such job (or another owner's)", body = ErrorBody),
         (status = 410, description = "The job expired (or was deleted)", body = ErrorBody),
         (status = 429, description = "The caller has 32 event streams and long-polls open", body = ErrorBody,

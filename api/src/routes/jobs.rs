@@ -364,6 +364,7 @@ pub struct ThumbnailParams {
         (status = 400, description = "The job is not finished (or failed); `detail` gives its status", body = ErrorBody),
         (status = 404, description = "No such job (or another owner's) or output", body = ErrorBody),
         (status = 410, description = "The job expired (or was deleted): its images are gone", body = ErrorBody),
+        (status = 422, description = "`output` longer than 63 characters", body = ErrorBody),
         (status = 503, description = "The job store or the object store is unavailable", body = ErrorBody),
     )
 )]
@@ -375,6 +376,12 @@ pub async fn get_thumbnail(
     Query(params): Query<ThumbnailParams>,
 ) -> ApiResult<Json<ThumbnailUrl>> {
     principal.require(Scope::Read)?;
+    if let Some(output) = params.output.as_deref().filter(|o| o.len() > 63) {
+        return Err(ApiError::Invalid(format!(
+            "output: at most 63 characters, got {}",
+            output.len()
+        )));
+    }
     let job = load(&state, &principal, &job_id).await?;
     match job.status {
         JobStatus::Success => {}

@@ -74,8 +74,8 @@ pub struct OptionParams {
     #[param(pattern = "^[!-~]{1,253}$")]
     pub owner: Option<String>,
     /// Seconds to keep the job (its original, thumbnails and record) before it is deleted,
-    /// 1 to MAX_RETENTION_SECONDS (default RETENTION_SECONDS).
-    #[param(value_type = Option<u64>, minimum = 1)]
+    /// 1 to MAX_RETENTION_SECONDS (30 days unless configured; default RETENTION_SECONDS).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 2592000)]
     pub retention_seconds: Option<String>,
 }
 
@@ -124,7 +124,7 @@ pub struct UploadForm {
     upscale: bool,
     #[schema(pattern = "^[!-~]{1,253}$", required = false)]
     owner: String,
-    #[schema(minimum = 1, required = false)]
+    #[schema(minimum = 1, maximum = 2592000, required = false)]
     retention_seconds: u64,
 }
 
