@@ -267,6 +267,23 @@ pub struct ApiConfig {
     /// first when it is full (their jobs then read the store). 0 turns the handoff off.
     #[arg(long, env = "HANDOFF_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub handoff_budget_bytes: u64,
+    /// How long a job is kept after its upload: then its original, thumbnails, links and row are
+    /// deleted. An upload may ask for another lifetime with `retention_seconds`.
+    #[arg(long, env = "RETENTION_SECONDS", default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_seconds: u64,
+    /// The longest `retention_seconds` an upload may ask for.
+    #[arg(long, env = "MAX_RETENTION_SECONDS", default_value_t = 30 * 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_retention_seconds: u64,
+    /// Time between retention sweeps (each also removes expired idempotency keys).
+    #[arg(long, env = "RETENTION_SWEEP_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_sweep_seconds: u64,
+    /// How long an expired job answers 410 Gone before it is forgotten (404).
+    #[arg(long, env = "RETENTION_GONE_SECONDS", default_value_t = 86_400)]
+    pub retention_gone_seconds: u64,
+    /// How long an `Idempotency-Key` of an upload is kept: a repeat within this time answers with
+    /// the first request's job.
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(1..))]
+    pub idempotency_key_ttl_seconds: u32,
     /// How long start-up waits for the database and object store before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECONDS", default_value_t = 300)]
     pub startup_timeout_seconds: u64,
@@ -293,6 +310,14 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
+    pub fn retention_policy(&self) -> thumbnail_core::retention::RetentionPolicy {
+        thumbnail_core::retention::RetentionPolicy {
+            default: Duration::from_secs(self.retention_seconds.min(self.max_retention_seconds)),
+            max: Duration::from_secs(self.max_retention_seconds),
+            gone_grace: Duration::from_secs(self.retention_gone_seconds),
+            sweep_every: Duration::from_secs(self.retention_sweep_seconds),
+        }
+    }
     pub fn url_expiry(&self) -> Duration {
         Duration::from_secs(self.url_expiry_seconds)
     }

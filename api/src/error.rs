@@ -25,6 +25,12 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The resource existed and was deleted (410), e.g. an expired job.
+    #[error("{0}")]
+    Gone(String),
+    /// The request collides with one in progress (409), e.g. the same `Idempotency-Key`.
+    #[error("{0}")]
+    Conflict(String),
     /// Missing or bad credentials (401); `challenge` is the `WWW-Authenticate` value.
     #[error("{detail}")]
     Unauthorized { detail: String, challenge: String },
@@ -80,6 +86,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Limited(hit) => hit.status,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,

@@ -229,6 +229,8 @@ mod tests {
             created_at: now(),
             started_at: None,
             finished_at: None,
+            expires_at: None,
+            purged_at: None,
         };
         let settings = ResourceSettings {
             ttl_seconds_after_finished: Some(3600),

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod idempotent;
 pub mod kube_launcher;
 pub mod limits;
 pub mod metrics;

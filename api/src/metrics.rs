@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Instant;
 use thumbnail_core::metrics::JobMetrics;
+use thumbnail_core::retention::RetentionMetrics;
 
 /// Label values come from fixed sets, so that no request can create new series: the method
 /// is one of the standard ones or `other`, the route a route template or `unmatched`, the status
@@ -68,6 +69,7 @@ pub struct ApiMetrics {
     pub uploads: Family<BufferLabels, Counter>,
     pub jobs: Family<StatusLabels, Gauge>,
     pub job: Arc<JobMetrics>,
+    pub retention: Arc<RetentionMetrics>,
 }
 
 impl ApiMetrics {
@@ -101,6 +103,8 @@ impl ApiMetrics {
         );
         registry.register("thumbnail_jobs", "Jobs in the job store by status", jobs.clone());
         job.register(&mut registry);
+        let retention = Arc::new(RetentionMetrics::default());
+        retention.register(&mut registry);
         ApiMetrics {
             registry,
             requests,
@@ -109,6 +113,7 @@ impl ApiMetrics {
             uploads,
             jobs,
             job,
+            retention,
         }
     }
 

@@ -8,7 +8,7 @@
 //! chart's default).
 use crate::config::AuthMode;
 use crate::error::ErrorBody;
-use crate::routes::{files, health, jobs, keys, thumbnails};
+use crate::routes::{events, files, health, jobs, keys, thumbnails};
 use crate::views;
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
@@ -27,6 +27,8 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
     paths(
         thumbnails::create_thumbnail,
         jobs::get_job,
+        jobs::delete_job,
+        events::job_events,
         jobs::list_jobs,
         jobs::get_thumbnail,
         keys::create_key,

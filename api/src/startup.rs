@@ -23,6 +23,7 @@ use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{self, DynJobStore, JobEvents, NotifyingJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
+use thumbnail_core::retention::Sweeper;
 use thumbnail_core::runner::Runner;
 use thumbnail_core::signing::LinkSigner;
 use thumbnail_core::worker::{AttemptPolicy, CpuPool, Worker};
@@ -168,6 +169,7 @@ impl Application {
         let jobs: DynJobStore =
             with_startup_retries("database", startup, || jobstore::connect(&db_url, max_conn)).await?;
         let key_store = apikeys::connect(&db_url, max_conn.clamp(1, 4)).await?;
+        let idempotency = thumbnail_core::idempotency::connect(&db_url, max_conn.clamp(1, 4)).await?;
         let job_events = JobEvents::new();
         let jobs = NotifyingJobStore::wrap(jobs, job_events.clone());
         // On PostgreSQL, jobs finished by other processes (the operator, other replicas) wake
@@ -276,6 +278,14 @@ impl Application {
         }
         let rate = UploadRate::new(config.quotas.uploads_per_minute, config.quotas.upload_burst);
         let quotas = Quotas::new(&config.quotas, auth_mode != AuthMode::None);
+        let sweeper = Arc::new(Sweeper {
+            jobs: jobs.clone(),
+            objects: objects.clone(),
+            keys: keys.clone(),
+            idempotency: Some(idempotency.clone()),
+            policy: config.retention_policy(),
+            metrics: metrics.retention.clone(),
+        });
         let state: SharedState = Arc::new(AppState {
             jobs,
             job_events,
@@ -294,6 +304,11 @@ impl Application {
             rate,
             quotas,
             waiters: Default::default(),
+            idempotency,
+            sweeper: sweeper.clone(),
+            stopping: CancellationToken::new(),
+            keep_alive_timeout: Duration::from_secs(config.edge.keep_alive_timeout_seconds.max(1)),
+            idempotency_ttl: chrono::Duration::seconds(i64::from(config.idempotency_key_ttl_seconds)),
             trusted_proxy_hops: config.quotas.trusted_proxy_hops,
         });
         let pace = Pace {
@@ -315,6 +330,7 @@ impl Application {
                 }
             });
         }
+        tokio::spawn(sweeper.run(prune.clone()));
         info!(
             port,
             public_url = %public_url,
@@ -352,7 +368,7 @@ impl Application {
             .max_input_bytes
             .saturating_add(routes::thumbnails::FORM_OVERHEAD_BYTES);
         let mode = auth.authenticator.mode();
-        let mut small = routes::jobs::router();
+        let mut small = routes::jobs::router().merge(routes::events::router());
         if mode == AuthMode::ApiKey {
             small = small.merge(routes::keys::router());
         }
@@ -414,6 +430,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let stopping = self.state.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         let served = server::serve(self.listener, self.router, self.edge, self.grace, shutdown).await;
         info!("stopped accepting requests");
         if let Some(runner) = self.runner {

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use thumbnail_core::apikeys::DynKeyStore;
 use thumbnail_core::handoff::OriginalHandoff;
+use thumbnail_core::idempotency::DynIdempotencyStore;
 use thumbnail_core::jobstore::{DynJobStore, JobEvents};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::model::JobRecord;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore};
+use thumbnail_core::retention::Sweeper;
 use thumbnail_core::runner::RunnerHandle;
 use thumbnail_engine::Limits;
 
@@ -80,6 +82,16 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Long-polls in progress per owner (or client address).
     pub waiters: Waiters,
+    /// Idempotency keys of uploads (in the job store's database).
+    pub idempotency: DynIdempotencyStore,
+    /// How long an idempotency key is kept (IDEMPOTENCY_KEY_TTL_SECONDS).
+    pub idempotency_ttl: chrono::Duration,
+    /// Deletes expired jobs (also used by `DELETE /api/v1/jobs/{id}`).
+    pub sweeper: Arc<Sweeper>,
+    /// Cancelled when the server stops accepting requests: event streams end then.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// KEEP_ALIVE_TIMEOUT_SECONDS: event streams write more often than this.
+    pub keep_alive_timeout: Duration,
     /// TRUSTED_PROXY_HOPS: how the client address is found.
     pub trusted_proxy_hops: usize,
 }

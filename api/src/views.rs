@@ -122,6 +122,9 @@ pub struct JobView {
     pub outputs: Vec<OutputView>,
     /// Set on SUCCESS: placeholders of the first output (the one `result` names).
     pub placeholder: Option<PlaceholderView>,
+    /// When the job's original, thumbnails, links and record are deleted (RETENTION_SECONDS, or
+    /// the upload's `retention_seconds`); after it the job answers 410 Gone for a while, then 404.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl JobView {
@@ -195,6 +198,7 @@ impl JobView {
                 })
                 .collect(),
             placeholder,
+            expires_at: job.expires_at,
         }
     }
 }

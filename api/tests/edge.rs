@@ -381,6 +381,7 @@ async fn long_polls_are_capped_per_caller() {
     app.state
         .jobs
         .create(&NewJob {
+            expires_at: None,
             id,
             owner: None,
             source_bucket: "local".into(),

@@ -17,6 +17,7 @@ async fn never_queued_job(app: &common::TestApp) -> uuid::Uuid {
     app.state
         .jobs
         .create(&NewJob {
+            expires_at: None,
             id,
             owner: None,
             source_bucket: "local".into(),
@@ -638,6 +639,7 @@ async fn a_job_in_flight_at_a_crash_completes_after_restart() {
     app.state
         .jobs
         .create(&NewJob {
+            expires_at: None,
             id,
             owner: Some("crash-test".into()),
             source_bucket: "local".into(),

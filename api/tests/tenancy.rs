@@ -24,6 +24,7 @@ async fn unqueued_job(app: &TestApp, owner: &str, bytes: u64) -> uuid::Uuid {
     app.state
         .jobs
         .create(&NewJob {
+            expires_at: None,
             id,
             owner: Some(owner.into()),
             source_bucket: "local".into(),

@@ -6,12 +6,14 @@
 pub mod apikeys;
 pub mod error;
 pub mod handoff;
+pub mod idempotency;
 pub mod jobstore;
 pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod objects;
 pub mod placeholder;
+pub mod retention;
 pub mod runner;
 pub mod settings;
 pub mod signing;

@@ -119,6 +119,9 @@ pub struct NewJob {
     pub source_height: u32,
     pub source_bytes: u64,
     pub outputs: Vec<OutputSpec>,
+    /// When the job's original, thumbnails and row are deleted; `None`: the retention default,
+    /// applied by the next sweep (see `thumbnail_core::retention`).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A job as stored.
@@ -146,6 +149,18 @@ pub struct JobRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the job expires (its images and row are deleted); `None` until the next sweep gives
+    /// a row written without one the default.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the sweeper deleted its images: the row is then a tombstone, answered 410 Gone.
+    pub purged_at: Option<DateTime<Utc>>,
+}
+
+impl JobRecord {
+    /// Expired: deleted or due for deletion at `now` (only finished jobs expire).
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.purged_at.is_some() || (self.status.is_finished() && self.expires_at.is_some_and(|at| at <= now))
+    }
 }
 
 /// Position in the newest-first list: the last item of the previous page.

@@ -239,6 +239,7 @@ pub fn new_job(
     default_bucket: &str,
 ) -> NewJob {
     NewJob {
+        expires_at: None,
         id,
         owner: tj.spec.owner.clone(),
         source_bucket: tj.spec.source_bucket(default_bucket).to_owned(),

@@ -34,3 +34,4 @@ schemathesis.openapi.media_type("image/png", PNG)
 schemathesis.openapi.media_type("image/jpeg", st.just(FILE_SAMPLES["jpg"]))
 schemathesis.openapi.media_type("image/gif", st.just(FILE_SAMPLES["gif"]))
 schemathesis.openapi.media_type("image/webp", st.just(FILE_SAMPLES["webp"]))
+

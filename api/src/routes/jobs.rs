@@ -27,7 +27,7 @@ pub fn router() -> axum::Router<SharedState> {
     axum::Router::new()
         .route("/api/v1/jobs/", get(list_jobs))
         .route("/api/v1/jobs", get(list_jobs))
-        .route("/api/v1/jobs/{job_id}", get(get_job))
+        .route("/api/v1/jobs/{job_id}", get(get_job).delete(delete_job))
         .route("/api/v1/jobs/{job_id}/thumbnail", get(get_thumbnail))
 }
 
@@ -37,7 +37,17 @@ fn parse_job_id(raw: &str) -> ApiResult<Uuid> {
 
 /// The job, if it exists and the caller may see it: another owner's job answers exactly like
 /// one that does not exist.
-async fn load(state: &SharedState, principal: &Principal, raw: &str) -> ApiResult<JobRecord> {
+/// An expired job answers 410 Gone (for RETENTION_GONE_SECONDS, then it is forgotten: 404).
+pub(crate) async fn load(state: &SharedState, principal: &Principal, raw: &str) -> ApiResult<JobRecord> {
+    let job = load_any(state, principal, raw).await?;
+    if job.is_expired(thumbnail_core::model::now()) {
+        return Err(gone(&job));
+    }
+    Ok(job)
+}
+
+/// The job as [`load`] finds it, also when it expired.
+async fn load_any(state: &SharedState, principal: &Principal, raw: &str) -> ApiResult<JobRecord> {
     let id = parse_job_id(raw)?;
     state
         .jobs
@@ -45,6 +55,56 @@ async fn load(state: &SharedState, principal: &Principal, raw: &str) -> ApiResul
         .await?
         .filter(|job| principal.may_see(job.owner.as_deref()))
         .ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
+}
+
+fn gone(job: &JobRecord) -> ApiError {
+    let when = job
+        .purged_at
+        .or(job.expires_at)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    ApiError::Gone(format!(
+        "job '{}' expired at {when}; its images and links are deleted",
+        job.id
+    ))
+}
+
+/// Delete a finished job now, before its expiry: its original, thumbnails and links go at once,
+/// and the job answers 410 Gone (for RETENTION_GONE_SECONDS), then 404.
+#[utoipa::path(
+    delete, path = "/api/v1/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "The id returned by the upload")),
+    responses(
+        (status = 204, description = "Deleted: its images are gone"),
+        (status = 404, description = "No such job (or another owner's)", body = ErrorBody),
+        (status = 409, description = "The job is not finished yet; delete it once it is", body = ErrorBody),
+        (status = 410, description = "The job was deleted or expired already", body = ErrorBody),
+        (status = 503, description = "The job store or the object store is unavailable (what was deleted stays deleted; repeat the request)", body = ErrorBody),
+    )
+)]
+#[instrument(skip(state, principal))]
+pub async fn delete_job(
+    State(state): State<SharedState>,
+    principal: Principal,
+    Path(job_id): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    principal.require(Scope::Submit)?;
+    let job = load_any(&state, &principal, &job_id).await?;
+    if job.purged_at.is_some() {
+        return Err(gone(&job));
+    }
+    if !job.status.is_finished() {
+        return Err(ApiError::Conflict(format!(
+            "job '{}' is {}; it can be deleted once it is finished",
+            job.id, job.status
+        )));
+    }
+    // First the expiry, so that a failure part-way leaves the job to the sweeper.
+    let now = thumbnail_core::model::now();
+    state.jobs.expire_now(job.id, now).await?;
+    state.sweeper.purge(&job, now).await?;
+    tracing::info!(job_id = %job.id, "job deleted by its owner");
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// A number as JSON (and so the OpenAPI document) writes one: `-?(0|[1-9][0-9]*)(.[0-9]+)?`
@@ -117,6 +177,7 @@ impl GetJobParams {
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 404, description = "No such job (or another owner's)", body = ErrorBody),
+        (status = 410, description = "The job expired (or was deleted): its images are gone", body = ErrorBody),
         (status = 422, description = "Invalid `wait`", body = ErrorBody),
         (status = 503, description = "The job store is unavailable", body = ErrorBody),
     )
@@ -302,6 +363,8 @@ pub struct ThumbnailParams {
         (status = 200, description = "A download link", body = ThumbnailUrl),
         (status = 400, description = "The job is not finished (or failed); `detail` gives its status", body = ErrorBody),
         (status = 404, description = "No such job (or another owner's) or output", body = ErrorBody),
+        (status = 410, description = "The job expired (or was deleted): its images are gone", body = ErrorBody),
+        (status = 422, description = "`output` longer than 63 characters", body = ErrorBody),
         (status = 503, description = "The job store or the object store is unavailable", body = ErrorBody),
     )
 )]
@@ -313,6 +376,12 @@ pub async fn get_thumbnail(
     Query(params): Query<ThumbnailParams>,
 ) -> ApiResult<Json<ThumbnailUrl>> {
     principal.require(Scope::Read)?;
+    if let Some(output) = params.output.as_deref().filter(|o| o.len() > 63) {
+        return Err(ApiError::Invalid(format!(
+            "output: at most 63 characters, got {}",
+            output.len()
+        )));
+    }
     let job = load(&state, &principal, &job_id).await?;
     match job.status {
         JobStatus::Success => {}

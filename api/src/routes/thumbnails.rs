@@ -3,6 +3,7 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Query;
+use crate::idempotent;
 use crate::limits::{ClientAddr, RateKey};
 use crate::metrics::BufferLabels;
 use crate::pacing::{Pace, pace_uploads, too_slow};
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use thumbnail_core::apikeys::{Scope, validate_owner};
 use thumbnail_core::model::{NewJob, OutputSpec};
@@ -71,6 +73,10 @@ pub struct OptionParams {
     /// is the owner and only admins may name someone else. 1-253 printable ASCII characters.
     #[param(pattern = "^[!-~]{1,253}$")]
     pub owner: Option<String>,
+    /// Seconds to keep the job (its original, thumbnails and record) before it is deleted,
+    /// 1 to MAX_RETENTION_SECONDS (30 days unless configured; default RETENTION_SECONDS).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 2592000)]
+    pub retention_seconds: Option<String>,
 }
 
 /// How the image fills the box.
@@ -118,11 +124,21 @@ pub struct UploadForm {
     upscale: bool,
     #[schema(pattern = "^[!-~]{1,253}$", required = false)]
     owner: String,
+    #[schema(minimum = 1, maximum = 2592000, required = false)]
+    retention_seconds: u64,
 }
 
 /// The form fields a request may send (a file in `image`, text in the others).
-pub const FIELDS: [&str; 8] = [
-    "image", "width", "height", "fit", "format", "quality", "upscale", "owner",
+pub const FIELDS: [&str; 9] = [
+    "image",
+    "width",
+    "height",
+    "fit",
+    "format",
+    "quality",
+    "upscale",
+    "owner",
+    "retention_seconds",
 ];
 
 /// An integer field in `range`: only an optional `-` and digits, as the OpenAPI document
@@ -149,6 +165,17 @@ fn integer(
             range.end()
         ))),
     }
+}
+
+/// The upload's `retention_seconds`, 1 to `max`; `None` when not sent. Pure.
+pub fn retention(
+    fields: &HashMap<String, String>,
+    max: std::time::Duration,
+) -> ApiResult<Option<std::time::Duration>> {
+    let max = max.as_secs().min(i64::MAX as u64) as i64;
+    integer(fields, "retention_seconds", 1..=max)
+        .map_err(|e| ApiError::Invalid(format!("{e} (MAX_RETENTION_SECONDS)")))
+        .map(|seconds| seconds.map(|s| std::time::Duration::from_secs(s as u64)))
 }
 
 /// Parse the options, naming the field in every error. Values are taken exactly as the OpenAPI
@@ -219,11 +246,13 @@ impl Upload {
 /// Read the file field: into memory when the whole request is small (`in_memory`: its length,
 /// which bounds the file's), else to a spool file. Either way the size cap is enforced while
 /// reading.
+/// `hash`: also take the file's SHA-256 while it streams (for an `Idempotency-Key`).
 async fn receive(
     state: &SharedState,
     mut field: Field<'_>,
     max: u64,
     in_memory: Option<u64>,
+    mut hash: Option<&mut Sha256>,
 ) -> ApiResult<Upload> {
     if let Some(request_length) = in_memory {
         let mut buf = BytesMut::with_capacity(request_length.min(max) as usize);
@@ -231,6 +260,9 @@ async fn receive(
             let size = (buf.len() + chunk.len()) as u64;
             if size > max {
                 return Err(EngineError::FileTooLarge { size, max }.into());
+            }
+            if let Some(hash) = hash.as_deref_mut() {
+                hash.update(&chunk);
             }
             buf.extend_from_slice(&chunk);
         }
@@ -254,6 +286,9 @@ async fn receive(
         size += chunk.len() as u64;
         if size > max {
             return Err(EngineError::FileTooLarge { size, max }.into());
+        }
+        if let Some(hash) = hash.as_deref_mut() {
+            hash.update(&chunk);
         }
         if head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - head.len()).min(chunk.len());
@@ -328,6 +363,8 @@ async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
 struct Form {
     fields: HashMap<String, String>,
     upload: Upload,
+    /// The file's SHA-256, when asked for.
+    file_sha256: Option<[u8; 32]>,
 }
 
 /// Step "receive": read the multipart body, capping every field while it streams.
@@ -336,6 +373,7 @@ async fn receive_form(
     query: &OptionParams,
     headers: &HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
+    hash_file: bool,
 ) -> ApiResult<Form> {
     // Small sized requests are read into memory: the bytes go to the object store from memory
     // and on to an in-process worker, which then need not read them back. Bigger (or unsized)
@@ -359,6 +397,7 @@ async fn receive_form(
         ("quality", &query.quality),
         ("upscale", &query.upscale),
         ("owner", &query.owner),
+        ("retention_seconds", &query.retention_seconds),
     ] {
         if let Some(v) = value {
             fields.insert(name.to_owned(), v.clone());
@@ -366,10 +405,12 @@ async fn receive_form(
     }
     // Each query parameter must be valid, also when a form field takes its place.
     parse_options(&fields)?;
+    retention(&fields, state.sweeper.policy.max)?;
     if let Some(owner) = &query.owner {
         validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
     }
     let mut upload: Option<Upload> = None;
+    let mut hash = hash_file.then(Sha256::new);
     let mut form_fields: Vec<String> = Vec::new();
     let mut count = 0;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -386,7 +427,16 @@ async fn receive_form(
                     "image: the field was sent more than once; send one file".into(),
                 ));
             }
-            upload = Some(receive(state, field, state.limits.max_input_bytes, in_memory).await?);
+            upload = Some(
+                receive(
+                    state,
+                    field,
+                    state.limits.max_input_bytes,
+                    in_memory,
+                    hash.as_mut(),
+                )
+                .await?,
+            );
         } else if field.file_name().is_some() {
             return Err(ApiError::Invalid(format!(
                 "{name:?}: this field holds a file, but the image must be sent in the field 'image' \
@@ -414,7 +464,11 @@ async fn receive_form(
     if upload.size() == 0 {
         return Err(ApiError::Invalid("image: the file is empty".into()));
     }
-    Ok(Form { fields, upload })
+    Ok(Form {
+        fields,
+        upload,
+        file_sha256: hash.map(|h| h.finalize().into()),
+    })
 }
 
 /// Step "limit": the caller's upload rate, and a quota refusal of the last second.
@@ -443,7 +497,9 @@ fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
 /// id and a `Location` header pointing at the job.
 #[utoipa::path(
     post, path = "/api/v1/thumbnails/", tag = "thumbnails",
-    params(OptionParams),
+    params(OptionParams,
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = "^[!-~]{1,255}$",
+         description = "Makes a retry safe: a repeat with the same key (per owner, kept IDEMPOTENCY_KEY_TTL_SECONDS, 24 h by default) and the same request answers with the first job; see 409 and 422")),
     request_body(content(
         (UploadForm = "multipart/form-data",
          encoding(("image" = (content_type = "image/jpeg, image/png, image/webp, image/gif"))))
@@ -451,13 +507,15 @@ fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
     responses(
         (status = 202, description = "Accepted; poll the job", body = JobAccepted,
          headers(("Location" = String, description = "URL of the job"),
+                 ("Idempotent-Replayed" = String, description = "`true` when this answers a repeat of an earlier request with the same Idempotency-Key (its job, nothing new stored)"),
                  ("RateLimit" = String, description = "The caller's remaining uploads: `\"uploads\";r=REMAINING;t=SECONDS`"),
                  ("RateLimit-Policy" = String, description = "`\"uploads\";q=UPLOADS_PER_MINUTE;w=60`"))),
         (status = 403, description = "`owner` names someone else and the caller is not an admin", body = ErrorBody),
+        (status = 409, description = "A request with the same Idempotency-Key is still being stored; retry shortly", body = ErrorBody),
         (status = 408, description = "The upload arrived too slowly (UPLOAD_TIMEOUT_SECONDS, UPLOAD_MIN_BYTES_PER_SECOND)", body = ErrorBody),
         (status = 413, description = "The file is larger than MAX_UPLOAD_BYTES", body = ErrorBody),
         (status = 415, description = "Not a JPEG, PNG, WebP or GIF; `detail` names what it is", body = ErrorBody),
-        (status = 422, description = "Missing, empty or duplicated `image`, a file in another field, an unknown or repeated field, an invalid option, a field over 1 KiB, too many pixels, or a corrupt header", body = ErrorBody),
+        (status = 422, description = "An Idempotency-Key already used for a different request, or a malformed one; missing, empty or duplicated `image`, a file in another field, an unknown or repeated field, an invalid option, a field over 1 KiB, too many pixels, or a corrupt header", body = ErrorBody),
         (status = 429, description = "The upload rate (UPLOADS_PER_MINUTE), unfinished jobs (MAX_UNFINISHED_JOBS_PER_OWNER) or bytes stored (MAX_STORED_BYTES_PER_OWNER) of the owner is at its limit; `detail` says which", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds to wait"),
                  ("RateLimit" = String, description = "Remaining uploads"),
@@ -476,24 +534,86 @@ pub async fn create_thumbnail(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
     principal.require(Scope::Submit)?;
+    let idempotency_key = idempotent::key_of(&headers)?;
     let rate_headers = limit(&state, &principal, client)?;
-    let Form { fields, upload } = receive_form(&state, &query, &headers, multipart).await?;
+    let form = receive_form(&state, &query, &headers, multipart, idempotency_key.is_some()).await?;
 
     // Validate.
-    let options = parse_options(&fields)?;
-    let requested_owner = fields.get("owner").cloned();
+    let options = parse_options(&form.fields)?;
+    let requested_owner = form.fields.get("owner").cloned();
     if let Some(owner) = &requested_owner {
         validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
     }
     let owner = principal.owner_for_new_job(requested_owner)?;
-    let probe = probe_upload(&upload, &state.limits).await?;
+    let retention = retention(&form.fields, state.sweeper.policy.max)?;
+    let probe = probe_upload(&form.upload, &state.limits).await?;
 
-    // Store the original, then admit the job under the quotas.
+    // A repeat of a request already stored answers with its job.
+    let held = match idempotency_key {
+        None => None,
+        Some(key) => {
+            let files: Vec<[u8; 32]> = form.file_sha256.into_iter().collect();
+            let fingerprint = idempotent::fingerprint("thumbnails", &form.fields, &files);
+            match idempotent::claim(&state, &principal, key, fingerprint).await? {
+                idempotent::Decision::Proceed(held) => Some(held),
+                idempotent::Decision::Replay(id) => {
+                    info!(job_id = %id, "idempotent repeat answered with the first job");
+                    let mut response = accepted(id, rate_headers);
+                    response
+                        .headers_mut()
+                        .insert(idempotent::REPLAYED_HEADER, HeaderValue::from_static("true"));
+                    return Ok(response);
+                }
+            }
+        }
+    };
+
+    let stored = store_and_launch(
+        &state,
+        owner,
+        options,
+        retention,
+        &form.upload,
+        &probe,
+        &rate_headers,
+    )
+    .await;
+    match (held, &stored) {
+        (Some(held), Ok(id)) => held.complete(&state, *id).await,
+        (Some(held), Err(_)) => held.release(&state).await,
+        (None, _) => {}
+    }
+    let id = stored?;
+    state.metrics.upload_bytes.inc_by(form.upload.size());
+    let buffered = match &form.upload {
+        Upload::Memory(_) => "memory",
+        Upload::Spooled { .. } => "spool",
+    };
+    state
+        .metrics
+        .uploads
+        .get_or_create(&BufferLabels { buffered })
+        .inc();
+    info!(format = %probe.format, width = probe.width, height = probe.height, bytes = form.upload.size(), "job accepted");
+    Ok(accepted(id, rate_headers))
+}
+
+/// Steps "store" and "launch": the original, then the row (admitted under the quotas), then the
+/// hand-off to whoever runs it. A failure undoes what was stored before it.
+async fn store_and_launch(
+    state: &SharedState,
+    owner: Option<String>,
+    options: ThumbnailOptions,
+    retention: Option<std::time::Duration>,
+    upload: &Upload,
+    probe: &ProbeInfo,
+    rate_headers: &HeaderMap,
+) -> ApiResult<Uuid> {
     let id = Uuid::new_v4();
     tracing::Span::current().record("job_id", tracing::field::display(id));
     let key = state.keys.original(id, probe.format.extension());
     let content_type = probe.format.content_type();
-    match &upload {
+    match upload {
         Upload::Memory(bytes) => state.objects.put_bytes(&key, bytes.clone(), content_type).await,
         Upload::Spooled { file, .. } => state.objects.put_file(&key, file.path(), content_type).await,
     }
@@ -503,6 +623,13 @@ pub async fn create_thumbnail(
         tokio::spawn(async move { objects.delete(&key).await });
     })?;
     let new_job = NewJob {
+        // From now, after the original is stored: what the row's `created_at` will be, nearly.
+        expires_at: Some(
+            state
+                .sweeper
+                .policy
+                .expiry(thumbnail_core::model::now(), retention),
+        ),
         id,
         owner,
         source_bucket: state.objects.bucket().to_owned(),
@@ -516,37 +643,29 @@ pub async fn create_thumbnail(
     let job = match state.jobs.admit(&new_job, &state.quotas.caps).await {
         Ok(Ok(job)) => job,
         Ok(Err(refusal)) => {
-            undo(&state, id, &key, false).await;
+            undo(state, id, &key, false).await;
             state.quotas.remember(new_job.owner.as_deref(), refusal);
             info!(%refusal, "upload refused by a quota");
-            return Err(with_headers(refusal.into(), &rate_headers));
+            return Err(with_headers(refusal.into(), rate_headers));
         }
         Err(err) => {
-            undo(&state, id, &key, false).await;
+            undo(state, id, &key, false).await;
             return Err(err.into());
         }
     };
-
-    // Launch.
-    let original = match &upload {
+    let original = match upload {
         Upload::Memory(bytes) => Some(bytes.clone()),
         Upload::Spooled { .. } => None,
     };
     if let Err(err) = state.launcher.launch(&job, original).await {
-        undo(&state, id, &key, true).await;
+        undo(state, id, &key, true).await;
         return Err(err);
     }
-    state.metrics.upload_bytes.inc_by(upload.size());
-    let buffered = match &upload {
-        Upload::Memory(_) => "memory",
-        Upload::Spooled { .. } => "spool",
-    };
-    state
-        .metrics
-        .uploads
-        .get_or_create(&BufferLabels { buffered })
-        .inc();
-    info!(format = %probe.format, width = probe.width, height = probe.height, bytes = upload.size(), "job accepted");
+    Ok(id)
+}
+
+/// The 202 answer: the job's id and where to find it.
+fn accepted(id: Uuid, rate_headers: HeaderMap) -> Response {
     let location = format!("/api/v1/jobs/{id}");
     let mut response = (
         StatusCode::ACCEPTED,
@@ -560,7 +679,7 @@ pub async fn create_thumbnail(
         response.headers_mut().insert(header::LOCATION, value);
     }
     response.headers_mut().extend(rate_headers);
-    Ok(response)
+    response
 }
 
 /// Remove what a failed upload stored, so that nothing is half-written.

@@ -8,6 +8,7 @@ use super::{Binding, Caps, DynJobStore, JobStore, Outcome, OwnerUsage, Refusal, 
 use crate::Result;
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -114,6 +115,30 @@ impl JobStore for NotifyingJobStore {
         self.inner.delete(id).await
     }
 
+    async fn apply_default_expiry(&self, retention: std::time::Duration) -> Result<u64> {
+        self.inner.apply_default_expiry(retention).await
+    }
+
+    async fn expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<JobRecord>> {
+        self.inner.expired(now, limit).await
+    }
+
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.inner.count_expired(now).await
+    }
+
+    async fn mark_purged(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        self.inner.mark_purged(id, now).await
+    }
+
+    async fn delete_purged(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.inner.delete_purged(before, limit).await
+    }
+
+    async fn expire_now(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        self.inner.expire_now(id, now).await
+    }
+
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
         self.inner.count_by_status().await
     }
@@ -143,6 +168,7 @@ mod tests {
         let mut rx = events.subscribe();
         let id = Uuid::new_v4();
         let new = NewJob {
+            expires_at: None,
             id,
             owner: None,
             source_bucket: "uploads".into(),

@@ -6,6 +6,7 @@
 use crate::model::{JobError, JobOutput, JobRecord, JobStatus, ListQuery, NewJob};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -118,6 +119,28 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Remove a job row entirely (used to undo an upload that failed half-way).
     async fn delete(&self, id: Uuid) -> Result<bool>;
+
+    /// Retention: give rows written without an expiry (the operator's mirror, rows from before
+    /// retention existed) `created_at + retention`. How many rows changed.
+    async fn apply_default_expiry(&self, retention: std::time::Duration) -> Result<u64>;
+
+    /// Retention: finished jobs not yet purged whose expiry is at or before `now`, soonest first,
+    /// at most `limit`.
+    async fn expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<JobRecord>>;
+
+    /// How many jobs [`JobStore::expired`] would return without a limit (the sweep's backlog).
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Retention: the job's objects are deleted; make the row a tombstone (`purged_at`, bytes
+    /// zeroed so that the owner's usage drops). False when it was purged already or is gone.
+    async fn mark_purged(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Retention: remove tombstones purged at or before `before` (the grace period is over).
+    async fn delete_purged(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
+
+    /// Let a finished job expire now (an early delete by its owner). False when the job is
+    /// unknown, unfinished or already purged.
+    async fn expire_now(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
 
     /// Number of jobs per status, for metrics.
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;

@@ -5,6 +5,7 @@ use crate::model::{JobError, JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::runner::retry_delay;
 use crate::{CoreError, Result};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Executor, PgPool, Postgres, QueryBuilder, Row};
@@ -74,7 +75,7 @@ pub async fn relay_finished_jobs(url: String, events: JobEvents, stop: Cancellat
 
 const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
     source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
-    dependency_retries, version, created_at, started_at, finished_at";
+    dependency_retries, version, created_at, started_at, finished_at, expires_at, purged_at";
 
 impl PostgresJobStore {
     /// Connect and apply migrations. Fails fast when the server is unreachable; callers that
@@ -147,13 +148,16 @@ fn row_to_record(row: &PgRow) -> Result<JobRecord> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        expires_at: row.try_get("expires_at")?,
+        purged_at: row.try_get("purged_at")?,
     })
 }
 
 /// The list query, after `prefix` (empty, or `EXPLAIN ` to see its plan).
 fn list_query<'a>(prefix: &str, query: &'a ListQuery) -> QueryBuilder<'a, Postgres> {
-    let mut qb: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("{prefix}SELECT {COLUMNS} FROM jobs WHERE TRUE"));
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "{prefix}SELECT {COLUMNS} FROM jobs WHERE purged_at IS NULL"
+    ));
     if let Some(status) = query.status {
         qb.push(" AND status = ").push_bind(status.as_str());
     }
@@ -176,8 +180,8 @@ fn list_query<'a>(prefix: &str, query: &'a ListQuery) -> QueryBuilder<'a, Postgr
 async fn insert_job<'c>(executor: impl Executor<'c, Database = Postgres>, job: &NewJob) -> Result<JobRecord> {
     let sql = format!(
         "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-         source_height, source_bytes, outputs_requested, created_at) \
-         VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+         source_height, source_bytes, outputs_requested, created_at, expires_at) \
+         VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(job.id)
@@ -190,6 +194,7 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Postgres>, job: &
         .bind(job.source_bytes as i64)
         .bind(Json(&job.outputs))
         .bind(now())
+        .bind(job.expires_at)
         .fetch_one(executor)
         .await?;
     row_to_record(&row)
@@ -387,6 +392,74 @@ impl JobStore for PostgresJobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn apply_default_expiry(&self, retention: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET expires_at = created_at + make_interval(secs => $1) WHERE expires_at IS NULL",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE purged_at IS NULL AND expires_at <= $1 \
+             AND status IN ('SUCCESS', 'FAILURE') ORDER BY expires_at LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE purged_at IS NULL AND expires_at <= $1 \
+             AND status IN ('SUCCESS', 'FAILURE')",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn mark_purged(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET purged_at = $1, source_bytes = 0, output_bytes = 0, version = version + 1 \
+             WHERE id = $2 AND purged_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_purged(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE purged_at <= $1 LIMIT $2)")
+                .bind(before)
+                .bind(i64::from(limit))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expire_now(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET expires_at = LEAST(COALESCE(expires_at, $1), $1), version = version + 1 \
+             WHERE id = $2 AND purged_at IS NULL AND status IN ('SUCCESS', 'FAILURE')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

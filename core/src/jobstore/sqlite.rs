@@ -20,7 +20,7 @@ pub struct SqliteJobStore {
 
 const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
     source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
-    dependency_retries, version, created_at, started_at, finished_at";
+    dependency_retries, version, created_at, started_at, finished_at, expires_at, purged_at";
 
 /// A pool on the SQLite file `url` (WAL mode), for the job store and the key store.
 pub(crate) async fn open_pool(url: &str, max_connections: u32) -> Result<SqlitePool> {
@@ -91,6 +91,8 @@ fn row_to_record(row: &SqliteRow) -> Result<JobRecord> {
             .ok_or_else(|| corrupt("created_at", "out of range"))?,
         started_at: from_micros(row.try_get("started_at")?),
         finished_at: from_micros(row.try_get("finished_at")?),
+        expires_at: from_micros(row.try_get("expires_at")?),
+        purged_at: from_micros(row.try_get("purged_at")?),
     })
 }
 
@@ -99,8 +101,8 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Sqlite>, job: &Ne
     let requested = serde_json::to_string(&job.outputs).map_err(|e| CoreError::Internal(e.to_string()))?;
     let sql = format!(
         "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-         source_height, source_bytes, outputs_requested, created_at) \
-         VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+         source_height, source_bytes, outputs_requested, created_at, expires_at) \
+         VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(job.id.to_string())
@@ -113,6 +115,7 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Sqlite>, job: &Ne
         .bind(job.source_bytes as i64)
         .bind(requested)
         .bind(micros(now()))
+        .bind(job.expires_at.map(micros))
         .fetch_one(executor)
         .await?;
     row_to_record(&row)
@@ -223,7 +226,7 @@ impl JobStore for SqliteJobStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<JobRecord>> {
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {COLUMNS} FROM jobs WHERE 1 = 1"));
+            QueryBuilder::new(format!("SELECT {COLUMNS} FROM jobs WHERE purged_at IS NULL"));
         if let Some(status) = query.status {
             qb.push(" AND status = ").push_bind(status.as_str());
         }
@@ -335,6 +338,73 @@ impl JobStore for SqliteJobStore {
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn apply_default_expiry(&self, retention: Duration) -> Result<u64> {
+        let done = sqlx::query("UPDATE jobs SET expires_at = created_at + ? WHERE expires_at IS NULL")
+            .bind(retention.as_micros().min(i64::MAX as u128) as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expired(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE purged_at IS NULL AND expires_at <= ? \
+             AND status IN ('SUCCESS', 'FAILURE') ORDER BY expires_at LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(micros(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn count_expired(&self, now: DateTime<Utc>) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE purged_at IS NULL AND expires_at <= ? \
+             AND status IN ('SUCCESS', 'FAILURE')",
+        )
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn mark_purged(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET purged_at = ?, source_bytes = 0, output_bytes = 0, version = version + 1 \
+             WHERE id = ? AND purged_at IS NULL",
+        )
+        .bind(micros(now))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_purged(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE purged_at <= ? LIMIT ?)")
+                .bind(micros(before))
+                .bind(i64::from(limit))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expire_now(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET expires_at = MIN(COALESCE(expires_at, ?), ?), version = version + 1 \
+             WHERE id = ? AND purged_at IS NULL AND status IN ('SUCCESS', 'FAILURE')",
+        )
+        .bind(micros(now))
+        .bind(micros(now))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

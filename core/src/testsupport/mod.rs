@@ -280,6 +280,7 @@ impl TestObjectStore {
 pub fn sample_job(owner: Option<&str>) -> NewJob {
     let id = Uuid::new_v4();
     NewJob {
+        expires_at: None,
         id,
         owner: owner.map(str::to_owned),
         source_bucket: "uploads".to_owned(),

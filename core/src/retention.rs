@@ -1,0 +1,305 @@
+//! Retention: jobs expire (`expires_at`), and a sweeper deletes what they stored, in an order
+//! that survives being killed at any point:
+//!
+//! 1. rows written without an expiry get the default (`created_at + RETENTION_SECONDS`);
+//! 2. for each expired finished job: delete its thumbnails and its original (deletes of objects
+//!    already gone succeed), then mark the row purged (a tombstone, answered 410 Gone);
+//! 3. tombstones older than the grace period are deleted (then 404);
+//! 4. expired idempotency keys are deleted.
+//!
+//! A sweeper killed between 2's deletes and its mark finds the job again next time and deletes
+//! what is left; one killed after the mark has nothing left to delete. Several sweepers (API
+//! replicas) may run at once: every step is idempotent and the mark is conditional.
+use crate::Result;
+use crate::idempotency::DynIdempotencyStore;
+use crate::jobstore::DynJobStore;
+use crate::keys::KeyLayout;
+use crate::model::JobRecord;
+use crate::objects::DynObjectStore;
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Jobs read per round of a sweep.
+const BATCH: u32 = 100;
+
+/// How long things are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// A job's lifetime unless its upload asked for another (RETENTION_SECONDS).
+    pub default: Duration,
+    /// The longest an upload may ask for (MAX_RETENTION_SECONDS).
+    pub max: Duration,
+    /// How long a purged job answers 410 Gone before it is forgotten (404).
+    pub gone_grace: Duration,
+    /// Time between sweeps (RETENTION_SWEEP_SECONDS).
+    pub sweep_every: Duration,
+}
+
+impl RetentionPolicy {
+    /// The expiry of a job created at `created` asking for `requested` (None: the default).
+    /// Pure; `requested` must be within `max` (the API checks it and says so).
+    pub fn expiry(&self, created: DateTime<Utc>, requested: Option<Duration>) -> DateTime<Utc> {
+        let lifetime = requested.unwrap_or(self.default).min(self.max);
+        created + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// What the sweeper did, for metrics and `/metrics`.
+#[derive(Debug, Default)]
+pub struct RetentionMetrics {
+    pub objects_deleted: Counter,
+    pub bytes_deleted: Counter,
+    pub jobs_purged: Counter,
+    pub rows_deleted: Counter,
+    /// Expired jobs still to purge after the last sweep.
+    pub backlog: Gauge,
+    pub sweep_seconds: SweepHistogram,
+}
+
+/// Seconds per sweep.
+#[derive(Debug)]
+pub struct SweepHistogram(pub Histogram);
+
+impl Default for SweepHistogram {
+    fn default() -> Self {
+        // 1 ms .. ~30 s
+        SweepHistogram(Histogram::new(exponential_buckets(0.001, 2.0, 16)))
+    }
+}
+
+impl RetentionMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "thumbnail_retention_objects_deleted",
+            "Objects (originals and thumbnails) deleted by retention or an early delete",
+            self.objects_deleted.clone(),
+        );
+        registry.register(
+            "thumbnail_retention_bytes_deleted",
+            "Bytes of the objects deleted by retention or an early delete",
+            self.bytes_deleted.clone(),
+        );
+        registry.register(
+            "thumbnail_retention_jobs_purged",
+            "Jobs whose images were deleted (their rows answer 410 Gone for the grace period)",
+            self.jobs_purged.clone(),
+        );
+        registry.register(
+            "thumbnail_retention_rows_deleted",
+            "Job rows removed after the grace period",
+            self.rows_deleted.clone(),
+        );
+        registry.register(
+            "thumbnail_retention_backlog",
+            "Expired jobs not yet purged, after the last sweep",
+            self.backlog.clone(),
+        );
+        registry.register(
+            "thumbnail_retention_sweep_duration_seconds",
+            "Time one retention sweep took",
+            self.sweep_seconds.0.clone(),
+        );
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub defaulted: u64,
+    pub jobs_purged: u64,
+    pub objects_deleted: u64,
+    pub bytes_deleted: u64,
+    pub rows_deleted: u64,
+    pub keys_deleted: u64,
+    /// Expired jobs left for the next sweep (a failure part-way, or more than one sweep takes).
+    pub backlog: u64,
+}
+
+pub struct Sweeper {
+    pub jobs: DynJobStore,
+    pub objects: DynObjectStore,
+    pub keys: KeyLayout,
+    pub idempotency: Option<DynIdempotencyStore>,
+    pub policy: RetentionPolicy,
+    pub metrics: Arc<RetentionMetrics>,
+}
+
+/// The objects a job stored, with their sizes: its thumbnails, and its original when the service
+/// stored it (a GitOps ThumbnailJob's source, named by its author, is theirs to keep). Pure.
+pub fn objects_of(job: &JobRecord, keys: &KeyLayout, bucket: &str) -> Vec<(String, u64)> {
+    let mut objects: Vec<(String, u64)> = job
+        .outputs
+        .iter()
+        .filter(|o| o.bucket == bucket)
+        .map(|o| (o.key.clone(), o.bytes))
+        .collect();
+    if job.source_bucket == bucket && job.source_key == keys.original(job.id, job.source_format.extension()) {
+        objects.push((job.source_key.clone(), job.source_bytes));
+    }
+    objects
+}
+
+impl Sweeper {
+    /// Delete the job's objects, then mark its row purged. Safe to repeat and to run after a
+    /// crash half-way. Returns the objects and bytes deleted by this call.
+    pub async fn purge(&self, job: &JobRecord, now: DateTime<Utc>) -> Result<(u64, u64)> {
+        let objects = objects_of(job, &self.keys, self.objects.bucket());
+        let (mut count, mut bytes) = (0, 0);
+        for (key, size) in &objects {
+            self.objects.delete(key).await?;
+            count += 1;
+            bytes += size;
+        }
+        if self.jobs.mark_purged(job.id, now).await? {
+            self.metrics.jobs_purged.inc();
+            self.metrics.objects_deleted.inc_by(count);
+            self.metrics.bytes_deleted.inc_by(bytes);
+            Ok((count, bytes))
+        } else {
+            // Another sweeper purged it meanwhile; it counted the objects.
+            Ok((0, 0))
+        }
+    }
+
+    /// One sweep at `now`.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<SweepReport> {
+        let started = Instant::now();
+        let mut report = SweepReport {
+            defaulted: self.jobs.apply_default_expiry(self.policy.default).await?,
+            ..SweepReport::default()
+        };
+        // Bounded per sweep so that one sweep cannot run for ever behind a huge backlog.
+        for _ in 0..100 {
+            let batch = self.jobs.expired(now, BATCH).await?;
+            for job in &batch {
+                let (objects, bytes) = self.purge(job, now).await?;
+                report.jobs_purged += 1;
+                report.objects_deleted += objects;
+                report.bytes_deleted += bytes;
+            }
+            if batch.len() < BATCH as usize {
+                break;
+            }
+        }
+        let grace = chrono::Duration::from_std(self.policy.gone_grace).unwrap_or(chrono::Duration::MAX);
+        loop {
+            let removed = self.jobs.delete_purged(now - grace, 1000).await?;
+            report.rows_deleted += removed;
+            if removed < 1000 {
+                break;
+            }
+        }
+        self.metrics.rows_deleted.inc_by(report.rows_deleted);
+        if let Some(keys) = &self.idempotency {
+            report.keys_deleted = keys.purge_expired(now).await?;
+        }
+        report.backlog = self.jobs.count_expired(now).await?;
+        self.metrics.backlog.set(report.backlog as i64);
+        self.metrics
+            .sweep_seconds
+            .0
+            .observe(started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+
+    /// Sweep every `policy.sweep_every` until `stop`; a failed sweep is logged and retried at the
+    /// next tick (what it did stays done).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(self.policy.sweep_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match self.sweep(crate::model::now()).await {
+                Ok(report) if report != SweepReport::default() => info!(?report, "retention sweep"),
+                Ok(_) => {}
+                Err(error) => warn!(%error, "retention sweep failed; retrying at the next one"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobOutput, JobStatus};
+    use thumbnail_engine::ImageFormat;
+    use uuid::Uuid;
+
+    #[test]
+    fn expiry_is_the_request_or_the_default_capped_by_the_max() {
+        let policy = RetentionPolicy {
+            default: Duration::from_secs(7 * 86_400),
+            max: Duration::from_secs(30 * 86_400),
+            gone_grace: Duration::from_secs(86_400),
+            sweep_every: Duration::from_secs(60),
+        };
+        let t = crate::model::now();
+        assert_eq!(policy.expiry(t, None), t + chrono::Duration::days(7));
+        assert_eq!(
+            policy.expiry(t, Some(Duration::from_secs(60))),
+            t + chrono::Duration::seconds(60)
+        );
+        assert_eq!(
+            policy.expiry(t, Some(Duration::from_secs(90 * 86_400))),
+            t + chrono::Duration::days(30)
+        );
+    }
+
+    #[test]
+    fn a_job_owns_its_thumbnails_and_the_original_the_service_stored() {
+        let keys = KeyLayout::new("");
+        let id = Uuid::new_v4();
+        let output = |bucket: &str| JobOutput {
+            name: "default".into(),
+            bucket: bucket.into(),
+            key: keys.thumbnail(id, "default", "jpg"),
+            width: 1,
+            height: 1,
+            bytes: 10,
+            content_type: "image/jpeg".into(),
+            sha256: String::new(),
+        };
+        let mut job = JobRecord {
+            id,
+            status: JobStatus::Success,
+            owner: None,
+            source_bucket: "b".into(),
+            source_key: keys.original(id, "jpg"),
+            source_format: ImageFormat::Jpeg,
+            source_width: 1,
+            source_height: 1,
+            source_bytes: 100,
+            outputs_requested: vec![],
+            outputs: vec![output("b"), output("elsewhere")],
+            error: None,
+            attempts: 1,
+            dependency_retries: 0,
+            version: 1,
+            created_at: crate::model::now(),
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            purged_at: None,
+        };
+        assert_eq!(
+            objects_of(&job, &keys, "b"),
+            vec![
+                (keys.thumbnail(id, "default", "jpg"), 10),
+                (keys.original(id, "jpg"), 100)
+            ]
+        );
+        // A hand-written ThumbnailJob's source is its author's.
+        job.source_key = "uploads/mine.jpg".into();
+        assert_eq!(objects_of(&job, &keys, "b").len(), 1);
+    }
+}
