@@ -2,57 +2,96 @@
 # Engine benchmark: ours vs libvips (pyvips thumbnail_buffer, cache off, 1 thread) vs Pillow (the
 # original service's code, and Pillow with draft() + exif_transpose), plus the djpeg -scale 1/N
 # floor and SSIM against libvips, in-process and as whole processes. Writes bench/engine/RESULTS.md.
-# Usage: scripts/bench-engine.sh        (about 5-10 minutes on 2 cores)
-# Installs what is missing (apt: libvips-tools libjpeg-turbo-progs imagemagick exiftool;
-# pip: pyvips Pillow numpy) and fetches the photos from the Debian wallpaper packages.
+#
+#   scripts/bench-engine.sh                  # everything (about 5-10 minutes on 2 cores)
+#   BENCH_QUICK=1 scripts/bench-engine.sh    # quick mode
+#
+# BENCH_QUICK=1 is the quick mode scripts/test.sh runs on every run: one image (r01), one run of
+# each measurement, on the DEBUG build of the examples that the tests already made (a release
+# build would take minutes; the engine is optimised in debug builds too, see Cargo.toml). Its
+# report goes to a temporary file, never to bench/engine/RESULTS.md, and its figures mean nothing:
+# it checks that every step runs and prints its table, and fails when one does not.
+#
+# Installs what is missing (apt: libvips-tools libjpeg-turbo-progs, and for the full run
+# imagemagick and libimage-exiftool-perl; pip: pyvips Pillow numpy) and fetches the photos from
+# the Debian wallpaper packages (scripts/lib/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-CACHE=${BENCH_CACHE:-/tmp/engine-bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-mkdir -p "$CACHE/work" "$CACHE/corpus"
+# shellcheck source=scripts/lib/services.sh
+source scripts/lib/services.sh
+# shellcheck source=scripts/lib/bench.sh
+source scripts/lib/bench.sh
+QUICK="${BENCH_QUICK:-}"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-engine.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
 
 need_apt=()
 command -v vipsthumbnail >/dev/null || need_apt+=(libvips-tools)
 command -v djpeg >/dev/null || need_apt+=(libjpeg-turbo-progs)
-[ -x /usr/bin/convert ] || need_apt+=(imagemagick)
-command -v exiftool >/dev/null || need_apt+=(libimage-exiftool-perl)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+if [[ -z "$QUICK" ]]; then
+    # Debian's ImageMagick (a `convert` elsewhere on PATH may be something else).
+    [[ -x /usr/bin/convert ]] || need_apt+=(imagemagick)
+    command -v exiftool >/dev/null || need_apt+=(libimage-exiftool-perl)
 fi
-python3 -c "import pyvips, PIL, numpy" 2>/dev/null || python3 -m pip install -q pyvips Pillow numpy
+if ((${#need_apt[@]} > 0)); then
+    svc_apt_install "${need_apt[@]}"
+fi
+if ! python3 -c "import pyvips, PIL, numpy" 2>/dev/null; then
+    python3 -m pip --version >/dev/null 2>&1 || svc_apt_install python3-pip
+    python3 -m pip install -q --disable-pip-version-check pyvips Pillow numpy ||
+        python3 -m pip install -q --disable-pip-version-check --break-system-packages pyvips Pillow numpy
+fi
 
 # The photos: r01-r08 straight from the Debian packages, s13 derived as in the corpus' MANIFEST.
-C=$CACHE/corpus
-if [ ! -f "$C/s13_phone_4032x3024_orient6.jpg" ]; then
-  (cd "$CACHE" && apt-get download mate-backgrounds plasma-workspace-wallpapers gnome-backgrounds)
-  for d in "$CACHE"/*.deb; do dpkg-deb -x "$d" "$CACHE/debs"; done
-  S=$CACHE/debs/usr/share
-  cp $S/backgrounds/mate/nature/GreenMeadow.jpg              $C/r01_greenmeadow_1280x1024.jpg
-  cp $S/wallpapers/EveningGlow/contents/images/2560x1600.jpg $C/r02_eveningglow_2560x1600.jpg
-  cp $S/wallpapers/SafeLanding/contents/images/1622x2880.jpg $C/r03_safelanding_1622x2880.jpg
-  cp $S/backgrounds/mate/abstract/Elephants_3840x2160.jpg    $C/r04_elephants_3840x2160.jpg
-  cp $S/wallpapers/Volna/contents/images/5120x2880.jpg       $C/r05_volna_5120x2880.jpg
-  cp $S/backgrounds/mate/abstract/Elephants_5640x3172.jpg    $C/r06_elephants_5640x3172.jpg
-  cp $S/wallpapers/Patak/contents/images/5120x2880.png       $C/r07_patak_5120x2880_rgba.png
-  cp $S/backgrounds/gnome/pixels-l.webp                      $C/r08_pixels_4096x4096.webp
-  /usr/bin/convert $C/r06_elephants_5640x3172.jpg -resize '4032x3024!' -quality 92 -sampling-factor 2x2 \
-    -interlace none $C/s13_phone_4032x3024_orient6.jpg
-  exiftool -q -overwrite_original -n -Orientation=6 -Make=Phone -Model=Camera $C/s13_phone_4032x3024_orient6.jpg
+if [[ -n "$QUICK" ]]; then
+    IMAGES=(r01_greenmeadow_1280x1024.jpg)
+else
+    IMAGES=(r01_greenmeadow_1280x1024.jpg r02_eveningglow_2560x1600.jpg r03_safelanding_1622x2880.jpg
+        r04_elephants_3840x2160.jpg r05_volna_5120x2880.jpg r06_elephants_5640x3172.jpg
+        r07_patak_5120x2880_rgba.png r08_pixels_4096x4096.webp)
+fi
+for name in "${IMAGES[@]}"; do bench_photo "$name" >/dev/null; done
+C="$BENCH_CACHE/corpus"
+if [[ -z "$QUICK" ]]; then
+    if [[ ! -s "$C/s13_phone_4032x3024_orient6.jpg" ]]; then
+        /usr/bin/convert "$C/r06_elephants_5640x3172.jpg" -resize '4032x3024!' -quality 92 -sampling-factor 2x2 \
+            -interlace none "$C/s13.tmp.jpg"
+        exiftool -q -overwrite_original -n -Orientation=6 -Make=Phone -Model=Camera "$C/s13.tmp.jpg"
+        mv "$C/s13.tmp.jpg" "$C/s13_phone_4032x3024_orient6.jpg"
+    fi
+    IMAGES+=(s13_phone_4032x3024_orient6.jpg)
 fi
 
-cargo build --release -p thumbnail-engine --examples
-EX=$CARGO_TARGET_DIR/release/examples
+if [[ -n "$QUICK" ]]; then
+    PROFILE=debug
+    # The very build scripts/test.sh makes before its tests (so a no-op there): selecting fewer
+    # packages would unify features differently and rebuild the engine for minutes.
+    cargo build --locked --workspace --all-targets >&2
+    REPORT="$WORK/RESULTS.md"
+else
+    PROFILE=release
+    cargo build --release --locked -p thumbnail-engine --examples >&2
+    REPORT="$ROOT/bench/engine/RESULTS.md"
+fi
+EX="$(svc_target_dir)/$PROFILE/examples"
 {
   echo "# Engine benchmark"
   echo
-  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs);"
+  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), load average before the run $(cut -d' ' -f1-3 /proc/loadavg);"
   echo "libvips $(vips --version | cut -d- -f2), Pillow $(python3 -c 'import PIL; print(PIL.__version__)'), one thread everywhere."
-  echo "Command: \`scripts/bench-engine.sh\`. In-process times are medians (ours: $EX/bench, 7 runs;"
-  echo "libvips: pyvips thumbnail_buffer + write_to_buffer, cache off, 5 runs; Pillow: 3 runs)."
-  echo "Process times are medians of 9 whole runs of examples/render, vipsthumbnail and djpeg, taking turns."
+  if [[ -n "$QUICK" ]]; then runs=(1 1 1 1); else runs=(7 5 3 9); fi
+  echo "Command: \`${QUICK:+BENCH_QUICK=1 }scripts/bench-engine.sh\` ($PROFILE build). In-process times are medians (ours: examples/bench, ${runs[0]} runs;"
+  echo "libvips: pyvips thumbnail_buffer + write_to_buffer, cache off, ${runs[1]} runs; Pillow: ${runs[2]} runs)."
+  echo "Process times are medians of ${runs[3]} whole runs of examples/render, vipsthumbnail and djpeg, taking turns."
   echo "Peak MiB: the job's peak resident memory above the resident memory after loading the input."
+  [[ -z "$QUICK" ]] || echo "QUICK MODE: one run of each, debug build; the figures mean nothing."
   echo
-  python3 bench/engine/run.py "$C" "$EX/bench" "$EX/render" "$CACHE/work"
-} | tee bench/engine/RESULTS.md.new
-mv bench/engine/RESULTS.md.new bench/engine/RESULTS.md
+  BENCH_QUICK="$QUICK" python3 bench/engine/run.py "$C" "$EX/bench" "$EX/render" "$WORK" "${IMAGES[@]}"
+} | tee "$REPORT.new"
+mv "$REPORT.new" "$REPORT"
+# Every image must have its two rows (both geometries) in the table.
+rows=$(grep -c '^| [rs][0-9][0-9]_' "$REPORT" || true)
+if ((rows != 2 * ${#IMAGES[@]})); then
+    svc_die "bench-engine: the table has $rows rows, expected $((2 * ${#IMAGES[@]}))"
+fi

@@ -5,17 +5,23 @@
 # (testing/s3-server) and, when not cached, a real Kubernetes control plane (kube-apiserver and
 # kube-controller-manager 1.20 from Debian's sources: scripts/lib/kube-control-plane.sh), starts a
 # throwaway PostgreSQL cluster, the S3 server and the control plane (with etcd) on free loopback
-# ports, runs every test of the workspace against them, then the chart checks
-# (scripts/test-chart.sh, when present), rustfmt and clippy. The services are stopped and their
-# files removed on exit, whatever happened.
+# ports, runs every test of the workspace against them and the doctests, then the chart checks
+# (scripts/test-chart.sh), schemathesis against the OpenAPI document in each auth mode
+# (scripts/test-openapi.sh), the test command's own tests (scripts/tests), the quick modes of both
+# benchmarks (against the debug builds the tests made), cargo deny (scripts/deny.sh), rustfmt and
+# clippy. The services are stopped and their files removed on exit, whatever happened.
 #
 # Every step runs even when an earlier one failed; the summary at the end says which failed, and
-# the exit status is non-zero if any did.
+# the exit status is non-zero if any did. The closing line counts the tests of every counted step
+# (scripts/lib/count_tests.py: a crashed or uncompiled test binary and pytest errors count as
+# failed).
 #
 # Environment:
 #   KEEP_SERVICES=1   leave the state directory (data and logs) in place after the run
 #   SKIP_LINT=1       skip rustfmt and clippy
 #   CARGO_TEST_ARGS   extra arguments after `cargo test --workspace --all-targets`
+# UPDATE_* variables (UPDATE_OPENAPI, UPDATE_GENERATED: tests that rewrite committed generated
+# files instead of checking them) are unset here, so that a stale file cannot pass.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +38,14 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 # A one-shot build gains nothing from the incremental cache, which costs gigabytes of disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# A test that rewrites a committed file passes whatever the file held: never here.
+for var in $(compgen -e); do
+    if [[ "$var" == UPDATE_* ]]; then
+        svc_log "unsetting $var: the test command checks committed files, it never rewrites them"
+        unset "$var"
+    fi
+done
 
 T_START=$(svc_now)
 STATE=""
@@ -62,7 +76,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-# step NAME COMMAND...: run a step, time it, remember a failure and go on.
+# step NAME COMMAND...: run a step, time it, remember a failure and go on. STEP_RC: its status.
+STEP_RC=0
 step() {
     local name="$1" t0 rc
     shift
@@ -72,7 +87,8 @@ step() {
     "$@"
     rc=$?
     set -e
-    TIMINGS+=("$(printf '%-12s %6ss  %s' "$name" "$(svc_since "$t0")" "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")")")
+    STEP_RC=$rc
+    TIMINGS+=("$(printf '%-14s %6ss  %s' "$name" "$(svc_since "$t0")" "$([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)")")")
     if ((rc != 0)); then
         FAILED+=("$name")
         printf '==> [%s] FAILED with exit status %s\n' "$name" "$rc" >&2
@@ -107,7 +123,7 @@ py_ensure_chart_packages
 # compiles the workspace once.
 export SVC_S3S_BUILD_ARGS="${SVC_S3S_BUILD_ARGS:---workspace --all-targets}"
 svc_start_all "$STATE" "$$"
-TIMINGS+=("$(printf '%-12s %6ss  %s' services "$(svc_since "$t0")" ok)")
+TIMINGS+=("$(printf '%-14s %6ss  %s' services "$(svc_since "$t0")" ok)")
 t0=$(svc_now)
 if ! wait "$KCP_BUILD_PID"; then
     cat "$KCP_LOG" >&2
@@ -115,45 +131,48 @@ if ! wait "$KCP_BUILD_PID"; then
 fi
 grep -E '^==> \[kube\]' "$KCP_LOG" >&2 || true
 kcp_start "$STATE"
-TIMINGS+=("$(printf '%-12s %6ss  %s' kubernetes "$(svc_since "$t0")" ok)")
+TIMINGS+=("$(printf '%-14s %6ss  %s' kubernetes "$(svc_since "$t0")" ok)")
 svc_log "TEST_DATABASE_URL=$TEST_DATABASE_URL"
 svc_log "TEST_S3_ENDPOINT=$TEST_S3_ENDPOINT"
 svc_log "TEST_KUBE_URL=$TEST_KUBE_URL"
 
-# The test steps' output is also kept, to count the tests at the end.
+# counted_step NAME KIND COMMAND...: a step whose output is kept (and shown) to count its tests at
+# the end; KIND is how to read it (cargo or pytest, see scripts/lib/count_tests.py).
+counted_step() {
+    local name="$1" kind="$2" log="$STATE/$1.log"
+    shift 2
+    step "$name" run_logged "$log" "$@"
+    printf '%s %s %s\n' "$kind" "$STEP_RC" "$log" >>"$STATE/counted"
+}
 run_logged() {
     local log="$1"
     shift
     "$@" 2>&1 | tee "$log"
 }
+count_tests() {
+    python3 "$ROOT/scripts/lib/count_tests.py" "$STATE/counted"
+}
+: >"$STATE/counted"
 
 # shellcheck disable=SC2086
-step tests run_logged "$STATE/cargo-test.log" \
-    cargo test --workspace --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}
+counted_step tests cargo cargo test --workspace --all-targets --no-fail-fast ${CARGO_TEST_ARGS:-}
+# `--all-targets` leaves out the doctests.
+counted_step doctests cargo cargo test --workspace --doc --no-fail-fast
 
-if [[ -f "$ROOT/scripts/test-chart.sh" ]]; then
-    step chart run_logged "$STATE/chart.log" bash "$ROOT/scripts/test-chart.sh"
-fi
+# The chart, run for real against these services and the binaries the tests built.
+counted_step chart pytest env CHART_REQUIRE_SERVICES=1 THUMBNAIL_BIN_DIR="$(svc_target_dir)/debug" \
+    bash "$ROOT/scripts/test-chart.sh"
+counted_step scripts pytest bash "$ROOT/scripts/test-scripts.sh"
 
-# Tests passed and failed, over cargo's "test result:" lines and pytest's closing line.
-count_tests() {
-    local passed=0 failed=0 n
-    if [[ -f "$STATE/cargo-test.log" ]]; then
-        while read -r n; do passed=$((passed + n)); done \
-            < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$STATE/cargo-test.log")
-        while read -r n; do failed=$((failed + n)); done \
-            < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$STATE/cargo-test.log")
-    fi
-    if [[ -f "$STATE/chart.log" ]]; then
-        local last
-        last=$(grep -E '[0-9]+ (passed|failed)' "$STATE/chart.log" | tail -n 1 || true)
-        n=$(sed -nE 's/(.*[^0-9])?([0-9]+) passed.*/\2/p' <<<"$last")
-        passed=$((passed + ${n:-0}))
-        n=$(sed -nE 's/(.*[^0-9])?([0-9]+) failed.*/\2/p' <<<"$last")
-        failed=$((failed + ${n:-0}))
-    fi
-    printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
-}
+# The OpenAPI document against the running server, by schemathesis, in each auth mode.
+step openapi bash "$ROOT/scripts/test-openapi.sh"
+
+# The benchmarks' quick modes (a few jobs, one image) on the debug builds above: they must run to
+# the end and print their tables; their figures are not checked here.
+step bench-engine env BENCH_QUICK=1 bash "$ROOT/scripts/bench-engine.sh"
+step bench-service env BENCH_QUICK=1 bash "$ROOT/scripts/bench-service.sh"
+
+step deny bash "$ROOT/scripts/deny.sh"
 
 if [[ "${SKIP_LINT:-}" != 1 ]]; then
     step rustfmt cargo fmt --all --check

@@ -1,6 +1,7 @@
 //! Load generator for `scripts/bench-service.sh`: N concurrent clients, each uploading an image and
 //! waiting for its job to reach SUCCESS (long-poll, or polling with `--poll-ms`), then figures: uploads/s, jobs/s, p50/p99 upload latency and
-//! upload-to-SUCCESS latency, and the peak RSS of the given processes.
+//! upload-to-SUCCESS latency, and the peak RSS of the given processes. `--api-key` sends a key
+//! with every request (the authentication-cost comparison of the service benchmark).
 //!
 //! Also: `blackhole` (a TCP server that accepts and never answers: a stalled S3), `health-probe`
 //! (worst `/health` latency while uploads hang on that stall), and `big-uploads` (many concurrent
@@ -44,6 +45,9 @@ enum Command {
         /// A label printed with the figures.
         #[arg(long, default_value = "")]
         label: String,
+        /// Send `Authorization: Bearer KEY` with every request (AUTH_MODE=api-key or jwt).
+        #[arg(long, env = "LOADGEN_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
     /// Accept TCP connections and never answer (a stalled S3 endpoint).
     Blackhole {
@@ -112,6 +116,12 @@ struct Watched {
     cpu: Vec<(String, u32)>,
 }
 
+/// What a run is called in the figures, and the key it sends (none: no authentication).
+struct RunAs {
+    label: String,
+    api_key: Option<String>,
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -139,13 +149,22 @@ async fn run(
     jobs: usize,
     poll: Duration,
     watched: Watched,
-    label: String,
+    run_as: RunAs,
 ) {
+    let RunAs { label, api_key } = run_as;
     let cpu_before: Vec<Option<f64>> = watched.cpu.iter().map(|(_, p)| cpu_ms(*p)).collect();
     let bytes = Arc::new(std::fs::read(&file).expect("reading the image"));
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &api_key {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a header value");
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients * 2)
+        .default_headers(headers)
         .build()
         .unwrap();
     let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(jobs));
@@ -236,6 +255,7 @@ async fn run(
         .collect();
     let summary = serde_json::json!({
         "label": label,
+        "auth": if api_key.is_some() { "api-key" } else { "none" },
         "image": name,
         "clients": clients,
         "jobs": totals.len(),
@@ -357,6 +377,7 @@ async fn main() {
             pid,
             cpu,
             label,
+            api_key,
         } => {
             let watched = Watched { rss: pid, cpu };
             run(
@@ -366,7 +387,7 @@ async fn main() {
                 jobs,
                 Duration::from_millis(poll_ms),
                 watched,
-                label,
+                RunAs { label, api_key },
             )
             .await
         }

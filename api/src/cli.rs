@@ -1,12 +1,13 @@
 //! The `thumbnail-api` command line: `serve` (the default), `migrate`, `render`, `openapi`.
 use crate::Application;
-use crate::config::{ApiConfig, LimitArgs, LogArgs};
+use crate::config::{ApiConfig, AuthMode, LimitArgs, LogArgs};
 use crate::telemetry;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use thumbnail_core::jobstore::PostgresJobStore;
+use thumbnail_core::apikeys::{self, Scopes};
+use thumbnail_core::jobstore::{self, PostgresJobStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,7 +42,52 @@ pub enum Command {
     /// Make a thumbnail of a local file with the API's options and limits.
     Render(RenderArgs),
     /// Print the OpenAPI document.
-    Openapi,
+    Openapi {
+        /// The document of a server with this AUTH_MODE (the committed api/openapi.json is
+        /// api-key's).
+        #[arg(long, value_enum, default_value_t = AuthMode::ApiKey)]
+        auth_mode: AuthMode,
+    },
+    /// Manage API keys (AUTH_MODE=api-key), in the database of DATABASE_URL or DATA_DIR.
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    /// Directory of the embedded default's SQLite database.
+    #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// `postgres://…`; unset means SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (once: only its hash is stored).
+    Create {
+        /// Who the key acts for (1-253 printable ASCII characters).
+        #[arg(long)]
+        owner: String,
+        /// submit, read or admin; repeat for several (default: submit and read).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 90d, 12h, 2w (default: none).
+        #[arg(long)]
+        expires: Option<String>,
+        /// A label for people.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never their secrets), newest first.
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a key by its id (it stops working within 5 s on every replica).
+    Revoke { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +166,88 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<Result<String, thumbnail_engi
     .to_string()))
 }
 
+/// `thumbnail-api keys ...`: the key goes to stdout (for `KEY=$(thumbnail-api keys create …)`),
+/// everything else to stderr or as a table.
+async fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    let url = match &args.database_url {
+        Some(url) if !url.is_empty() => url.clone(),
+        _ => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating {}", args.data_dir.display()))?;
+            format!("sqlite://{}", args.data_dir.join("thumbnails.db").display())
+        }
+    };
+    // Opening the job store applies the migrations, the key table's included.
+    jobstore::connect(&url, 1).await.context("opening the database")?;
+    let store = apikeys::connect(&url, 1).await.context("opening the key store")?;
+    let now = thumbnail_core::model::now();
+    match args.command {
+        KeysCommand::Create {
+            owner,
+            scopes,
+            expires,
+            name,
+        } => {
+            apikeys::validate_owner(&owner).map_err(|e| anyhow::anyhow!("--owner: {e}"))?;
+            let scopes = if scopes.is_empty() {
+                Scopes::default_for_keys()
+            } else {
+                Scopes::parse_list(&scopes.join(" ")).map_err(|e| anyhow::anyhow!("--scope: {e}"))?
+            };
+            let expires_at = expires
+                .as_deref()
+                .map(apikeys::parse_duration)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--expires: {e}"))?
+                .map(|d| now + d);
+            let generated = apikeys::generate(&owner, scopes, name, expires_at);
+            store.insert(&generated.record).await.context("storing the key")?;
+            eprintln!(
+                "created key {} for owner '{}' with scopes: {}{}; it is shown only now:",
+                generated.record.id,
+                owner,
+                scopes,
+                expires_at
+                    .map(|at| format!(
+                        ", expires {}",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                    .unwrap_or_default()
+            );
+            println!("{}", generated.key);
+        }
+        KeysCommand::List { owner } => {
+            let keys = store.list(owner.as_deref(), u32::MAX).await?;
+            println!(
+                "{:<12}  {:<8}  {:<20}  {:<17}  {:<20}  {:<20}  {:<20}  NAME",
+                "ID", "STATE", "OWNER", "SCOPES", "CREATED", "LAST USED", "EXPIRES"
+            );
+            let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "-".into())
+            };
+            for key in keys {
+                println!(
+                    "{:<12}  {:<8}  {:<20}  {:<17}  {:<20}  {:<20}  {:<20}  {}",
+                    key.id,
+                    key.state(now).as_str(),
+                    key.owner,
+                    key.scopes.to_string().replace(' ', ","),
+                    at(Some(key.created_at)),
+                    at(key.last_used_at),
+                    at(key.expires_at),
+                    key.name.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => match store.revoke(&id, now).await? {
+            Some(key) => eprintln!("revoked key {} of owner '{}'", key.id, key.owner),
+            None => anyhow::bail!("no key with id '{id}'"),
+        },
+    }
+    Ok(())
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -191,10 +319,11 @@ pub fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        Some(Command::Openapi) => {
-            print!("{}", crate::openapi::openapi_json());
+        Some(Command::Openapi { auth_mode }) => {
+            print!("{}", crate::openapi::openapi_json_for(auth_mode));
             Ok(())
         }
+        Some(Command::Keys(args)) => runtime.block_on(keys(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,133 @@ use std::time::Duration;
 use thumbnail_core::objects::S3Config;
 pub use thumbnail_core::settings::{LimitArgs, LogArgs, LogFormat};
 
+/// How callers are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AuthMode {
+    /// No authentication: the original contract. Anyone who can reach the API may upload, list
+    /// every job and claim any `owner`. For local use and trusted networks.
+    #[default]
+    None,
+    /// `Authorization: Bearer thn_…` or `X-API-Key: thn_…`, keys managed with
+    /// `thumbnail-api keys` or `/api/v1/keys`.
+    ApiKey,
+    /// OIDC/JWT bearer tokens, verified against the issuer's JWKS.
+    Jwt,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::ApiKey => "api-key",
+            AuthMode::Jwt => "jwt",
+        }
+    }
+}
+
+/// Authentication (`AUTH_MODE`) and what it protects.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// none (the original contract, anyone may do anything), api-key or jwt.
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
+    pub auth_mode: AuthMode,
+    /// An API key (`thn_…`) registered at start-up with the admin scope for owner `admin`
+    /// (api-key mode): the Helm chart's generated admin key. Only its hash is stored.
+    #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+    /// `/metrics` needs credentials with the admin scope.
+    #[arg(long, env = "METRICS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_auth: bool,
+    /// `/docs` and `/openapi.json` need credentials.
+    #[arg(long, env = "DOCS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub docs_auth: bool,
+    /// The tokens' issuer (`iss`), e.g. `https://login.example.com/realms/main` (jwt mode).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The audience tokens must be for (`aud`) (jwt mode).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The issuer's JWKS; unset: `jwks_uri` from `{JWT_ISSUER}/.well-known/openid-configuration`.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// The claim that names the owner.
+    #[arg(long, env = "JWT_OWNER_CLAIM", default_value = "sub")]
+    pub jwt_owner_claim: String,
+    /// The claim with the scopes (a space-separated string or an array): submit, read, admin.
+    #[arg(long, env = "JWT_SCOPE_CLAIM", default_value = "scope")]
+    pub jwt_scope_claim: String,
+    /// Accepted signature algorithms (RS256, ES256, EdDSA; also RS384, RS512, PS256, PS384,
+    /// PS512, ES384), comma-separated.
+    #[arg(long, env = "JWT_ALGORITHMS", default_value = "RS256,ES256,EdDSA")]
+    pub jwt_algorithms: String,
+    /// Clock skew allowed for `exp` and `nbf`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECONDS", default_value_t = 30)]
+    pub jwt_leeway_seconds: u64,
+    /// The JWKS is fetched again at most this often when a token names an unknown key id.
+    #[arg(long, env = "JWT_JWKS_REFRESH_SECONDS", default_value_t = 30)]
+    pub jwt_jwks_refresh_seconds: u64,
+    /// The JWKS is fetched again after this many seconds in any case (keys removed at the
+    /// issuer stop working then).
+    #[arg(long, env = "JWT_JWKS_MAX_AGE_SECONDS", default_value_t = 600)]
+    pub jwt_jwks_max_age_seconds: u64,
+}
+
+/// Limits per owner (per client address without authentication) and for the whole service.
+/// 0 turns a limit off.
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    /// Uploads per minute of one owner (AUTH_MODE=none: one client address), as a token bucket.
+    #[arg(long, env = "UPLOADS_PER_MINUTE", default_value_t = 600)]
+    pub uploads_per_minute: u32,
+    /// Uploads one owner (or client address) may make at once above the rate.
+    #[arg(long, env = "UPLOAD_BURST", default_value_t = 60)]
+    pub upload_burst: u32,
+    /// Unfinished (PENDING or STARTED) jobs one owner may have (api-key and jwt modes).
+    #[arg(long, env = "MAX_UNFINISHED_JOBS_PER_OWNER", default_value_t = 1000)]
+    pub max_unfinished_jobs_per_owner: u64,
+    /// Bytes of originals and thumbnails one owner may store (api-key and jwt modes).
+    #[arg(long, env = "MAX_STORED_BYTES_PER_OWNER", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub max_stored_bytes_per_owner: u64,
+    /// Unfinished jobs of everyone together; beyond it uploads get 503 at once.
+    #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 10_000)]
+    pub max_queued_jobs: u64,
+    /// Reverse proxies in front of the API that append to `X-Forwarded-For`: the client address
+    /// (for AUTH_MODE=none's rate limit and the logs) is the one this many hops from the right.
+    /// 0: the TCP peer.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
+}
+
+/// What one connection or request may take.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, from the connection's start or the first
+    /// byte of a request on a kept-alive connection.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_read_timeout_seconds: u64,
+    /// An idle kept-alive connection is closed after this long.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT_SECONDS", default_value_t = 75)]
+    pub keep_alive_timeout_seconds: u64,
+    /// Longest upload (the whole request body).
+    #[arg(long, env = "UPLOAD_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub upload_timeout_seconds: u64,
+    /// Slowest upload: after its first 10 seconds a request body must have arrived at this many
+    /// bytes per second on average (0: no minimum).
+    #[arg(long, env = "UPLOAD_MIN_BYTES_PER_SECOND", default_value_t = 10 * 1024)]
+    pub upload_min_bytes_per_second: u64,
+    /// Longest render of one job, all its thumbnails together (embedded runner); 0: no limit.
+    #[arg(long, env = "RENDER_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub render_timeout_seconds: u64,
+    /// Attempts a job may start before it fails (embedded runner): attempts that crash the
+    /// process, panic or time out count; attempts that end because S3 or the database is down
+    /// do not.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+}
+
 /// Who runs the jobs the API accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum JobRunnerKind {
@@ -143,10 +270,26 @@ pub struct ApiConfig {
     /// How long start-up waits for the database and object store before giving up.
     #[arg(long, env = "STARTUP_TIMEOUT_SECONDS", default_value_t = 300)]
     pub startup_timeout_seconds: u64,
+    /// While a long-poll (`?wait=`) waits, how often it re-reads its job from the store anyway,
+    /// in case a finish was not announced to this process. Hidden: tests raise it far above
+    /// their bounds to prove that the answer comes from the finish itself.
+    #[arg(
+        long,
+        env = "LONG_POLL_RECHECK_MILLISECONDS",
+        default_value_t = 250,
+        hide = true
+    )]
+    pub long_poll_recheck_milliseconds: u64,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 }
 
 impl ApiConfig {
@@ -155,6 +298,9 @@ impl ApiConfig {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+    pub fn long_poll_recheck(&self) -> Duration {
+        Duration::from_millis(self.long_poll_recheck_milliseconds.max(1))
     }
     pub fn worker_count(&self) -> usize {
         if self.workers == 0 {
@@ -210,6 +356,40 @@ impl ApiConfig {
         config.startup_timeout_seconds = 30;
         config.in_memory_upload_bytes = 2 * 1024 * 1024;
         config.handoff_budget_bytes = 64 * 1024 * 1024;
+        config.auth = AuthArgs {
+            auth_mode: AuthMode::None,
+            admin_api_key: None,
+            metrics_auth: false,
+            docs_auth: false,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_jwks_url: None,
+            jwt_owner_claim: "sub".into(),
+            jwt_scope_claim: "scope".into(),
+            jwt_algorithms: "RS256,ES256,EdDSA".into(),
+            jwt_leeway_seconds: 30,
+            jwt_jwks_refresh_seconds: 30,
+            jwt_jwks_max_age_seconds: 600,
+        };
+        // Generous: tests that exercise a limit set it themselves.
+        config.quotas = QuotaArgs {
+            uploads_per_minute: 60_000,
+            upload_burst: 10_000,
+            max_unfinished_jobs_per_owner: 1000,
+            max_stored_bytes_per_owner: 10 * 1024 * 1024 * 1024,
+            max_queued_jobs: 10_000,
+            trusted_proxy_hops: 0,
+        };
+        config.edge = EdgeArgs {
+            max_connections: 1024,
+            header_read_timeout_seconds: 10,
+            keep_alive_timeout_seconds: 75,
+            upload_timeout_seconds: 300,
+            upload_min_bytes_per_second: 10 * 1024,
+            render_timeout_seconds: 60,
+            max_attempts: 5,
+        };
+        config.long_poll_recheck_milliseconds = 250;
         config
     }
 }

@@ -1,10 +1,12 @@
 //! The API's one error type and its mapping to HTTP, in one place. User errors carry a precise
 //! `detail`; internal errors are logged and answered with an opaque one.
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::time::Duration;
 use thumbnail_core::CoreError;
+use thumbnail_core::jobstore::Refusal;
 use thumbnail_engine::EngineError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,15 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Missing or bad credentials (401); `challenge` is the `WWW-Authenticate` value.
+    #[error("{detail}")]
+    Unauthorized { detail: String, challenge: String },
+    /// A limit was hit: 429 (or 503 for the service-wide queue) with `Retry-After`.
+    #[error("{}", .0.detail)]
+    Limited(Box<LimitHit>),
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    Timeout(String),
     /// A dependency (database, object store, Kubernetes API) is down: 503, retry later.
     #[error("{dependency} is unavailable, try again later")]
     Unavailable {
@@ -31,6 +42,27 @@ pub enum ApiError {
     },
     #[error("internal error")]
     Internal(String),
+}
+
+/// Which limit refused a request, and how to answer.
+#[derive(Debug)]
+pub struct LimitHit {
+    pub status: StatusCode,
+    pub detail: String,
+    pub retry_after: Duration,
+    /// The limit's `RateLimit` headers, when it has them.
+    pub headers: HeaderMap,
+}
+
+impl ApiError {
+    pub fn limited(status: StatusCode, detail: String, retry_after: Duration, headers: HeaderMap) -> Self {
+        ApiError::Limited(Box::new(LimitHit {
+            status,
+            detail,
+            retry_after,
+            headers,
+        }))
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -48,9 +80,39 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Limited(hit) => hit.status,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+/// The setting that bounds each refusal, for `detail`.
+fn refusal_setting(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::QueueFull { .. } => "MAX_QUEUED_JOBS",
+        Refusal::TooManyUnfinished { .. } => "MAX_UNFINISHED_JOBS_PER_OWNER",
+        Refusal::StorageFull { .. } => "MAX_STORED_BYTES_PER_OWNER",
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let (status, retry_after) = match refusal {
+            // The backlog drains at the workers' pace; unfinished jobs finish in seconds.
+            Refusal::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(5)),
+            Refusal::TooManyUnfinished { .. } => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(5)),
+            // Space comes back only when jobs are deleted.
+            Refusal::StorageFull { .. } => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(3600)),
+        };
+        ApiError::limited(
+            status,
+            format!("{} ({})", refusal, refusal_setting(&refusal)),
+            retry_after,
+            HeaderMap::new(),
+        )
     }
 }
 
@@ -96,14 +158,35 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, Json(ErrorBody { detail })).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
-            );
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized { challenge, .. } => {
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::Limited(hit) => {
+                let LimitHit {
+                    retry_after,
+                    headers: extra,
+                    ..
+                } = *hit;
+                headers.extend(extra);
+                headers.insert(header::RETRY_AFTER, retry_after_value(retry_after));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+pub fn retry_after_value(wait: Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -16,6 +16,43 @@ use thumbnail_engine::{Fit as EngineFit, OutputFormat};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+/// The label that carries a job's owner, so that `kubectl get tj -l thumbnailer.dev/owner=NAME`
+/// finds a tenant's jobs (the exact owner is `spec.owner`, selectable with
+/// `--field-selector spec.owner=NAME`).
+pub const LABEL_OWNER: &str = "thumbnailer.dev/owner";
+
+/// The owner as a label value (at most 63 characters of `[A-Za-z0-9._-]`, starting and ending
+/// with a letter or digit). An owner that already is one is used as it is; any other is
+/// sanitised (other characters become `_`, the ends trimmed, shortened) and followed by `-` and
+/// 8 hex digits of its SHA-256, so that two owners never share a label value. Pure.
+pub fn owner_label_value(owner: &str) -> String {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let is_valid = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 63
+            && v.chars().all(valid_char)
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if is_valid(owner) {
+        return owner.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(&Sha256::digest(owner.as_bytes())[..4]);
+    let cleaned: String = owner
+        .chars()
+        .map(|c| if valid_char(c) { c } else { '_' })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let head: String = cleaned.chars().take(63 - 9).collect();
+    let head = head.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if head.is_empty() {
+        format!("o-{digest}")
+    } else {
+        format!("{head}-{digest}")
+    }
+}
+
 /// What the API's ThumbnailJobs get besides the upload's options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceSettings {
@@ -102,15 +139,19 @@ impl KubernetesLauncher {
             job_id: Some(job.id.to_string()),
         };
         let mut tj = ThumbnailJob::new(&Self::resource_name(job.id), spec);
+        let mut labels = BTreeMap::from([
+            (LABEL_JOB_ID.to_owned(), job.id.to_string()),
+            (
+                "app.kubernetes.io/created-by".to_owned(),
+                "thumbnail-api".to_owned(),
+            ),
+        ]);
+        if let Some(owner) = &job.owner {
+            labels.insert(LABEL_OWNER.to_owned(), owner_label_value(owner));
+        }
         tj.metadata = ObjectMeta {
             name: Some(Self::resource_name(job.id)),
-            labels: Some(BTreeMap::from([
-                (LABEL_JOB_ID.to_owned(), job.id.to_string()),
-                (
-                    "app.kubernetes.io/created-by".to_owned(),
-                    "thumbnail-api".to_owned(),
-                ),
-            ])),
+            labels: Some(labels),
             ..ObjectMeta::default()
         };
         tj
@@ -183,6 +224,7 @@ mod tests {
             outputs: vec![],
             error: None,
             attempts: 0,
+            dependency_retries: 0,
             version: 1,
             created_at: now(),
             started_at: None,
@@ -199,6 +241,7 @@ mod tests {
         assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_JOB_ID], id.to_string());
         assert_eq!(tj.spec.job_id.as_deref(), Some(id.to_string().as_str()));
         assert_eq!(tj.spec.owner.as_deref(), Some("alice"));
+        assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_OWNER], "alice");
         assert_eq!(tj.spec.source.key, job.source_key);
         let o = &tj.spec.outputs[0];
         assert_eq!(
@@ -214,5 +257,36 @@ mod tests {
             ("default", 40, 30, Fit::Contain, Some(ImageFormat::Webp), 70, true)
         );
         assert_eq!(tj.spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn owner_labels_are_valid_label_values_and_never_shared() {
+        let label = |v: &str| {
+            v.len() <= 63
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+        };
+        assert_eq!(owner_label_value("alice"), "alice");
+        assert_eq!(owner_label_value("team-a.prod_1"), "team-a.prod_1");
+        let long = "x".repeat(253);
+        for owner in [
+            "alice@example.com",
+            "auth0|5f1c9a",
+            "-leading",
+            "trailing.",
+            "!!!",
+            long.as_str(),
+            "a_example.com",
+        ] {
+            let value = owner_label_value(owner);
+            assert!(label(&value), "{owner:?} -> {value:?}");
+            assert_ne!(value, owner_label_value(&format!("{owner}x")), "{owner}");
+        }
+        assert_ne!(
+            owner_label_value("a@example.com"),
+            owner_label_value("a_example.com")
+        );
+        assert!(owner_label_value("alice@example.com").starts_with("alice_example.com-"));
     }
 }

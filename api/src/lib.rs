@@ -1,13 +1,18 @@
 //! The thumbnail service's REST API: the original Python service's contract, served by axum.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod kube_launcher;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod pacing;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -1,33 +1,42 @@
 //! Wiring: build every part from the configuration, then serve until told to stop.
 //! `Application::build` on port 0 is what the tests use.
-use crate::config::{ApiConfig, JobRunnerKind};
+use crate::auth::{self, AuthState, Authenticator};
+use crate::config::{ApiConfig, AuthMode, JobRunnerKind};
 use crate::error::ApiError;
 use crate::kube_launcher::KubernetesLauncher;
+use crate::limits::{Quotas, UploadRate};
 use crate::metrics::{ApiMetrics, track};
-use crate::openapi::ApiDoc;
+use crate::pacing::Pace;
 use crate::routes;
+use crate::server::{self, EdgeLimits};
 use crate::state::{AppState, EmbeddedLauncher, JobLauncher, SharedState};
 use axum::Json;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thumbnail_core::apikeys;
 use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{self, DynJobStore, JobEvents, NotifyingJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
 use thumbnail_core::runner::Runner;
 use thumbnail_core::signing::LinkSigner;
-use thumbnail_core::worker::{CpuPool, Worker};
+use thumbnail_core::worker::{AttemptPolicy, CpuPool, Worker};
 use thumbnail_core::{CoreError, Result};
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
+
+/// Largest body of a request other than an upload.
+const SMALL_BODY_BYTES: u64 = 64 * 1024;
 
 /// In Kubernetes mode, refuse to start, naming each missing rule, when the ServiceAccount lacks a
 /// permission of the API's RBAC table (`thumbnail_crds::rbac`, which the chart's Role is built
@@ -52,15 +61,27 @@ async fn check_permissions(client: &kube::Client, namespace: &str) -> Result<(),
     )))
 }
 
+/// Whether `host` only listens on the loopback interface.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     runner: Option<Runner>,
     /// Stops the PostgreSQL finished-job relay when the application ends (or is dropped).
     _relay: Option<DropGuard>,
+    /// Stops the rate limiter's pruning.
+    _prune: DropGuard,
     port: u16,
     public_url: String,
     grace: Duration,
+    edge: EdgeLimits,
     state: SharedState,
 }
 
@@ -84,6 +105,28 @@ where
             Err(e) => return Err(e),
         }
     }
+}
+
+/// 413 for a request whose declared length is over `max` before any of it is read (the upload
+/// route also counts while streaming).
+async fn refuse_oversized(max: u64, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max => ApiError::PayloadTooLarge(format!(
+            "request body too large: {length} bytes, at most {max} are accepted here"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+fn body_limit(router: axum::Router<SharedState>, max: u64) -> axum::Router<SharedState> {
+    router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+        refuse_oversized(max, request, next)
+    }))
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -124,6 +167,7 @@ impl Application {
         let max_conn = config.store.database_max_connections;
         let jobs: DynJobStore =
             with_startup_retries("database", startup, || jobstore::connect(&db_url, max_conn)).await?;
+        let key_store = apikeys::connect(&db_url, max_conn.clamp(1, 4)).await?;
         let job_events = JobEvents::new();
         let jobs = NotifyingJobStore::wrap(jobs, job_events.clone());
         // On PostgreSQL, jobs finished by other processes (the operator, other replicas) wake
@@ -175,6 +219,12 @@ impl Application {
                     limits,
                     cpu: CpuPool::new(workers),
                     metrics: metrics.job.clone(),
+                    attempts: AttemptPolicy {
+                        max_attempts: config.edge.max_attempts.max(1),
+                        render_timeout: (config.edge.render_timeout_seconds > 0)
+                            .then(|| Duration::from_secs(config.edge.render_timeout_seconds)),
+                    },
+                    render: thumbnail_engine::render,
                 });
                 let (runner, handle) = Runner::start(worker, workers).await?;
                 let launcher = EmbeddedLauncher {
@@ -210,9 +260,26 @@ impl Application {
             }
         };
 
+        let auth_mode = config.auth.auth_mode;
+        let authenticator = Authenticator::new(&config.auth, key_store.clone()).await?;
+        let auth = Arc::new(AuthState {
+            authenticator,
+            metrics_auth: config.auth.metrics_auth,
+            docs_auth: config.auth.docs_auth,
+        });
+        if auth_mode == AuthMode::None && !is_loopback(&config.host) {
+            warn!(
+                host = %config.host,
+                "AUTH_MODE=none on a non-loopback address: anyone who can reach this port can upload, \
+                 read every job and claim any owner; set AUTH_MODE=api-key or jwt on shared networks"
+            );
+        }
+        let rate = UploadRate::new(config.quotas.uploads_per_minute, config.quotas.upload_burst);
+        let quotas = Quotas::new(&config.quotas, auth_mode != AuthMode::None);
         let state: SharedState = Arc::new(AppState {
             jobs,
             job_events,
+            long_poll_recheck: config.long_poll_recheck(),
             objects,
             local_objects,
             keys,
@@ -222,14 +289,39 @@ impl Application {
             spool_dir: data_dir.join("spool"),
             in_memory_upload_bytes: config.in_memory_upload_bytes,
             metrics: metrics.clone(),
+            key_store,
+            auth,
+            rate,
+            quotas,
+            waiters: Default::default(),
+            trusted_proxy_hops: config.quotas.trusted_proxy_hops,
         });
-        let router = Self::router(state.clone());
+        let pace = Pace {
+            deadline: Duration::from_secs(config.edge.upload_timeout_seconds.max(1)),
+            min_rate: config.edge.upload_min_bytes_per_second,
+        };
+        let router = Self::router(state.clone(), pace);
+        // Forget the rate buckets of clients that have gone quiet, every minute.
+        let prune = CancellationToken::new();
+        {
+            let (state, stop) = (state.clone(), prune.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => state.rate.prune(),
+                    }
+                }
+            });
+        }
         info!(
             port,
             public_url = %public_url,
             job_store = state.jobs.backend(),
             object_store = state.objects.backend(),
             runner = state.launcher.name(),
+            auth = auth_mode.as_str(),
             "thumbnail API ready"
         );
         Ok(Application {
@@ -237,27 +329,68 @@ impl Application {
             router,
             runner,
             _relay: relay,
+            _prune: prune.drop_guard(),
             port,
             public_url,
             grace: config.shutdown_grace(),
+            edge: EdgeLimits {
+                max_connections: config.edge.max_connections,
+                header_read_timeout: Duration::from_secs(config.edge.header_read_timeout_seconds.max(1)),
+                keep_alive_timeout: Duration::from_secs(config.edge.keep_alive_timeout_seconds.max(1)),
+            },
             state,
         })
     }
 
-    pub fn router(state: SharedState) -> axum::Router {
+    /// The routes: uploads, jobs and keys behind authentication; health, readiness and signed
+    /// downloads open; metrics and docs behind credentials when configured.
+    pub fn router(state: SharedState, pace: Pace) -> axum::Router {
         let metrics = state.metrics.clone();
-        let api = axum::Router::new()
-            .merge(routes::thumbnails::router())
-            .merge(routes::jobs::router())
-            .merge(routes::files::router())
-            .merge(routes::health::router())
-            .fallback(not_found)
-            .with_state(state);
+        let auth = state.auth.clone();
+        let upload_max = state
+            .limits
+            .max_input_bytes
+            .saturating_add(routes::thumbnails::FORM_OVERHEAD_BYTES);
+        let mode = auth.authenticator.mode();
+        let mut small = routes::jobs::router();
+        if mode == AuthMode::ApiKey {
+            small = small.merge(routes::keys::router());
+        }
+        let protected = axum::Router::new()
+            .merge(body_limit(routes::thumbnails::router(pace), upload_max))
+            .merge(body_limit(small, SMALL_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(
+                auth.clone(),
+                auth::authenticate,
+            ));
+        let open = body_limit(
+            routes::files::router()
+                .merge(routes::health::router())
+                .merge(routes::health::metrics_router(auth.clone())),
+            SMALL_BODY_BYTES,
+        );
+        let document = crate::openapi::document(mode, auth.metrics_auth);
+        let docs = axum::Router::new()
+            .merge(SwaggerUi::new("/docs").url("/openapi.json", document))
+            .layer(axum::middleware::from_fn_with_state(
+                auth,
+                auth::require_credentials,
+            ));
+        let api = protected.merge(open).fallback(not_found).with_state(state);
         axum::Router::new()
-            .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+            .merge(docs)
             .merge(api)
             .layer(axum::middleware::from_fn_with_state(metrics, track))
-            .layer(TraceLayer::new_for_http())
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
+            }))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(CatchPanicLayer::custom(|_| {
                 ApiError::Internal("handler panicked".into()).into_response()
             }))
@@ -281,9 +414,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = server::serve(self.listener, self.router, self.edge, self.grace, shutdown).await;
         info!("stopped accepting requests");
         if let Some(runner) = self.runner {
             runner.shutdown(self.grace).await;

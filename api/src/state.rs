@@ -1,11 +1,14 @@
 //! The one shared state of the API (no globals), and who runs accepted jobs.
+use crate::auth::SharedAuth;
 use crate::error::ApiResult;
+use crate::limits::{Quotas, UploadRate, Waiters};
 use crate::metrics::ApiMetrics;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use thumbnail_core::apikeys::DynKeyStore;
 use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{DynJobStore, JobEvents};
 use thumbnail_core::keys::KeyLayout;
@@ -54,6 +57,8 @@ pub struct AppState {
     pub jobs: DynJobStore,
     /// Jobs finished in this process, for `GET /api/v1/jobs/{id}?wait=`.
     pub job_events: JobEvents,
+    /// How often a waiting `?wait=` re-reads its job anyway (LONG_POLL_RECHECK_MILLISECONDS).
+    pub long_poll_recheck: Duration,
     pub objects: DynObjectStore,
     /// Set in the embedded object mode: serves the signed `/files/...` links.
     pub local_objects: Option<Arc<LocalObjectStore>>,
@@ -65,6 +70,18 @@ pub struct AppState {
     /// Uploads up to this `Content-Length` are read into memory (IN_MEMORY_UPLOAD_BYTES).
     pub in_memory_upload_bytes: u64,
     pub metrics: Arc<ApiMetrics>,
+    /// API keys (in the job store's database).
+    pub key_store: DynKeyStore,
+    /// Who is calling (AUTH_MODE) and what needs credentials.
+    pub auth: SharedAuth,
+    /// Uploads per owner (or client address) per minute.
+    pub rate: UploadRate,
+    /// Unfinished jobs and bytes per owner, queued jobs in all.
+    pub quotas: Quotas,
+    /// Long-polls in progress per owner (or client address).
+    pub waiters: Waiters,
+    /// TRUSTED_PROXY_HOPS: how the client address is found.
+    pub trusted_proxy_hops: usize,
 }
 
 pub type SharedState = Arc<AppState>;

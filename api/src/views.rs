@@ -195,3 +195,84 @@ pub struct Readiness {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct KeyView {
+    /// The key's public id (the 12 characters after `thn_`), for `DELETE /api/v1/keys/{id}`.
+    #[schema(example = "k3Yb0TqM7aXw")]
+    pub id: String,
+    pub owner: String,
+    /// Of `submit`, `read`, `admin`.
+    pub scopes: Vec<String>,
+    pub name: Option<String>,
+    /// `active`, `expired` or `revoked`.
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl KeyView {
+    pub fn new(key: &thumbnail_core::apikeys::ApiKeyRecord, now: DateTime<Utc>) -> Self {
+        KeyView {
+            id: key.id.clone(),
+            owner: key.owner.clone(),
+            scopes: key.scopes.names().into_iter().map(str::to_owned).collect(),
+            name: key.name.clone(),
+            state: key.state(now).as_str().to_owned(),
+            created_at: key.created_at,
+            last_used_at: key.last_used_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+        }
+    }
+}
+
+/// A new key: the secret is in this answer and nowhere else.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key to send as `Authorization: Bearer …` or `X-API-Key: …`. Shown once.
+    #[schema(example = "thn_k3Yb0TqM7aXw_…")]
+    pub key: String,
+    #[serde(flatten)]
+    pub info: KeyView,
+}
+
+/// The scopes a key may hold.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeName {
+    Submit,
+    Read,
+    Admin,
+}
+
+impl From<ScopeName> for thumbnail_core::apikeys::Scope {
+    fn from(s: ScopeName) -> Self {
+        match s {
+            ScopeName::Submit => thumbnail_core::apikeys::Scope::Submit,
+            ScopeName::Read => thumbnail_core::apikeys::Scope::Read,
+            ScopeName::Admin => thumbnail_core::apikeys::Scope::Admin,
+        }
+    }
+}
+
+/// What `POST /api/v1/keys` makes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Who the key acts for: 1-253 printable ASCII characters without spaces.
+    #[schema(pattern = "^[!-~]{1,253}$", example = "alice")]
+    pub owner: String,
+    /// Default: `["submit", "read"]`.
+    #[schema(min_items = 1, max_items = 3)]
+    pub scopes: Option<Vec<ScopeName>>,
+    /// A label for people: at most 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    pub name: Option<String>,
+    /// Lifetime in whole seconds (1 to 100 years); default: no expiry.
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 3_153_600_000_u64)]
+    pub expires_in_seconds: Option<serde_json::Number>,
+}

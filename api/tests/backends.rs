@@ -3,31 +3,19 @@
 //! when it returns, `/ready` naming what is down, and a start-up that waits.
 mod common;
 
-use common::{detail, fixture, spawn_app_with};
+use common::{detail, fixture, spawn_app_with, use_backends};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use thumbnail_api::config::ApiConfig;
 use thumbnail_core::jobstore::{JobStore, Outcome, PostgresJobStore};
 use thumbnail_core::model::JobError;
 use thumbnail_core::model::{NewJob, OutputSpec};
-use thumbnail_core::objects::{ObjectStore, S3Config, S3ObjectStore};
+use thumbnail_core::objects::{ObjectStore, S3ObjectStore};
 use thumbnail_core::testsupport::proxy::{Proxy, socket_of, via};
 use thumbnail_core::testsupport::{fresh_postgres_url, s3_store, sample_job, test_s3_config};
 use thumbnail_engine::{ImageFormat, ThumbnailOptions};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn use_backends(config: &mut ApiConfig, database_url: &str, s3: &S3Config, s3_endpoint: &str) {
-    config.store.database_url = Some(database_url.to_owned());
-    config.store.s3_bucket_name = Some(s3.bucket.clone());
-    config.store.s3_endpoint_url = Some(s3_endpoint.to_owned());
-    config.store.s3_region = s3.region.clone();
-    config.store.aws_access_key_id = s3.access_key_id.clone();
-    config.store.aws_secret_access_key = s3.secret_access_key.clone();
-    config.store.s3_create_bucket = true;
-    config.store.s3_key_prefix = "svc/".into();
-    config.startup_timeout_seconds = 60;
-}
 
 async fn object_count(store: &S3ObjectStore) -> usize {
     let listed = store
@@ -70,7 +58,7 @@ async fn postgres_and_s3_end_to_end_with_a_presigned_url() {
     );
     assert!(url.contains("X-Amz-Signature="), "{url}");
     // A plain HTTP client, no SDK: the presigned URL alone is enough.
-    let response = reqwest::get(&url).await.unwrap();
+    let response = common::http_client().get(&url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let img = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
     assert_eq!((img.width(), img.height()), (100, 100));
@@ -106,6 +94,14 @@ async fn s3_down_at_upload_answers_503_and_stores_nothing() {
         "{ready}"
     );
     assert_eq!(ready["checks"]["database"], "ok", "{ready}");
+    // Only what clients may know: no error text of the S3 client.
+    let check = ready["checks"]["object_store"].as_str().unwrap();
+    assert!(check == "unavailable" || check == "timeout", "{ready}");
+    assert_eq!(
+        ready["detail"].as_str().unwrap(),
+        format!("object store (s3) {check}"),
+        "{ready}"
+    );
     assert!(app.all_jobs().await.is_empty());
     assert_eq!(object_count(&real).await, 0);
     // Liveness does not depend on S3.
@@ -277,4 +273,49 @@ async fn jobs_finished_by_another_process_wake_this_processs_waiters() {
             break;
         }
     }
+}
+
+/// Wrong S3 keys are a configuration mistake, not an outage: start-up names the refusal and
+/// gives up at once instead of retrying for STARTUP_TIMEOUT_SECONDS (300 s by default).
+#[tokio::test]
+async fn start_up_with_wrong_s3_keys_fails_at_once() {
+    let pg = fresh_postgres_url().await;
+    let s3 = test_s3_config("startup-keys");
+    let endpoint = s3.endpoint_url.clone().unwrap();
+    // Positive control: the same settings with the right keys start.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ApiConfig::for_tests(dir.path());
+    use_backends(&mut config, &pg, &s3, &endpoint);
+    config.store.s3_create_bucket = true;
+    let app = tokio::time::timeout(DEADLINE, thumbnail_api::Application::build(config))
+        .await
+        .expect("start-up with the right keys hangs");
+    assert!(
+        app.is_ok(),
+        "start-up with the right keys failed: {:?}",
+        app.err()
+    );
+    drop(app);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ApiConfig::for_tests(dir.path());
+    use_backends(&mut config, &pg, &s3, &endpoint);
+    config.store.aws_secret_access_key = Some("not-the-secret".into());
+    config.startup_timeout_seconds = 300;
+    let started = Instant::now();
+    let err = match tokio::time::timeout(DEADLINE, thumbnail_api::Application::build(config))
+        .await
+        .expect("start-up with wrong keys kept retrying")
+    {
+        Ok(_) => panic!("start-up with wrong keys succeeded"),
+        Err(e) => e,
+    };
+    let message = err.to_string();
+    assert!(message.contains("refused the credentials"), "{message}");
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "start-up took {:?} to give up",
+        started.elapsed()
+    );
 }

@@ -4,7 +4,7 @@ mod common;
 use common::{detail, fixture, gif_fixture, spawn_app, spawn_app_in, spawn_app_with};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thumbnail_core::model::{NewJob, OutputSpec};
 use thumbnail_core::signing::LinkSigner;
 use thumbnail_engine::{ImageFormat, ThumbnailOptions};
@@ -83,7 +83,12 @@ async fn every_accepted_format_becomes_a_100x100_thumbnail_in_its_own_format() {
         let key = result["key"].as_str().unwrap();
         assert!(key.starts_with(&format!("images/thumbnail/{id}.")), "{key}");
         let url = app.thumbnail_url(&id).await;
-        let response = reqwest::get(url.replace("localhost", "127.0.0.1")).await.unwrap();
+        let response = app
+            .client
+            .get(url.replace("localhost", "127.0.0.1"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let bytes = response.bytes().await.unwrap();
         assert_eq!(decode(&bytes), (expected, 100, 100), "{name}");
@@ -300,7 +305,10 @@ async fn options_from_form_fields_and_query_parameters() {
     let job = app.wait_finished(&id, DEADLINE).await;
     assert_eq!(job["status"], "SUCCESS");
     let url = app.thumbnail_url(&id).await;
-    let bytes = reqwest::get(url.replace("localhost", "127.0.0.1"))
+    let bytes = app
+        .client
+        .get(url.replace("localhost", "127.0.0.1"))
+        .send()
         .await
         .unwrap()
         .bytes()
@@ -318,7 +326,10 @@ async fn options_from_form_fields_and_query_parameters() {
         .await;
     app.wait_finished(&id, DEADLINE).await;
     let url = app.thumbnail_url(&id).await;
-    let bytes = reqwest::get(url.replace("localhost", "127.0.0.1"))
+    let bytes = app
+        .client
+        .get(url.replace("localhost", "127.0.0.1"))
+        .send()
         .await
         .unwrap()
         .bytes()
@@ -485,9 +496,16 @@ async fn thumbnail_link_errors_unknown_unfinished_and_failed() {
     assert!(detail_text.contains("FAILURE"), "{detail_text}");
 }
 
+/// How often a long-poll re-reads the store in the test below: far longer than any bound there,
+/// so that only the finish itself (its event) can answer a waiting request in time.
+const RECHECK_FOR_LONG_POLL_TEST_MS: u64 = 120_000;
+/// How soon after the finish the waiting request must be answered.
+const FINISH_ANSWERS_WITHIN: Duration = Duration::from_secs(5);
+const _: () = assert!(FINISH_ANSWERS_WITHIN.as_millis() < RECHECK_FOR_LONG_POLL_TEST_MS as u128);
+
 #[tokio::test]
 async fn get_job_with_wait_answers_when_the_job_finishes() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.long_poll_recheck_milliseconds = RECHECK_FOR_LONG_POLL_TEST_MS).await;
     // Never queued, so it only finishes when this test finishes it.
     let id = never_queued_job(&app).await;
     let get = |query: &str| {
@@ -496,37 +514,57 @@ async fn get_job_with_wait_answers_when_the_job_finishes() {
             .send()
     };
 
-    // Unfinished after the wait: the state at the end of it.
-    let started = std::time::Instant::now();
+    // Unfinished after the wait: the state at the end of it, answered at the deadline (not at
+    // the next re-read, which is minutes away).
+    let started = Instant::now();
     let job: Value = get("?wait=0.3").await.unwrap().json().await.unwrap();
     assert_eq!(job["status"], "PENDING");
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < FINISH_ANSWERS_WITHIN, "{took:?}");
 
-    // A long wait is answered by the finish, not by the timeout.
-    let waiting = tokio::spawn(get("?wait=60"));
+    // A long wait is answered by the finish, not by a re-read or the end of the wait.
+    assert_eq!(app.state.job_events.waiters(), 0);
+    let waiting = tokio::spawn(get("?wait=30"));
+    let until = Instant::now() + DEADLINE;
+    while app.state.job_events.waiters() == 0 {
+        assert!(Instant::now() < until, "the long-poll never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The waiting request read its job right after subscribing; a whole request of our own
+    // after that makes sure it did, and sees the job still unfinished.
+    assert_eq!(app.job(&id.to_string()).await["status"], "PENDING");
+    assert!(
+        !waiting.is_finished(),
+        "the long-poll answered before the job finished"
+    );
     let attempt = app.state.jobs.start(id).await.unwrap().unwrap().attempts;
     let failure = thumbnail_core::jobstore::Outcome::Failure(thumbnail_core::model::JobError {
         reason: "CorruptImage".into(),
         message: "finished by the test".into(),
     });
+    let finished = Instant::now();
     assert!(app.state.jobs.finish(id, attempt, &failure).await.unwrap());
-    let job: Value = tokio::time::timeout(DEADLINE, waiting)
+    let job: Value = tokio::time::timeout(FINISH_ANSWERS_WITHIN, waiting)
         .await
-        .expect("the long-poll outlived the job")
+        .expect("the finish did not answer the waiting request (finish events broken?)")
         .unwrap()
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(job["status"], "FAILURE", "{job}");
+    eprintln!("long-poll answered {:?} after the finish", finished.elapsed());
 
     // Finished jobs answer at once, and a bad wait is a precise 422.
-    let job: Value = get("?wait=60").await.unwrap().json().await.unwrap();
+    let started = Instant::now();
+    let job: Value = get("?wait=30").await.unwrap().json().await.unwrap();
     assert_eq!(job["status"], "FAILURE");
+    assert!(
+        started.elapsed() < FINISH_ANSWERS_WITHIN,
+        "{:?}",
+        started.elapsed()
+    );
     for bad in ["abc", "-1", "61", "NaN"] {
         let (status, text) = detail(get(&format!("?wait={bad}")).await.unwrap()).await;
         assert_eq!(status, 422, "wait={bad}");
@@ -542,7 +580,7 @@ async fn tampered_and_expired_links_are_refused() {
         .await;
     app.wait_finished(&id, DEADLINE).await;
     let url = app.thumbnail_url(&id).await.replace("localhost", "127.0.0.1");
-    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
 
     let tampered_sig = format!("{}0", &url[..url.len() - 1]);
     let tampered_sig = if tampered_sig == url {
@@ -568,7 +606,7 @@ async fn tampered_and_expired_links_are_refused() {
     };
     let unsigned = url.split('?').next().unwrap().to_owned();
     for bad in [tampered_sig, other_key, later, unsigned] {
-        let (status, detail) = detail(reqwest::get(&bad).await.unwrap()).await;
+        let (status, detail) = detail(app.client.get(&bad).send().await.unwrap()).await;
         assert_eq!(status, 403, "{bad}: {detail}");
     }
     // A correctly signed link whose time is up.
@@ -580,7 +618,7 @@ async fn tampered_and_expired_links_are_refused() {
         app.address,
         signer.sign(&key, past)
     );
-    let (status, detail) = detail(reqwest::get(&expired).await.unwrap()).await;
+    let (status, detail) = detail(app.client.get(&expired).send().await.unwrap()).await;
     assert_eq!(status, 403);
     assert!(detail.contains("expired"), "{detail}");
 }
@@ -646,8 +684,19 @@ async fn openapi_document_is_current_and_docs_are_served_locally() {
         .json()
         .await
         .unwrap();
+    // This server runs AUTH_MODE=none: its document declares no security; the committed one is
+    // the api-key server's.
+    let expected: Value = serde_json::from_str(&thumbnail_api::openapi::openapi_json_for(
+        thumbnail_api::config::AuthMode::None,
+    ))
+    .unwrap();
+    assert_eq!(served, expected);
+    assert!(served["components"].get("securitySchemes").is_none(), "{served}");
     let committed: Value = serde_json::from_str(&committed).unwrap();
-    assert_eq!(served, committed);
+    assert!(
+        committed["components"]["securitySchemes"]["api_key"].is_object(),
+        "the committed document declares the API-key scheme"
+    );
     for path in [
         "/api/v1/thumbnails/",
         "/api/v1/jobs/",

@@ -1,18 +1,17 @@
 #!/usr/bin/env python3
 """Engine benchmark driver (called by scripts/bench-engine.sh). Prints a markdown report.
-usage: run.py CORPUS_DIR OUR_BENCH OUR_RENDER WORK_DIR"""
+usage: run.py CORPUS_DIR OUR_BENCH OUR_RENDER WORK_DIR IMAGE...
+BENCH_QUICK=1: one run of each measurement (the quick mode of scripts/test.sh)."""
 import math, os, statistics, subprocess, sys, time
 import numpy as np
 from PIL import Image
 
 corpus, our_bench, our_render, work = sys.argv[1:5]
+IMAGES = sys.argv[5:]
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
-IMAGES = ["r01_greenmeadow_1280x1024.jpg", "r02_eveningglow_2560x1600.jpg", "r03_safelanding_1622x2880.jpg",
-          "r04_elephants_3840x2160.jpg", "r05_volna_5120x2880.jpg", "r06_elephants_5640x3172.jpg",
-          "r07_patak_5120x2880_rgba.png", "r08_pixels_4096x4096.webp", "s13_phone_4032x3024_orient6.jpg"]
 GEOMS = [("100x100 cover", 100, 100, True), ("400w contain", 400, 4096, False)]
-N_OURS, N_VIPS, N_PIL, N_PROC = 7, 5, 3, 9
+N_OURS, N_VIPS, N_PIL, N_PROC = (1, 1, 1, 1) if os.environ.get("BENCH_QUICK") else (7, 5, 3, 9)
 env1 = dict(os.environ, VIPS_CONCURRENCY="1", OMP_NUM_THREADS="1")
 
 

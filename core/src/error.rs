@@ -12,6 +12,10 @@ pub enum CoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("object store: {0}")]
     ObjectStore(String),
+    /// The object store refused our credentials or permissions (a wrong or revoked key, a
+    /// missing grant): retrying cannot help until someone changes the configuration.
+    #[error("object store refused the credentials or permissions: {0}")]
+    ObjectStoreDenied(String),
     #[error("object not found: {0}")]
     ObjectNotFound(String),
     #[error("invalid object key: {0}")]
@@ -24,6 +28,13 @@ pub enum CoreError {
     Io(#[from] std::io::Error),
     #[error("internal: {0}")]
     Internal(String),
+    /// The render panicked (a bug in a decoder or the pipeline); the job is retried up to the
+    /// attempt cap.
+    #[error("the render panicked: {0}")]
+    RenderPanicked(String),
+    /// The render took longer than RENDER_TIMEOUT_SECONDS.
+    #[error("the render took longer than {} s", .0.as_secs_f64())]
+    RenderTimeout(std::time::Duration),
 }
 
 impl CoreError {
@@ -42,7 +53,7 @@ impl CoreError {
     pub fn dependency(&self) -> Option<&'static str> {
         match self {
             CoreError::JobStore(_) | CoreError::Migrate(_) => Some("job store (database)"),
-            CoreError::ObjectStore(_) => Some("object store (S3)"),
+            CoreError::ObjectStore(_) | CoreError::ObjectStoreDenied(_) => Some("object store (S3)"),
             _ => None,
         }
     }

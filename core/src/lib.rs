@@ -1,8 +1,9 @@
 //! What the API and the operator share: the job model, the job store (SQLite, PostgreSQL), the
 //! object store (local directory, S3), signed links, and the worker that turns one job into
-//! thumbnails. The image pipeline itself is the pure `thumbnail-engine` crate, re-exported here.
+//! thumbnails, and API keys. The image pipeline itself is the pure `thumbnail-engine` crate, re-exported here.
 #![forbid(unsafe_code)]
 
+pub mod apikeys;
 pub mod error;
 pub mod handoff;
 pub mod jobstore;

@@ -131,6 +131,9 @@ pub struct JobRecord {
     pub error: Option<JobError>,
     /// How many times processing started (1 on the first run; more after crashes or retries).
     pub attempts: u32,
+    /// How many of those attempts ended because a dependency (object store, database) was
+    /// unavailable; the others count against the embedded runner's attempt cap.
+    pub dependency_retries: u32,
     /// Bumped on every write; conditional updates compare it.
     pub version: i64,
     pub created_at: DateTime<Utc>,

@@ -11,6 +11,9 @@ use std::path::Path;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Shortest accepted key: HMAC-SHA256 keys shorter than its 32-byte output weaken it.
+pub const MIN_KEY_BYTES: usize = 32;
+
 #[derive(Clone)]
 pub struct LinkSigner {
     key: Vec<u8>,
@@ -36,9 +39,17 @@ impl LinkSigner {
         LinkSigner { key: key.into() }
     }
 
-    /// Use `configured` when given; else read `{data_dir}/signing.key`, creating it on first use.
+    /// Use `configured` when given (at least [`MIN_KEY_BYTES`] bytes); else read
+    /// `{data_dir}/signing.key`, creating it on first use, readable by this user only.
     pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> Result<Self> {
         if let Some(secret) = configured.filter(|s| !s.is_empty()) {
+            if secret.len() < MIN_KEY_BYTES {
+                return Err(CoreError::Config(format!(
+                    "SIGNING_KEY must be at least {MIN_KEY_BYTES} bytes long (it is {}); generate one \
+                     with `openssl rand -hex 32`",
+                    secret.len()
+                )));
+            }
             return Ok(LinkSigner::new(secret.as_bytes().to_vec()));
         }
         let path = data_dir.join("signing.key");
@@ -46,7 +57,7 @@ impl LinkSigner {
             Ok(text) => {
                 let key = hex::decode(text.trim())
                     .map_err(|e| CoreError::Config(format!("{} is not hex: {e}", path.display())))?;
-                if key.len() < 32 {
+                if key.len() < MIN_KEY_BYTES {
                     return Err(CoreError::Config(format!(
                         "{} holds a key shorter than 32 bytes",
                         path.display()
@@ -58,10 +69,11 @@ impl LinkSigner {
                 let mut key = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut key);
                 std::fs::create_dir_all(data_dir)?;
-                // Write then rename, so that a crash never leaves a half-written key behind.
+                // Write then rename, so that a crash never leaves a half-written key behind. The
+                // file is created 0600: it is never readable by others, not even for a moment.
                 let tmp = data_dir.join("signing.key.tmp");
-                std::fs::write(&tmp, hex::encode(&key))?;
-                restrict_permissions(&tmp)?;
+                let _ = std::fs::remove_file(&tmp);
+                write_private(&tmp, hex::encode(&key).as_bytes())?;
                 std::fs::rename(&tmp, &path)?;
                 Ok(LinkSigner::new(key))
             }
@@ -101,15 +113,19 @@ impl LinkSigner {
     }
 }
 
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) -> std::io::Result<()> {
-    Ok(())
+/// Create `path` (which must not exist) with mode 0600 and write `bytes` to it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -145,7 +161,22 @@ mod tests {
         let a = LinkSigner::load_or_create(None, dir.path()).unwrap();
         let b = LinkSigner::load_or_create(None, dir.path()).unwrap();
         assert_eq!(a.sign("k", 1), b.sign("k", 1));
-        let c = LinkSigner::load_or_create(Some("configured secret"), dir.path()).unwrap();
+        let c = LinkSigner::load_or_create(Some("a configured secret of 32 bytes!"), dir.path()).unwrap();
         assert_ne!(a.sign("k", 1), c.sign("k", 1));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_generated_key_file_is_private_and_short_configured_keys_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        LinkSigner::load_or_create(None, dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("signing.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let err = LinkSigner::load_or_create(Some("too short"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
     }
 }

@@ -4,6 +4,14 @@
 //! Steps: claim (conditional `start`) → read the original → render every requested output on the
 //! CPU pool → store the thumbnails → finish (conditional on the attempt). Bad input ends the job at
 //! once as FAILURE with its reason; a dependency error is returned for the caller to retry.
+//!
+//! Every attempt is counted in the job store when it starts, so the caps hold across restarts:
+//! a job whose attempts crash the process, panic or fail internally is retried until
+//! [`AttemptPolicy::max_attempts`] attempts have started, then ends as FAILURE; a render longer
+//! than [`AttemptPolicy::render_timeout`] ends it at once (the same input would hang again).
+//! Attempts that end because a dependency is unavailable do not count against the cap, but a
+//! job whose dependencies stay unavailable for [`MAX_DEPENDENCY_RETRIES`] attempts (about an hour
+//! of backoff) ends as FAILURE too: no job is retried for ever.
 use crate::handoff::OriginalHandoff;
 use crate::jobstore::{DynJobStore, Outcome};
 use crate::keys::KeyLayout;
@@ -14,8 +22,8 @@ use crate::{CoreError, Result};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Instant;
-use thumbnail_engine::{EngineError, Limits, Thumbnail};
+use std::time::{Duration, Instant};
+use thumbnail_engine::{EngineError, Limits, Thumbnail, ThumbnailOptions};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
@@ -47,19 +55,76 @@ impl CpuPool {
     }
 
     pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        self.run_for(None, work).await
+    }
+
+    /// Like [`CpuPool::run`], but give up waiting for `work` after `limit` once it has started
+    /// (the wait for a free slot does not count): [`CoreError::RenderTimeout`]. A thread cannot
+    /// be killed, so work that overran keeps its slot until it ends by itself: the pool never
+    /// runs more than `size` renders at once. A panic in `work` is [`CoreError::RenderPanicked`].
+    pub async fn run_for<T: Send + 'static>(
+        &self,
+        limit: Option<Duration>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| CoreError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let out = work();
             drop(permit);
             out
+        });
+        let joined = match limit {
+            Some(limit) => tokio::time::timeout(limit, task)
+                .await
+                .map_err(|_| CoreError::RenderTimeout(limit))?,
+            None => task.await,
+        };
+        joined.map_err(|e| {
+            if e.is_panic() {
+                let payload = e.into_panic();
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                CoreError::RenderPanicked(what)
+            } else {
+                CoreError::Internal(format!("render task: {e}"))
+            }
         })
-        .await
-        .map_err(|e| CoreError::Internal(format!("render task: {e}")))
+    }
+}
+
+/// The render a worker calls: [`thumbnail_engine::render`], or a fault-injecting stand-in in
+/// tests (a panic, a hang) where the real engine cannot be made to misbehave on demand.
+pub type RenderFn = fn(&[u8], &ThumbnailOptions, &Limits) -> std::result::Result<Thumbnail, EngineError>;
+
+/// Attempts that end because a dependency is unavailable before a job fails anyway: with the
+/// runner's backoff (capped at 30 s), about an hour.
+pub const MAX_DEPENDENCY_RETRIES: u32 = 120;
+
+/// How long and how often a job may be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptPolicy {
+    /// Attempts that may start (and crash, panic or fail internally) before the job fails
+    /// (`MAX_ATTEMPTS`); at least 1.
+    pub max_attempts: u32,
+    /// Longest render of one job, all its outputs together (`RENDER_TIMEOUT_SECONDS`); `None`:
+    /// no limit.
+    pub render_timeout: Option<Duration>,
+}
+
+impl Default for AttemptPolicy {
+    fn default() -> Self {
+        AttemptPolicy {
+            max_attempts: 5,
+            render_timeout: Some(Duration::from_secs(60)),
+        }
     }
 }
 
@@ -84,6 +149,9 @@ pub struct Worker {
     pub limits: Limits,
     pub cpu: CpuPool,
     pub metrics: Arc<JobMetrics>,
+    pub attempts: AttemptPolicy,
+    /// `thumbnail_engine::render` outside fault-injection tests.
+    pub render: RenderFn,
 }
 
 /// The thumbnails to make, with the key each is stored under. Pure.
@@ -110,8 +178,9 @@ pub fn job_error(err: &EngineError) -> JobError {
 }
 
 impl Worker {
-    /// Run one job to its end. `Err` only for transient dependency errors: the job stays
-    /// unfinished and the caller retries it later.
+    /// Run one job to its end. `Err` only when the attempt should be retried later (a
+    /// dependency is unavailable, or the render failed unexpectedly and attempts remain): the job
+    /// stays unfinished and the caller retries it.
     #[instrument(skip(self), fields(job_id = %id))]
     pub async fn run(&self, id: Uuid) -> Result<RunOutcome> {
         let Some(job) = self.jobs.start(id).await? else {
@@ -119,17 +188,22 @@ impl Worker {
         };
         let started = Instant::now();
         let attempt = job.attempts;
-        let outcome = match self.produce(&job).await {
-            Ok(outputs) => Outcome::Success(outputs),
-            Err(CoreError::Engine(err)) if err.is_bad_input() => Outcome::Failure(job_error(&err)),
-            Err(CoreError::ObjectNotFound(key)) => Outcome::Failure(JobError {
-                reason: "SourceNotFound".into(),
-                message: format!("the original image {key} does not exist in the object store"),
-            }),
-            Err(err) => {
-                warn!(error = %err, attempt, "job attempt failed; it will be retried");
-                self.metrics.retries.inc();
-                return Err(err);
+        // Attempts that started and did not end for want of a dependency, this one included.
+        let counted = attempt.saturating_sub(job.dependency_retries);
+        let max = self.attempts.max_attempts.max(1);
+        let outcome = if counted > max {
+            Outcome::Failure(JobError {
+                reason: "AttemptsExhausted".into(),
+                message: format!(
+                    "gave up after {} attempts that ended without a result (the process stopped or \
+                     crashed while running them)",
+                    counted - 1
+                ),
+            })
+        } else {
+            match self.produce(&job).await {
+                Ok(outputs) => Outcome::Success(outputs),
+                Err(err) => Outcome::Failure(self.failure_of(&job, err, counted >= max).await?),
             }
         };
         let landed = self.jobs.finish(id, attempt, &outcome).await?;
@@ -167,7 +241,71 @@ impl Worker {
         })
     }
 
+    /// What an attempt's error means for the job: the failure to record now, or the error back
+    /// to retry the job later. Client-visible messages never carry a dependency's own error text
+    /// (that goes to the log).
+    async fn failure_of(&self, job: &JobRecord, err: CoreError, last_attempt: bool) -> Result<JobError> {
+        let attempt = job.attempts;
+        Ok(match err {
+            CoreError::Engine(err) if err.is_bad_input() => job_error(&err),
+            CoreError::ObjectNotFound(key) => JobError {
+                reason: "SourceNotFound".into(),
+                message: format!("the original image {key} does not exist in the object store"),
+            },
+            CoreError::RenderTimeout(limit) => {
+                warn!(attempt, limit_s = limit.as_secs_f64(), "render timed out");
+                JobError {
+                    reason: "RenderTimeout".into(),
+                    message: format!(
+                        "making the thumbnail took longer than the {} s allowed (RENDER_TIMEOUT_SECONDS)",
+                        limit.as_secs_f64()
+                    ),
+                }
+            }
+            err if err.is_transient() => {
+                let dependency = err.dependency().unwrap_or("a dependency");
+                if job.dependency_retries + 1 >= MAX_DEPENDENCY_RETRIES {
+                    warn!(error = %err, attempt, "dependency still unavailable; giving up");
+                    JobError {
+                        reason: "DependencyUnavailable".into(),
+                        message: format!(
+                            "the {dependency} was unavailable for {} attempts in a row; upload the image again later",
+                            job.dependency_retries + 1
+                        ),
+                    }
+                } else {
+                    warn!(error = %err, attempt, "dependency unavailable; the job will be retried");
+                    self.metrics.retries.inc();
+                    // Not counted against the attempt cap. If even this write fails, the
+                    // attempt counts: the cap errs on the side of ending.
+                    if let Err(e) = self.jobs.count_dependency_retry(job.id, attempt).await {
+                        warn!(error = %e, "could not record the dependency retry");
+                    }
+                    return Err(err);
+                }
+            }
+            err => {
+                let (reason, message) = match &err {
+                    CoreError::RenderPanicked(_) => ("RenderPanicked", "the renderer crashed on this image"),
+                    _ => ("InternalError", "an internal error stopped every attempt"),
+                };
+                if !last_attempt {
+                    warn!(error = %err, attempt, "job attempt failed; it will be retried");
+                    self.metrics.retries.inc();
+                    return Err(err);
+                }
+                warn!(error = %err, attempt, "job attempt failed; no attempts left");
+                JobError {
+                    reason: reason.into(),
+                    message: format!("{message} ({attempt} attempts)"),
+                }
+            }
+        })
+    }
+
     async fn produce(&self, job: &JobRecord) -> Result<Vec<JobOutput>> {
+        // One time budget for all the job's renders.
+        let deadline = self.attempts.render_timeout.map(|t| (Instant::now() + t, t));
         let (original, source) = match self.handoff.as_ref().and_then(|h| h.take(job.id)) {
             Some(bytes) => (bytes, "handoff"),
             None => (self.objects.get(&job.source_key).await?, "store"),
@@ -178,7 +316,7 @@ impl Worker {
             .inc();
         let mut outputs = Vec::new();
         for (spec, key) in planned_outputs(job, &self.keys) {
-            let thumbnail = self.render(original.clone(), spec.options).await?;
+            let thumbnail = self.render(original.clone(), spec.options, deadline).await?;
             let sha256 = hex::encode(Sha256::digest(&thumbnail.bytes));
             let bytes = thumbnail.bytes.len() as u64;
             let content_type = thumbnail.format.content_type();
@@ -202,13 +340,20 @@ impl Worker {
     async fn render(
         &self,
         original: Bytes,
-        options: thumbnail_engine::ThumbnailOptions,
+        options: ThumbnailOptions,
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<Thumbnail> {
-        let limits = self.limits;
+        let (limits, render) = (self.limits, self.render);
+        // What is left of the job's budget; an error names the whole budget.
+        let left = deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()));
         let rendered = self
             .cpu
-            .run(move || thumbnail_engine::render(&original, &options, &limits))
-            .await?;
+            .run_for(left, move || render(&original, &options, &limits))
+            .await
+            .map_err(|e| match (e, deadline) {
+                (CoreError::RenderTimeout(_), Some((_, budget))) => CoreError::RenderTimeout(budget),
+                (e, _) => e,
+            })?;
         Ok(rendered?)
     }
 }

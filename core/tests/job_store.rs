@@ -86,7 +86,7 @@ async fn create_and_get_round_trip_every_field(store: TestJobStore) {
 
     // A job without owner, then started and finished: every column round-trips.
     let anonymous = sample_job(None);
-    store.create(&anonymous).await.unwrap();
+    let anonymous_created = store.create(&anonymous).await.unwrap();
     let started = store.start(anonymous.id).await.unwrap().unwrap();
     assert!(micros_precision(started.started_at.unwrap()));
     let outputs = vec![output("default"), output("small")];
@@ -105,7 +105,19 @@ async fn create_and_get_round_trip_every_field(store: TestJobStore) {
     assert_eq!(done.started_at, started.started_at);
     assert!(micros_precision(done.finished_at.unwrap()));
     assert!(done.finished_at.unwrap() >= done.started_at.unwrap());
-    assert!(done.version > started.version && started.version > created.version - 1);
+    // Every write bumps the row's own version: created < started < finished.
+    assert!(
+        started.version > anonymous_created.version,
+        "start did not bump the version: {} -> {}",
+        anonymous_created.version,
+        started.version
+    );
+    assert!(
+        done.version > started.version,
+        "finish did not bump the version: {} -> {}",
+        started.version,
+        done.version
+    );
     assert_eq!(store.get(anonymous.id).await.unwrap(), Some(done));
 
     // Ids are unique.

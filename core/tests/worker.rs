@@ -6,7 +6,7 @@ use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::metrics::JobMetrics;
 use thumbnail_core::testsupport::{TestJobStore, TestObjectStore, sample_job};
-use thumbnail_core::worker::{CpuPool, RunOutcome, Worker};
+use thumbnail_core::worker::{AttemptPolicy, CpuPool, RunOutcome, Worker};
 use thumbnail_engine::Limits;
 
 fn photo() -> Bytes {
@@ -23,6 +23,8 @@ fn worker(jobs: &TestJobStore, objects: &TestObjectStore, handoff: Option<Arc<Or
         limits: Limits::default(),
         cpu: CpuPool::new(1),
         metrics: Arc::new(JobMetrics::new()),
+        attempts: AttemptPolicy::default(),
+        render: thumbnail_engine::render,
     }
 }
 

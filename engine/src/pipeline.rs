@@ -1413,16 +1413,42 @@ mod tests {
 
     #[test]
     fn orientation_maps_corners() {
-        // 2x1 image: left pixel 1, right pixel 2.
+        // A 3x2 image with every pixel distinct, and what each EXIF orientation displays
+        // (EXIF 2.32, 4.6.4 A "Orientation": where the stored 0th row and column end up).
+        //   1 2 3
+        //   4 5 6
         let r = Raster {
+            width: 3,
+            height: 2,
+            channels: 1,
+            data: vec![1, 2, 3, 4, 5, 6],
+        };
+        let cases: [(u8, (usize, usize), [u8; 6]); 8] = [
+            (1, (3, 2), [1, 2, 3, 4, 5, 6]), // as stored
+            (2, (3, 2), [3, 2, 1, 6, 5, 4]), // mirrored left-right
+            (3, (3, 2), [6, 5, 4, 3, 2, 1]), // rotated 180
+            (4, (3, 2), [4, 5, 6, 1, 2, 3]), // mirrored top-bottom
+            (5, (2, 3), [1, 4, 2, 5, 3, 6]), // transposed
+            (6, (2, 3), [4, 1, 5, 2, 6, 3]), // rotated 90 clockwise
+            (7, (2, 3), [6, 3, 5, 2, 4, 1]), // transversed
+            (8, (2, 3), [3, 6, 2, 5, 1, 4]), // rotated 90 counter-clockwise
+        ];
+        for (orientation, (w, h), want) in cases {
+            let o = orient(r.clone(), orientation);
+            assert_eq!((o.width, o.height), (w, h), "orientation {orientation}");
+            assert_eq!(o.data, want, "orientation {orientation}");
+        }
+        // Values outside 1-8 (a broken tag) leave the image as stored.
+        assert_eq!(orient(r.clone(), 0).data, r.data);
+        assert_eq!(orient(r.clone(), 9).data, r.data);
+        // Channels move together.
+        let rgb = Raster {
             width: 2,
             height: 1,
-            channels: 1,
-            data: vec![1, 2],
+            channels: 3,
+            data: vec![1, 2, 3, 4, 5, 6],
         };
-        assert_eq!(orient(r.clone(), 6).data, vec![1, 2]); // rotated CW: 1 on top
-        assert_eq!(orient(r.clone(), 8).data, vec![2, 1]);
-        assert_eq!(orient(r.clone(), 2).data, vec![2, 1]);
-        assert_eq!((orient(r, 5).width, 1), (1, 1));
+        let o = orient(rgb, 6);
+        assert_eq!((o.width, o.height, o.data), (1, 2, vec![1, 2, 3, 4, 5, 6]));
     }
 }

@@ -77,6 +77,23 @@ fn gif(screen: (u16, u16), frame: (u16, u16), frames: usize) -> Vec<u8> {
     out
 }
 
+/// A bomb must be refused by `probe()` itself, from the header, before anything is decoded; and
+/// `render()` must refuse it for the same reason.
+fn refused_by_probe(bytes: &[u8], limits: &Limits) -> &'static str {
+    let by_probe = match probe(bytes, limits) {
+        Err(e) => e,
+        Ok(info) => panic!("probe() let a bomb through: {info:?}"),
+    };
+    let by_render = render(bytes, &ThumbnailOptions::default(), limits).unwrap_err();
+    assert_eq!(
+        by_probe.reason(),
+        by_render.reason(),
+        "probe: {by_probe}; render: {by_render}"
+    );
+    assert!(!by_probe.to_string().is_empty());
+    by_probe.reason()
+}
+
 fn reason(bytes: &[u8], limits: &Limits) -> &'static str {
     let via_probe = probe(bytes, limits).err().map(|e| e.reason());
     let via_render = render(bytes, &ThumbnailOptions::default(), limits).unwrap_err();
@@ -92,14 +109,20 @@ fn bombs_are_refused_from_the_header() {
     let l = Limits::default();
     let b = png_bomb(50_000, 50_000, None);
     assert!(b.len() < 4096);
-    assert_eq!(reason(&b, &l), "TooManyPixels");
-    assert_eq!(reason(&jpeg_bomb(65_535, 65_535), &l), "TooManyPixels");
-    assert_eq!(reason(&gif((65_535, 65_535), (1, 1), 1), &l), "TooManyPixels");
+    assert_eq!(refused_by_probe(&b, &l), "TooManyPixels");
+    assert_eq!(refused_by_probe(&jpeg_bomb(65_535, 65_535), &l), "TooManyPixels");
+    assert_eq!(
+        refused_by_probe(&gif((65_535, 65_535), (1, 1), 1), &l),
+        "TooManyPixels"
+    );
     // A small screen with one huge frame inside.
-    assert_eq!(reason(&gif((10, 10), (65_535, 65_535), 1), &l), "TooManyPixels");
+    assert_eq!(
+        refused_by_probe(&gif((10, 10), (65_535, 65_535), 1), &l),
+        "TooManyPixels"
+    );
     // Thousands of frames.
     let many = gif((10, 10), (1, 1), 5000);
-    assert_eq!(reason(&many, &l), "TooManyFrames");
+    assert_eq!(refused_by_probe(&many, &l), "TooManyFrames");
     match probe(&many, &l).unwrap_err() {
         EngineError::TooManyFrames { frames, max } => assert!(frames > max && max == 1000),
         e => panic!("{e}"),
@@ -110,7 +133,10 @@ fn bombs_are_refused_from_the_header() {
         10,
         Some((b"acTL", [1_000_000u32.to_be_bytes(), 0u32.to_be_bytes()].concat())),
     );
-    assert_eq!(reason(&apng, &l), "TooManyFrames");
+    assert_eq!(refused_by_probe(&apng, &l), "TooManyFrames");
+    // Positive control: the same small images without the bomb pass the probe.
+    assert!(probe(&png_bomb(10, 10, None), &l).is_ok());
+    assert!(probe(&gif((10, 10), (1, 1), 3), &l).is_ok());
 }
 
 #[test]
@@ -213,6 +239,13 @@ impl<W: std::io::Write> WriteTo for image::codecs::png::PngEncoder<W> {
     }
 }
 
+/// The inputs below are 4000x3000: decoding one at full size takes 4000 x 3000 x 3 bytes.
+const FULL_DECODE_BYTES: u64 = 4000 * 3000 * 3;
+/// The memory the engine may use for them: well below a full-size decode, so that a pipeline
+/// that decoded the whole image first could not stay under it.
+const MEMORY_BOUND: u64 = 16 * 1024 * 1024;
+const _: () = assert!(MEMORY_BOUND < FULL_DECODE_BYTES / 2);
+
 /// Run in a child process (re-executing this test binary) so that the peak resident memory
 /// (VmHWM) belongs to one job alone.
 #[test]
@@ -220,7 +253,7 @@ fn memory_bound_holds_in_a_child_process() {
     if let Ok(which) = std::env::var("ENGINE_MEMORY_CHILD") {
         let (_, bytes) = big_inputs().into_iter().find(|(n, _)| *n == which).unwrap();
         let limits = Limits {
-            max_memory_bytes: 48 * 1024 * 1024,
+            max_memory_bytes: MEMORY_BOUND,
             max_input_bytes: 100 * 1024 * 1024,
             ..Limits::default()
         };
@@ -273,8 +306,12 @@ fn memory_bound_holds_in_a_child_process() {
             .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{stdout}"));
-        // Full-size RGB would be 36 MB; the bound given to the engine is 48 MiB.
-        assert!(peak < 48 * 1024, "{which}: peak {peak} KiB over the 48 MiB limit");
+        // Full-size RGB would be 36 MB; the bound given to the engine is 16 MiB.
+        assert!(
+            peak < MEMORY_BOUND / 1024,
+            "{which}: peak {peak} KiB over the {} KiB limit",
+            MEMORY_BOUND / 1024
+        );
         eprintln!("{which}: job peak {peak} KiB");
     }
 }

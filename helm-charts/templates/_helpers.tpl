@@ -116,6 +116,11 @@ helm.sh/chart: {{ include "thumbnail.chart" . }}
     name: {{ include "thumbnail.secretName" . }}
 {{- end }}
 
+{{/* The Secret holding ADMIN_API_KEY (auth.mode api-key). */}}
+{{- define "thumbnail.adminKeySecret" -}}
+{{- default (printf "%s-admin-key" (include "thumbnail.fullname" .)) .Values.auth.adminKey.existingSecret }}
+{{- end }}
+
 {{/* Annotations that restart pods when their configuration changes. */}}
 {{- define "thumbnail.configChecksums" -}}
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}

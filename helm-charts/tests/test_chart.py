@@ -39,21 +39,9 @@ VERSIONS = [OLDEST, NEWEST]
 
 SELECTOR_KEYS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
 
-COMMON_ENV = {
-    "LOG_LEVEL", "LOG_FORMAT", "DATABASE_URL", "S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_REGION",
-    "S3_BUCKET_NAME", "S3_KEY_PREFIX", "S3_CREATE_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS",
-}
-API_ENV = COMMON_ENV | {
-    "HOST", "PORT", "DATA_DIR", "PUBLIC_URL", "URL_EXPIRY_SECONDS", "WORKERS", "SHUTDOWN_GRACE_SECONDS",
-    "JOB_RUNNER", "KUBE_NAMESPACE", "KUBE_TTL_SECONDS_AFTER_FINISHED", "KUBE_ACTIVE_DEADLINE_SECONDS",
-}
-OPERATOR_ENV = COMMON_ENV | {
-    "HOST", "PORT", "WATCH_NAMESPACE", "INLINE_CONCURRENCY", "JOB_PIXEL_THRESHOLD", "RENDER_IMAGE",
-    "RENDER_SERVICE_ACCOUNT", "RENDER_CREDENTIALS_SECRET", "LEADER_ELECTION", "LEASE_NAME", "POD_NAME",
-    "POD_NAMESPACE", "SOURCE_BUCKETS", "SHUTDOWN_GRACE_SECONDS", "RENDER_JOB_TTL_SECONDS",
-    "RENDER_START_TIMEOUT_SECONDS",
-}
+# The environment variables each command of the binaries reads, generated from their clap
+# definitions (testing/env-contract; a cargo test fails when this file is stale).
+BINARY_ENV = json.loads((CHART / "tests" / "binary-env.json").read_text())["commands"]
 
 DEV_VALUES = yaml.safe_load((REPO / "deployment" / "dev-values.yaml").read_text())
 
@@ -87,7 +75,11 @@ SCENARIOS = {
     "all-on": ALL_ON,
     "watch-namespace": {"operator": {"watchNamespace": "images"}},
     "existing-secret": {"secret": {"existingSecret": "thumbnail-credentials"}, "crds": {"install": False},
-                        "rbac": {"aggregateToDefaultRoles": False}},
+                        "rbac": {"aggregateToDefaultRoles": False},
+                        "auth": {"adminKey": {"existingSecret": "thumbnail-admin", "secretKey": "key"}}},
+    "jwt": {"auth": {"mode": "jwt", "metrics": True, "jwt": {"issuer": "https://login.example.com/realms/main",
+                                                           "audience": "thumbnail-api"}},
+            "quotas": {"uploadsPerMinute": 120, "trustedProxyHops": 1}},
 }
 
 _CHART = Chart.load(str(CHART))
@@ -224,6 +216,11 @@ def test_crd_contract():
     {"log": {"format": "xml"}},
     {"api": {"replicaz": 2}},
     {"s3": {"bucketName": 42}},
+    {"auth": {"mode": "basic"}},
+    {"auth": {"mode": "jwt"}},
+    {"auth": {"mode": "jwt", "jwt": {"issuer": "https://login.example.com"}}},
+    {"quotas": {"maxQueuedJobs": -1}},
+    {"quotas": {"uploadsPerSecond": 5}},
 ])
 def test_values_schema_refuses(values):
     with pytest.raises(helm_python.HelmValuesError):
@@ -543,16 +540,37 @@ def env_names(docs, deploy, name):
     return names
 
 
-@pytest.mark.parametrize("name", ["default", "dev-values", "all-on"])
-def test_environment_uses_only_known_variables(name):
+def command_of(c):
+    return " ".join(c["command"] + c.get("args", []))
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_environment_is_what_the_binaries_read(name):
+    """Every variable the chart gives a container is one its command reads (a misspelt or
+    obsolete name would be ignored in silence), and the commands are ones the binaries have."""
     docs = render(SCENARIOS[name])
-    extra = {e["name"] for e in SCENARIOS[name].get("api", {}).get("extraEnv", [])}
-    api = env_names(docs, one(docs, "Deployment", f"{RELEASE}-api"), "api")
-    operator = env_names(docs, one(docs, "Deployment", f"{RELEASE}-operator"), "operator")
-    assert api - extra <= API_ENV, api - API_ENV
-    assert operator <= OPERATOR_ENV, operator - OPERATOR_ENV
+    checked = []
+    for deploy, component in ((f"{RELEASE}-api", "api"), (f"{RELEASE}-operator", "operator")):
+        d = one(docs, "Deployment", deploy)
+        extra = {e["name"] for e in SCENARIOS[name].get(component, {}).get("extraEnv", [])}
+        spec = d["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            command = command_of(c)
+            assert command in BINARY_ENV, f"{deploy}/{c['name']}: no such command {command!r}"
+            unknown = env_names(docs, d, c["name"]) - extra - set(BINARY_ENV[command])
+            assert not unknown, f"{deploy}/{c['name']} ({command}) sets variables it never reads: {unknown}"
+            checked.append(command)
+    assert set(checked) == {"thumbnail-api", "thumbnail-api migrate", "thumbnail-operator"}, checked
     env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", f"{RELEASE}-api"), "api")["env"]}
     assert env["JOB_RUNNER"] == "kubernetes" and env["PORT"] == "8080"
+
+
+def test_default_key_prefix_keeps_the_original_layout():
+    """The original service stored images/original/{id}.{ext}; the binaries add images/ themselves,
+    so the chart's default prefix is empty (a prefix "images" gave images/images/...)."""
+    config = one(render({}), "ConfigMap", RELEASE)["data"]
+    assert config["S3_KEY_PREFIX"] == ""
+    assert one(render({"s3": {"keyPrefix": "tenant-a"}}), "ConfigMap", RELEASE)["data"]["S3_KEY_PREFIX"] == "tenant-a"
 
 
 def test_dev_values_wire_postgres_and_minio():
@@ -560,7 +578,8 @@ def test_dev_values_wire_postgres_and_minio():
     config = one(docs, "ConfigMap", RELEASE)["data"]
     assert config["S3_ENDPOINT_URL"] == f"http://{RELEASE}-minio:9000"
     assert config["S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
-    assert config["S3_CREATE_BUCKET"] == "true"
+    api_env = {e["name"]: e.get("value") for e in container(one(docs, "Deployment", f"{RELEASE}-api"), "api")["env"]}
+    assert api_env["S3_CREATE_BUCKET"] == "true"
     import base64
     secret = {k: base64.b64decode(v).decode() for k, v in one(docs, "Secret", RELEASE)["data"].items()}
     assert secret["DATABASE_URL"] == f"postgres://thumbnail:thumbnail@{RELEASE}-postgresql:5432/thumbnail"
@@ -628,3 +647,63 @@ def test_operator_shutdown_fits_the_grace_period():
     grace = deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert int(env["SHUTDOWN_GRACE_SECONDS"]) == 40
     assert grace >= 40 + 15 / 3 + 2, grace
+
+
+# --- authentication -----------------------------------------------------------------------------------
+
+def api_env(docs):
+    return {e["name"]: e for e in container(one(docs, "Deployment", f"{RELEASE}-api"), "api")["env"]}
+
+
+def test_api_keys_are_the_default_with_a_generated_admin_key():
+    import base64
+    docs = render({})
+    env = api_env(docs)
+    assert env["AUTH_MODE"]["value"] == "api-key"
+    ref = env["ADMIN_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{RELEASE}-admin-key", "key": "ADMIN_API_KEY"}
+    secret = one(docs, "Secret", f"{RELEASE}-admin-key")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    key = base64.b64decode(secret["data"]["ADMIN_API_KEY"]).decode()
+    assert re.fullmatch(r"thn_[A-Za-z0-9]{12}_[A-Za-z0-9]{43}", key), key
+    # A new key every install: nothing literal in the chart.
+    again = base64.b64decode(one(render({}), "Secret", f"{RELEASE}-admin-key")["data"]["ADMIN_API_KEY"]).decode()
+    assert again != key
+    assert key not in (CHART / "values.yaml").read_text()
+    text = notes({})
+    assert f"get secret {RELEASE}-admin-key -o jsonpath='{{.data.ADMIN_API_KEY}}' | base64 -d" in text
+    assert '-H "Authorization: Bearer $KEY" -F image=@photo.jpg' in text
+    assert "/api/v1/keys" in text
+    assert env["UPLOADS_PER_MINUTE"]["value"] == "600"
+    assert env["MAX_STORED_BYTES_PER_OWNER"]["value"] == "10737418240"
+
+
+def test_an_existing_admin_key_secret_is_used_and_none_generated():
+    docs = render(SCENARIOS["existing-secret"])
+    ref = api_env(docs)["ADMIN_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "thumbnail-admin", "key": "key"}
+    assert not [s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("admin-key")]
+    assert "get secret thumbnail-admin -o jsonpath='{.data.key}'" in notes(SCENARIOS["existing-secret"])
+
+
+def test_dev_values_keep_the_original_contract():
+    docs = render(DEV_VALUES)
+    env = api_env(docs)
+    assert env["AUTH_MODE"]["value"] == "none"
+    assert "ADMIN_API_KEY" not in env
+    assert not [s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("admin-key")]
+    text = notes(DEV_VALUES)
+    assert "auth.mode is none" in text
+    assert "curl -s -F image=@photo.jpg" in text
+
+
+def test_jwt_mode_passes_the_issuer_and_needs_no_key():
+    docs = render(SCENARIOS["jwt"])
+    env = {name: e.get("value") for name, e in api_env(docs).items()}
+    assert env["AUTH_MODE"] == "jwt"
+    assert env["JWT_ISSUER"] == "https://login.example.com/realms/main"
+    assert env["JWT_AUDIENCE"] == "thumbnail-api"
+    assert env["JWT_OWNER_CLAIM"] == "sub" and "JWT_JWKS_URL" not in env
+    assert env["METRICS_AUTH"] == "true" and env["TRUSTED_PROXY_HOPS"] == "1"
+    assert "ADMIN_API_KEY" not in env
+    assert "https://login.example.com/realms/main" in notes(SCENARIOS["jwt"])

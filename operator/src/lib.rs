@@ -396,12 +396,14 @@ async fn run_controller(
         .reflect(writer)
         .applied_objects();
     let graceful = graceful.boxed().shared();
-    // `graceful_shutdown_on` wants a `Sync` future: bridge through a oneshot channel.
+    // `graceful_shutdown_on` wants a `Sync` future: bridge through a oneshot channel. From then
+    // on no reconcile claims a new attempt (one waiting for an inline slot included).
     let (tx, rx) = futures::channel::oneshot::channel::<()>();
     {
-        let graceful = graceful.clone();
+        let (graceful, ctx) = (graceful.clone(), ctx.clone());
         tokio::spawn(async move {
             graceful.await;
+            ctx.stop_taking_work();
             let _ = tx.send(());
         });
     }
@@ -444,22 +446,23 @@ async fn run_controller(
         graceful.await;
         tokio::time::sleep(grace).await;
     };
-    let why = tokio::select! {
+    // After a lost Lease a standby may take over within a third of the Lease duration; after the
+    // grace, the pod's termination grace period has 10 s more (the chart). The hand-back's writes
+    // are guarded, so a late one changes nothing it should not.
+    let hand_back = tokio::select! {
         () = run => { info!("controller stopped"); None }
         () = stop_before_sync => { info!("controller stopped before its first sync"); None }
         () = grace_over => {
             warn!(grace_secs = grace.as_secs(), "inline renders still running after the shutdown grace; stopping them");
-            Some("its shutdown grace period ran out")
+            Some(("its shutdown grace period ran out", Duration::from_secs(5)))
         }
         () = now => {
             warn!("stopping in-flight work: this replica no longer leads");
-            Some("it lost the leader lease")
+            ctx.stop_taking_work();
+            Some(("it lost the leader lease", config.lease_duration() / 3))
         }
     };
-    if let Some(why) = why {
-        // Bounded: after a lost Lease a standby may take over within a third of the Lease
-        // duration; the writes are guarded, so a late one changes nothing it should not.
-        let bound = config.lease_duration() / 3;
+    if let Some((why, bound)) = hand_back {
         match tokio::time::timeout(bound, reconcile::hand_back_attempts(&ctx, &cache, why)).await {
             Ok(0) => {}
             Ok(n) => info!(handed_back = n, "unfinished attempts handed back"),

@@ -43,13 +43,13 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thumbnail_core::jobstore::{self, Binding, DynJobStore, JobMirror, Outcome, ResourceRef, RowBinding};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::metrics::{OutcomeLabels, ReasonLabels};
-use thumbnail_core::model::JobStatus;
+use thumbnail_core::model::{JobError, JobStatus};
 use thumbnail_core::objects::{DynObjectStore, S3ObjectStore};
 use thumbnail_core::runner::retry_delay;
 use thumbnail_core::worker::CpuPool;
@@ -62,6 +62,7 @@ use thumbnail_crds::{
 };
 use thumbnail_engine::{Limits, ProbeInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Why a reconcile failed, named after the step.
@@ -191,6 +192,13 @@ pub struct Context {
     /// Slots of the inline executor: an attempt is claimed only once it holds one, so that
     /// waiting reconciles hold neither a claimed attempt nor a source image in memory.
     inline_slots: Arc<Semaphore>,
+    /// Cancelled when the replica stops taking work (SIGTERM, a lost Lease): reconciles then
+    /// claim no new attempt, also those still waiting for an inline slot.
+    stopping: CancellationToken,
+    /// Inline attempts this process claimed and has not finished: what it hands back when it
+    /// stops them. An entry is removed when its render returns, which a stopped (dropped)
+    /// reconcile never does; the cache alone may not show a claim made just before the stop.
+    in_flight: Mutex<HashSet<(String, String)>>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Consecutive failed reconciles per object, for the error policy's backoff.
@@ -214,11 +222,18 @@ impl Context {
             sources,
             cpu: CpuPool::new(slots),
             inline_slots: Arc::new(Semaphore::new(slots)),
+            stopping: CancellationToken::new(),
+            in_flight: Mutex::new(HashSet::new()),
             settings,
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Claim no new attempts from now on (running ones go on).
+    pub fn stop_taking_work(&self) {
+        self.stopping.cancel();
     }
 
     fn object_key(tj: &ThumbnailJob) -> String {
@@ -528,23 +543,13 @@ async fn start(
         return Ok(Action::requeue(wait));
     }
 
-    // Read and probe the start of the source (bounded, whatever the object's size).
-    let sources = ctx
-        .sources
-        .get(tj.spec.source.bucket.as_deref())
-        .await
-        .map_err(Error::ReadSource)?;
-    let limits = ctx.settings.limits;
-    let key = &tj.spec.source.key;
-    let probed = async {
-        let head = render::read_head(sources.as_ref(), key, &limits).await?;
-        let probe = render::probe_source(sources.as_ref(), key, &head, &limits).await?;
-        Ok::<_, RenderError>((head.total_size, probe))
-    };
-    let (source_bytes, probe) = match probed.await {
+    let Probed {
+        store: sources,
+        size: source_bytes,
+        probe,
+    } = match probe(ctx, &tj).await? {
         Ok(probed) => probed,
-        Err(RenderError::BadInput(e)) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
-        Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
+        Err(e) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
     };
     let new_job = plan::new_job(&tj, v.id, &probe, source_bytes, ctx.objects.bucket());
     if let Binding::BoundElsewhere(other) = bind_row(ctx, &tj, &new_job).await? {
@@ -557,13 +562,12 @@ async fn start(
     let executor = plan::choose_executor(tj.spec.execution, &probe, &ctx.settings.policy);
     match executor {
         Executor::Inline => {
-            // Wait for a slot before claiming anything or reading the whole source.
-            let slot = ctx
-                .inline_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the inline slots are never closed");
+            // Wait for a slot before claiming anything or reading the whole source; a replica
+            // that is stopping claims nothing new (the next leader will).
+            let slot = tokio::select! {
+                slot = ctx.inline_slots.clone().acquire_owned() => slot.expect("the inline slots are never closed"),
+                _ = ctx.stopping.cancelled() => return Ok(Action::requeue(Duration::from_secs(1))),
+            };
             // The resource may have changed while this reconcile waited.
             let Some(fresh) = api.get_opt(&v.name).await.map_err(Error::ReadResource)? else {
                 return Ok(Action::await_change());
@@ -571,13 +575,19 @@ async fn start(
             if fresh.resource_version() != tj.resource_version() {
                 return Ok(Action::requeue(Duration::ZERO));
             }
+            let (key, limits) = (&tj.spec.source.key, ctx.settings.limits);
             let source = match render::read_source(sources.as_ref(), key, &limits).await {
                 Ok(bytes) => bytes,
                 Err(RenderError::BadInput(e)) => return fail(api, ctx, &tj, &e.reason, &e.message).await,
                 Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
             };
             let claimed = claim(api, ctx, &tj, &v, status, Executor::Inline).await?;
-            run_inline(api, ctx, &claimed, &v, &render_plan, source, slot).await
+            let key = (v.namespace.clone(), v.name.clone());
+            ctx.in_flight.lock().expect("in-flight lock").insert(key.clone());
+            let outcome = run_inline(api, ctx, &claimed, &v, &render_plan, source, slot).await;
+            // Not reached when the reconcile is dropped mid-render (the replica stopped it).
+            ctx.in_flight.lock().expect("in-flight lock").remove(&key);
+            outcome
         }
         Executor::Job => {
             if tj.spec.execution == Execution::Inline {
@@ -588,10 +598,43 @@ async fn start(
                 ctx.event(&tj, EventType::Normal, plan::REASON_INLINE_TOO_LARGE, note)
                     .await;
             }
+            if ctx.stopping.is_cancelled() {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
             let claimed = claim(api, ctx, &tj, &v, status, Executor::Job).await?;
             create_render_job(ctx, &claimed, &render_plan, &probe, source_bytes).await?;
             Ok(Action::requeue(job_recheck(ctx, &claimed, Timestamp::now())))
         }
+    }
+}
+
+/// A source read and probed.
+struct Probed {
+    store: DynObjectStore,
+    /// The object's size.
+    size: u64,
+    probe: ProbeInfo,
+}
+
+/// Step 2: read the first bytes of the source and probe its header (memory bounded whatever the
+/// object is). `Ok(Err(reason))`: bad input, which can never be rendered.
+async fn probe(ctx: &Context, tj: &ThumbnailJob) -> Result<Result<Probed, JobError>, Error> {
+    let store = ctx
+        .sources
+        .get(tj.spec.source.bucket.as_deref())
+        .await
+        .map_err(Error::ReadSource)?;
+    let limits = ctx.settings.limits;
+    let key = &tj.spec.source.key;
+    let probed = async {
+        let head = render::read_head(store.as_ref(), key, &limits).await?;
+        let probe = render::probe_source(store.as_ref(), key, &head, &limits).await?;
+        Ok::<_, RenderError>((head.total_size, probe))
+    };
+    match probed.await {
+        Ok((size, probe)) => Ok(Ok(Probed { store, size, probe })),
+        Err(RenderError::BadInput(e)) => Ok(Err(e)),
+        Err(RenderError::Dependency(e)) => Err(Error::ReadSource(e)),
     }
 }
 
@@ -950,24 +993,13 @@ async fn watch_job(
     let Some(job) = job.filter(|job| plan::job_belongs_to(job, tj)) else {
         // Claimed, but the Job is missing (the operator stopped before creating it, or someone
         // deleted it): create it.
-        let sources = ctx
-            .sources
-            .get(tj.spec.source.bucket.as_deref())
-            .await
-            .map_err(Error::ReadSource)?;
-        let limits = ctx.settings.limits;
-        let key = &tj.spec.source.key;
-        let probed = async {
-            let head = render::read_head(sources.as_ref(), key, &limits).await?;
-            let probe = render::probe_source(sources.as_ref(), key, &head, &limits).await?;
-            Ok::<_, RenderError>((head.total_size, probe))
-        };
-        let (source_bytes, probe) = match probed.await {
+        let Probed {
+            size: source_bytes,
+            probe,
+            ..
+        } = match probe(ctx, tj).await? {
             Ok(probed) => probed,
-            Err(RenderError::BadInput(e)) => {
-                return fail_attempt(api, ctx, v, attempt, any, &e.reason, &e.message).await;
-            }
-            Err(RenderError::Dependency(e)) => return Err(Error::ReadSource(e)),
+            Err(e) => return fail_attempt(api, ctx, v, attempt, any, &e.reason, &e.message).await,
         };
         let render_plan = plan::plan(tj, v.id, probe.format, &ctx.settings.keys);
         create_render_job(ctx, tj, &render_plan, &probe, source_bytes).await?;
@@ -1142,8 +1174,9 @@ async fn cleanup(tj: &ThumbnailJob, ctx: &Context) -> Result<Action, Error> {
 /// the attempt not counted), when it stops before they finished: after its SIGTERM grace, or when
 /// it lost the leader Lease and stopped them. The next leader starts them again as the same
 /// attempt. Each write is guarded by the resourceVersion and the claimant, so an attempt another
-/// replica already took over is left alone. Candidates come from the controller's cache; the
-/// number handed back is returned.
+/// replica already took over is left alone. Candidates are the attempts this process was still
+/// rendering and those the controller's cache shows as its own; the number handed back is
+/// returned.
 pub async fn hand_back_attempts(ctx: &Context, cache: &Store<ThumbnailJob>, why: &str) -> usize {
     let me = ctx.settings.identity.as_str();
     let mine = |tj: &ThumbnailJob| {
@@ -1153,11 +1186,17 @@ pub async fn hand_back_attempts(ctx: &Context, cache: &Store<ThumbnailJob>, why:
                 && s.claimed_by.as_deref() == Some(me)
         })
     };
+    let mut candidates: HashSet<(String, String)> = ctx.in_flight.lock().expect("in-flight lock").clone();
+    candidates.extend(
+        cache
+            .state()
+            .into_iter()
+            .filter(|tj| mine(tj))
+            .map(|tj| (tj.namespace().unwrap_or_default(), tj.name_any())),
+    );
     let mut handed = 0;
-    for cached in cache.state().into_iter().filter(|tj| mine(tj)) {
-        let api: Api<ThumbnailJob> =
-            Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
-        let name = cached.name_any();
+    for (namespace, name) in candidates {
+        let api: Api<ThumbnailJob> = Api::namespaced(ctx.client.clone(), &namespace);
         let fresh = match api.get_opt(&name).await {
             Ok(Some(tj)) if mine(&tj) => tj,
             Ok(_) => continue,

@@ -112,7 +112,7 @@ async fn killed_and_restarted_operators_finish_every_job_exactly_once() {
         .put("images/original/photo.png", &fixture("photo.png"))
         .await;
     let log = world.record_phases();
-    let names = slow_jobs(&world, "job", 8).await;
+    let names = slow_jobs(&world, "job", 12).await;
 
     let first = world.operator_with(|c| c.inline_concurrency = 1).await;
     eventually("a job to finish and the next to be mid-render", WAIT, || async {
@@ -136,11 +136,10 @@ async fn killed_and_restarted_operators_finish_every_job_exactly_once() {
         })
         .await;
     }
-    let before = count_phase(&world, &names, Phase::Succeeded).await;
-    eventually("progress after the restart", WAIT, || async {
-        (count_phase(&world, &names, Phase::Succeeded).await > before
-            && !running(&world, &names).await.is_empty())
-        .then_some(())
+    eventually("a render under way after the restart", WAIT, || async {
+        let left = names.len() - count_phase(&world, &names, Phase::Succeeded).await;
+        assert!(left > 0, "every job finished before the SIGTERM could catch one");
+        (!running(&world, &names).await.is_empty()).then_some(())
     })
     .await;
     // SIGTERM with a render in flight: it finishes before the operator stops.
@@ -231,7 +230,8 @@ fn elect(id: &'static str) -> impl FnOnce(&mut OperatorConfig) {
         c.pod_name = id.into();
         c.lease_name = "thumbnail-operator".into();
         c.inline_concurrency = 1;
-        c.lease_duration_seconds = 3.0;
+        // A stepping-down leader has a third of this to hand its attempts back.
+        c.lease_duration_seconds = 6.0;
         c.lease_renew_seconds = 0.25;
     }
 }
@@ -308,8 +308,8 @@ async fn two_replicas_with_leader_election_process_each_job_once() {
     .await;
     let takeover = stepping_down.elapsed();
     // Released on shutdown: the standby takes it at its next try (every 0.25 s), not after the
-    // 3 s Lease duration (the drain of the one running render comes first).
-    assert!(takeover < Duration::from_secs(3), "takeover took {takeover:?}");
+    // 6 s Lease duration (the drain of the one running render comes first).
+    assert!(takeover < Duration::from_secs(5), "takeover took {takeover:?}");
     for name in &names {
         let tj = world.finished(name, WAIT).await;
         assert_eq!(tj.phase(), Phase::Succeeded, "{name}");
@@ -348,7 +348,7 @@ async fn a_leader_whose_renewals_hang_steps_down_and_every_job_runs_once() {
         .put("images/original/photo.png", &fixture("photo.png"))
         .await;
     let log = world.record_phases();
-    let names = slow_jobs(&world, "hang", 10).await;
+    let mut names = slow_jobs(&world, "hang", 3).await;
     let faults = kube_fault_proxy::FaultProxy::start(&world.cluster.url, &world.cluster.ca_pem).await;
     let via_proxy = world
         .cluster
@@ -362,19 +362,32 @@ async fn a_leader_whose_renewals_hang_steps_down_and_every_job_runs_once() {
     .await;
     let b = world.operator_with(elect("replica-b")).await;
     let sampler = LeaderSampler::start(vec![a.metrics.clone(), b.metrics.clone()]);
-    eventually("a render under way after some are done", WAIT, || async {
-        (count_phase(&world, &names, Phase::Succeeded).await >= 1
-            && !running(&world, &names).await.is_empty())
-        .then_some(())
+    eventually("replica-a to finish the first jobs", WAIT, || async {
+        (count_phase(&world, &names, Phase::Succeeded).await == names.len()).then_some(())
     })
     .await;
-    // The Lease's renewal (an update) hangs from now on.
+    // The Lease's renewal (an update) hangs from now on, and replica-a gets a render that takes
+    // longer than what is left of its renew deadline (two thirds of 6 s; this render takes 8 s
+    // or more here): it is mid-render when it steps down.
     faults.hang("PUT", "/leases/");
+    let mut long = slow_spec();
+    long.outputs = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| OutputSpec {
+            name: name.into(),
+            width: 4096,
+            height: 4096,
+            ..long.outputs[0].clone()
+        })
+        .collect();
+    world.create_tj("hang-long", long).await;
+    names.push("hang-long".into());
     assert_eq!(
         a.stopped().await,
         Stopped::LeaseLost,
         "replica-a steps down by itself"
     );
+    names.extend(slow_jobs(&world, "hang-after", 3).await);
     eventually("replica-b to lead", WAIT, || async {
         (b.metrics.leader.get() == 1).then_some(())
     })
@@ -388,13 +401,16 @@ async fn a_leader_whose_renewals_hang_steps_down_and_every_job_runs_once() {
     }
     assert_eq!(sampler.most(), 1, "never two leaders");
     // The render replica-a had under way was handed back, not counted as interrupted.
-    let mut handed = 0;
-    for name in &names {
-        handed += world.event_count(name, "HandedBack").await;
-    }
-    assert!(
-        handed >= 1,
-        "replica-a stopped with a render in flight and handed it back"
+    let events: Vec<_> = world
+        .events_for("hang-long")
+        .await
+        .into_iter()
+        .map(|e| (e.reason, e.note, e.series.map(|s| s.count)))
+        .collect();
+    assert_eq!(
+        world.event_count("hang-long", "HandedBack").await,
+        1,
+        "replica-a stopped the long render and handed it back: {events:?}"
     );
     assert_all_succeeded_once(&world, &log, &names).await;
     b.shutdown().await;

@@ -14,7 +14,8 @@
 # - `make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"` with Debian's golang-go (1.19),
 #   rsync and jq, with GOPATH and GO111MODULE unset (the Makefile sets up its own GOPATH).
 #
-# Sourced by scripts/test.sh and scripts/kube-control-plane.sh; every function is prefixed `kcp_`.
+# Sourced by scripts/test.sh and scripts/kube-control-plane.sh, after scripts/lib/services.sh (its
+# apt, port and process helpers); every function here is prefixed `kcp_`.
 # A step that cannot be done fails loudly (kcp_die): the tests that need the control plane are
 # never skipped in silence.
 
@@ -28,19 +29,6 @@ kcp_log() { printf '==> [kube] %s\n' "$*" >&2; }
 kcp_die() { printf 'ERROR: [kube] %s\n' "$*" >&2; exit 1; }
 kcp_now() { date +%s; }
 
-kcp_is_root() { [[ "$(id -u)" == 0 ]]; }
-
-kcp_apt_updated=""
-kcp_apt() {
-    kcp_is_root || kcp_die "installing '$*' needs root: apt-get install $*"
-    if [[ -z "$kcp_apt_updated" ]]; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || kcp_die "apt-get update failed"
-        kcp_apt_updated=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2 \
-        || kcp_die "apt-get install $* failed"
-}
-
 # Debian packages the recipe needs, installed when missing.
 kcp_ensure_packages() {
     local missing=() pkg
@@ -49,7 +37,7 @@ kcp_ensure_packages() {
     done
     if ((${#missing[@]} > 0)); then
         kcp_log "installing ${missing[*]}"
-        kcp_apt "${missing[@]}"
+        svc_apt_install "${missing[@]}"
     fi
 }
 
@@ -58,7 +46,7 @@ kcp_ensure_deb_src() {
     if grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
         return 0
     fi
-    kcp_is_root || kcp_die "apt-get source needs a deb-src entry for bookworm; add one as root"
+    svc_is_root || kcp_die "apt-get source needs a deb-src entry for bookworm; add one as root"
     kcp_log "adding a deb-src entry for bookworm"
     cat >/etc/apt/sources.list.d/thumbnailer-bookworm-src.sources <<'EOF'
 Types: deb-src
@@ -67,7 +55,8 @@ Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-    kcp_apt_updated=""
+    # The next install or source download updates the lists first.
+    svc_apt_updated=""
 }
 
 kcp_have_binaries() {
@@ -80,9 +69,9 @@ kcp_prepare() {
     kcp_ensure_packages
     kcp_have_binaries && return 0
     kcp_ensure_deb_src
-    if [[ -z "$kcp_apt_updated" ]] && kcp_is_root; then
+    if [[ -z "$svc_apt_updated" ]] && svc_is_root; then
         DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || kcp_die "apt-get update failed"
-        kcp_apt_updated=1
+        svc_apt_updated=1
     fi
     local work="$KCP_DIR/build"
     rm -rf "$work"

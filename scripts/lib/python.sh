@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE=1
 py_ensure_chart_packages() {
     local missing=() pair module package
     for pair in helm_python:helm-python-sdk kubernetes_validate:kubernetes-validate pytest:pytest \
-        yaml:pyyaml jsonschema:jsonschema cel:common-expression-language; do
+        yaml:pyyaml jsonschema:jsonschema cel:common-expression-language boto3:boto3; do
         module=${pair%%:*}
         package=${pair#*:}
         "$PY" -c "import $module" 2>/dev/null || missing+=("$package")

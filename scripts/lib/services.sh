@@ -70,6 +70,16 @@ svc_ensure_postgres() {
     fi
 }
 
+# The project's cargo target directory (CARGO_TARGET_DIR or target/ of the workspace).
+svc_target_dir() {
+    local root target
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+        sed -nE 's/.*"target_directory":"([^"]*)".*/\1/p')
+    [[ -n "$target" ]] || svc_die "cargo metadata did not name the target directory"
+    printf '%s' "$target"
+}
+
 # The S3 server: the workspace's `s3-test-server` (testing/s3-server: the s3s-fs crate's S3
 # implementation behind a listener with TCP_NODELAY), built with cargo into the project's target
 # directory. SVC_S3S_BUILD_ARGS: what to build (default `-p s3-test-server`; scripts/test.sh builds
@@ -83,9 +93,7 @@ svc_ensure_s3s() {
     local root target t0 log
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
     command -v cargo >/dev/null 2>&1 || svc_die "cargo is needed to build the S3 test server"
-    target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
-        sed -nE 's/.*"target_directory":"([^"]*)".*/\1/p')
-    [[ -n "$target" ]] || svc_die "cargo metadata did not name the target directory"
+    target=$(svc_target_dir)
     t0=$(svc_now)
     log="$(mktemp)"
     local args

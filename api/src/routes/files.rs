@@ -1,7 +1,8 @@
 //! Signed, expiring download links of the embedded default: `/files/{key}?expires=&signature=`.
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Path, Query};
 use crate::state::SharedState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -40,7 +41,8 @@ fn content_type_of(key: &str) -> &'static str {
     get, path = "/files/{key}", tag = "files",
     params(("key" = String, Path, description = "Object key"), LinkParams),
     responses(
-        (status = 200, description = "The object's bytes", content_type = "application/octet-stream"),
+        (status = 200, description = "The object's bytes, with its type (from its extension)",
+         content(("image/jpeg"), ("image/png"), ("image/webp"), ("image/gif"), ("application/octet-stream"))),
         (status = 403, description = "Missing, tampered or expired signature", body = ErrorBody),
         (status = 404, description = "No such object", body = ErrorBody),
     )

@@ -14,11 +14,21 @@ use tracing::instrument;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `/health` and `/ready`, which never need credentials.
 pub fn router() -> axum::Router<SharedState> {
     axum::Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+}
+
+/// `/metrics` (behind admin credentials with METRICS_AUTH).
+pub fn metrics_router(auth: crate::auth::SharedAuth) -> axum::Router<SharedState> {
+    axum::Router::new()
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::require_admin,
+        ))
 }
 
 /// Liveness: answers as long as the process serves requests; touches no dependency, so that a
@@ -31,11 +41,26 @@ pub async fn health() -> Json<Health> {
     })
 }
 
-async fn check<F: std::future::Future<Output = thumbnail_core::Result<()>>>(f: F) -> Result<(), String> {
+/// A dependency's check: `ok`, or what clients may be told (`unavailable`, `timeout`); the
+/// dependency's own error text goes to the log only.
+async fn check<F: std::future::Future<Output = thumbnail_core::Result<()>>>(
+    name: &str,
+    f: F,
+) -> Result<(), &'static str> {
     match tokio::time::timeout(CHECK_TIMEOUT, f).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+        Ok(Err(e)) => {
+            tracing::warn!(dependency = name, error = %e, "readiness check failed");
+            Err("unavailable")
+        }
+        Err(_) => {
+            tracing::warn!(
+                dependency = name,
+                timeout_s = CHECK_TIMEOUT.as_secs(),
+                "readiness check timed out"
+            );
+            Err("timeout")
+        }
     }
 }
 
@@ -43,11 +68,14 @@ async fn check<F: std::future::Future<Output = thumbnail_core::Result<()>>>(f: F
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "Every dependency answers", body = Readiness),
-        (status = 503, description = "A dependency is down; `detail` names it", body = Readiness),
+        (status = 503, description = "A dependency is down; `detail` names it (its error is in the log)", body = Readiness),
     ))]
 #[instrument(skip(state))]
 pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
-    let (db, objects) = tokio::join!(check(state.jobs.ping()), check(state.objects.ping()));
+    let (db, objects) = tokio::join!(
+        check("database", state.jobs.ping()),
+        check("object store", state.objects.ping())
+    );
     let mut checks = BTreeMap::new();
     let mut down = Vec::new();
     for (name, label, result) in [
@@ -63,8 +91,8 @@ pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
                 checks.insert(name.to_owned(), "ok".to_owned());
             }
             Err(e) => {
-                checks.insert(name.to_owned(), e.clone());
-                down.push(format!("{label} unavailable: {e}"));
+                checks.insert(name.to_owned(), e.to_owned());
+                down.push(format!("{label} {e}"));
             }
         }
     }
@@ -90,9 +118,11 @@ pub async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus metrics (OpenMetrics text format). With METRICS_AUTH, admin credentials are
+/// needed.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus metrics", body = String,
+               content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     // Jobs by status come from the store at scrape time; a store outage leaves the last values.
     if let Ok(Ok(counts)) = tokio::time::timeout(CHECK_TIMEOUT, state.jobs.count_by_status()).await {

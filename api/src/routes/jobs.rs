@@ -1,14 +1,18 @@
 //! Job queries: one job, the list (newest first, cursor-paged), and the thumbnail's download link.
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Path, Query};
+use crate::limits::{ClientAddr, RateKey};
 use crate::state::SharedState;
 use crate::views::{JobView, ThumbnailUrl};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
 use std::time::Duration;
+use thumbnail_core::apikeys::{Scope, validate_owner};
 use thumbnail_core::model::{DEFAULT_OUTPUT, JobRecord, JobStatus, ListCursor, ListQuery};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -31,36 +35,72 @@ fn parse_job_id(raw: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("job '{raw}' not found")))
 }
 
-async fn load(state: &SharedState, raw: &str) -> ApiResult<JobRecord> {
+/// The job, if it exists and the caller may see it: another owner's job answers exactly like
+/// one that does not exist.
+async fn load(state: &SharedState, principal: &Principal, raw: &str) -> ApiResult<JobRecord> {
     let id = parse_job_id(raw)?;
     state
         .jobs
         .get(id)
         .await?
+        .filter(|job| principal.may_see(job.owner.as_deref()))
         .ok_or_else(|| ApiError::NotFound(format!("job '{id}' not found")))
+}
+
+/// A number as JSON (and so the OpenAPI document) writes one: `-?(0|[1-9][0-9]*)(.[0-9]+)?`
+/// with an optional exponent; no `+`, spaces, `inf` or `NaN`. Pure.
+fn is_json_number(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    let int_start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && b[int_start] == b'0') {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 /// The longest `wait` a request may ask for, in seconds.
 pub const MAX_WAIT_SECONDS: f64 = 60.0;
-/// While waiting, how often the store is re-read anyway: on SQLite jobs finished by another
-/// process are not announced to this one, and on PostgreSQL a notification can be lost while the
-/// relay reconnects (`thumbnail_core::jobstore::relay_finished_jobs`).
-const WAIT_RECHECK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GetJobParams {
     /// Long-poll: if the job is not finished yet, answer as soon as it is, or after this many
-    /// seconds (0 to 60, fractions allowed) with its state then. Without it, answer at once.
+    /// seconds (0 to 60, fractions allowed) with its state then. Without it, answer at once. A
+    /// caller with 32 long-polls in progress is answered at once.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 60)]
     pub wait: Option<String>,
 }
 
 impl GetJobParams {
     fn wait(&self) -> ApiResult<Option<Duration>> {
         match self.wait.as_deref() {
-            None | Some("") => Ok(None),
-            Some(raw) => match raw.parse::<f64>() {
-                Ok(s) if (0.0..=MAX_WAIT_SECONDS).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+            None => Ok(None),
+            Some(raw) => match raw.parse::<f64>().ok().filter(|_| is_json_number(raw)) {
+                Some(s) if (0.0..=MAX_WAIT_SECONDS).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
                 _ => Err(ApiError::Invalid(format!(
                     "wait: must be a number of seconds between 0 and {MAX_WAIT_SECONDS}, got '{raw}'"
                 ))),
@@ -76,25 +116,39 @@ impl GetJobParams {
     params(("job_id" = String, Path, description = "The id returned by the upload"), GetJobParams),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 404, description = "No such job (or another owner's)", body = ErrorBody),
         (status = 422, description = "Invalid `wait`", body = ErrorBody),
         (status = 503, description = "The job store is unavailable", body = ErrorBody),
     )
 )]
-#[instrument(skip(state))]
+#[instrument(skip(state, principal, client))]
 pub async fn get_job(
     State(state): State<SharedState>,
+    principal: Principal,
+    client: ClientAddr,
     Path(job_id): Path<String>,
     Query(params): Query<GetJobParams>,
 ) -> ApiResult<Json<JobView>> {
-    let wait = params.wait()?;
+    principal.require(Scope::Read)?;
+    // A caller already holding MAX_WAITS_PER_CALLER long-polls gets the job as it is.
+    let caller = match principal.owner.as_deref() {
+        Some(owner) => RateKey::Owner(owner),
+        None => RateKey::Client(client.0),
+    };
+    let slot = params
+        .wait()?
+        .and_then(|wait| Some((wait, state.waiters.enter(caller)?)));
+    let wait = slot.as_ref().map(|(wait, _)| *wait);
     // Subscribed before the first read, so a finish right after it is not missed.
     let mut finished = wait.map(|_| state.job_events.subscribe());
-    let mut job = load(&state, &job_id).await?;
+    let mut job = load(&state, &principal, &job_id).await?;
     if let (Some(wait), Some(finished)) = (wait, finished.as_mut()) {
         let deadline = Instant::now() + wait;
         while !job.status.is_finished() && Instant::now() < deadline {
-            let recheck = (Instant::now() + WAIT_RECHECK).min(deadline);
+            // Re-read now and then anyway (`AppState::long_poll_recheck`): on SQLite jobs finished
+            // by another process are not announced to this one, and on PostgreSQL a notification
+            // can be lost while the relay reconnects (`thumbnail_core::jobstore::relay_finished_jobs`).
+            let recheck = (Instant::now() + state.long_poll_recheck).min(deadline);
             // Until this job is announced (or the channel lagged), or it is time to re-read.
             let _ = tokio::time::timeout_at(recheck, async {
                 loop {
@@ -106,7 +160,7 @@ pub async fn get_job(
                 }
             })
             .await;
-            job = load(&state, &job_id).await?;
+            job = load(&state, &principal, &job_id).await?;
         }
     }
     Ok(Json(JobView::new(&job, state.objects.endpoint_url())))
@@ -116,21 +170,29 @@ pub async fn get_job(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// Only jobs in this status.
+    #[param(value_type = Option<crate::views::Status>)]
     pub status: Option<String>,
-    /// Only jobs of this owner.
+    /// Only jobs of this owner. With authentication, non-admins may only name themselves.
+    #[param(pattern = "^[!-~]{1,253}$")]
     pub owner: Option<String>,
     /// Opaque cursor from the previous page's `Link: <…>; rel="next"` header.
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     pub cursor: Option<String>,
 }
 
 impl ListParams {
     fn query(&self) -> ApiResult<ListQuery> {
         let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIST_LIMIT,
-            Some(raw) => match raw.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            None => DEFAULT_LIST_LIMIT,
+            Some(raw) => match raw
+                .parse::<u32>()
+                .ok()
+                .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()))
+            {
+                Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
                 _ => {
                     return Err(ApiError::Invalid(format!(
                         "limit: must be an integer between 1 and {MAX_LIST_LIMIT}, got '{raw}'"
@@ -139,45 +201,60 @@ impl ListParams {
             },
         };
         let status = match self.status.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(raw) => Some(
-                raw.parse::<JobStatus>()
-                    .map_err(|e| ApiError::Invalid(format!("status: {e}")))?,
+                JobStatus::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == raw)
+                    .ok_or_else(|| {
+                        ApiError::Invalid(format!(
+                            "status: '{raw}' is not one of PENDING, STARTED, SUCCESS, FAILURE"
+                        ))
+                    })?,
             ),
         };
         let after = match self.cursor.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(raw) => Some(ListCursor::decode(raw).ok_or_else(|| {
                 ApiError::Invalid(format!("cursor: '{raw}' is not a cursor this API issued"))
             })?),
         };
+        let owner = self.owner.clone();
+        if let Some(owner) = &owner {
+            validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
+        }
         Ok(ListQuery {
             limit,
             status,
-            owner: self.owner.clone().filter(|o| !o.is_empty()),
+            owner,
             after,
         })
     }
 }
 
-/// All jobs, newest first, as a plain JSON array. When more exist, the `Link` header gives the
-/// next page's URL (`rel="next"`).
+/// Jobs, newest first, as a plain JSON array: the caller's own (admins and, without
+/// authentication, everyone: all jobs). When more exist, the `Link` header gives the next page's
+/// URL (`rel="next"`).
 #[utoipa::path(
     get, path = "/api/v1/jobs/", tag = "jobs",
     params(ListParams),
     responses(
         (status = 200, description = "A page of jobs, newest first", body = Vec<JobView>,
          headers(("Link" = String, description = "`<url>; rel=\"next\"` when there are more jobs"))),
+        (status = 403, description = "`owner` names someone else and the caller is not an admin", body = ErrorBody),
         (status = 422, description = "A parameter is invalid", body = ErrorBody),
         (status = 503, description = "The job store is unavailable", body = ErrorBody),
     )
 )]
-#[instrument(skip(state))]
+#[instrument(skip(state, principal))]
 pub async fn list_jobs(
     State(state): State<SharedState>,
+    principal: Principal,
     Query(params): Query<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let query = params.query()?;
+    principal.require(Scope::Read)?;
+    let mut query = params.query()?;
+    query.owner = principal.owner_for_list(query.owner)?;
     // One extra row tells whether a next page exists.
     let mut page = state
         .jobs
@@ -213,6 +290,7 @@ pub async fn list_jobs(
 #[into_params(parameter_in = Query)]
 pub struct ThumbnailParams {
     /// Which output (for jobs with several); default the first.
+    #[param(max_length = 63)]
     pub output: Option<String>,
 }
 
@@ -223,16 +301,19 @@ pub struct ThumbnailParams {
     responses(
         (status = 200, description = "A download link", body = ThumbnailUrl),
         (status = 400, description = "The job is not finished (or failed); `detail` gives its status", body = ErrorBody),
-        (status = 404, description = "No such job or output", body = ErrorBody),
+        (status = 404, description = "No such job (or another owner's) or output", body = ErrorBody),
+        (status = 503, description = "The job store or the object store is unavailable", body = ErrorBody),
     )
 )]
-#[instrument(skip(state))]
+#[instrument(skip(state, principal))]
 pub async fn get_thumbnail(
     State(state): State<SharedState>,
+    principal: Principal,
     Path(job_id): Path<String>,
     Query(params): Query<ThumbnailParams>,
 ) -> ApiResult<Json<ThumbnailUrl>> {
-    let job = load(&state, &job_id).await?;
+    principal.require(Scope::Read)?;
+    let job = load(&state, &principal, &job_id).await?;
     match job.status {
         JobStatus::Success => {}
         JobStatus::Failure => {
@@ -276,4 +357,21 @@ pub async fn get_thumbnail(
         expires_at,
         output: output.name.clone(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_read_as_json_writes_them() {
+        for good in ["0", "5", "60", "0.5", "7.4e-119", "1E2", "-0", "12.25e+1"] {
+            assert!(is_json_number(good), "{good}");
+        }
+        for bad in [
+            "", "-", ".5", "5.", "+5", " 5", "05", "inf", "NaN", "1e", "0x10", "1_000",
+        ] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
+    }
 }

@@ -1,18 +1,23 @@
 //! The upload: validate everything that can be validated before anything is stored, then store
 //! the original, record the job and hand it on. A failure at any step undoes the earlier ones.
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::Query;
+use crate::limits::{ClientAddr, RateKey};
 use crate::metrics::BufferLabels;
+use crate::pacing::{Pace, pace_uploads, too_slow};
 use crate::state::SharedState;
 use crate::views::JobAccepted;
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::collections::HashMap;
+use thumbnail_core::apikeys::{Scope, validate_owner};
 use thumbnail_core::model::{NewJob, OutputSpec};
 use thumbnail_engine::{EngineError, Fit, Limits, OutputFormat, ProbeInfo, ThumbnailOptions};
 use tokio::io::AsyncWriteExt;
@@ -22,16 +27,22 @@ use uuid::Uuid;
 
 /// Bytes of a spooled upload kept in memory for the header probe; the rest is only on disk.
 const HEAD_BYTES: usize = 256 * 1024;
-/// Longest accepted text form field (options are short).
-const MAX_TEXT_FIELD: usize = 1024;
+/// Longest accepted text form field (options are short); longer ones are refused while they
+/// stream in, after this many bytes.
+pub const MAX_TEXT_FIELD: usize = 1024;
+/// Most form fields in one upload, the file included: each known field once.
+pub const MAX_FIELDS: usize = FIELDS.len();
+/// What a request may carry besides the file: the other fields and the multipart framing.
+pub const FORM_OVERHEAD_BYTES: u64 = 256 * 1024;
 
-pub fn router() -> axum::Router<SharedState> {
+pub fn router(pace: Pace) -> axum::Router<SharedState> {
     axum::Router::new()
         .route("/api/v1/thumbnails/", post(create_thumbnail))
         .route("/api/v1/thumbnails", post(create_thumbnail))
         // The size cap is enforced while streaming (413 with a `detail`), not by axum's default
-        // 2 MB body limit.
+        // 2 MB body limit; the body must keep arriving.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(pace, pace_uploads))
 }
 
 /// Thumbnail options, as query parameters or form fields (a form field wins).
@@ -39,79 +50,141 @@ pub fn router() -> axum::Router<SharedState> {
 #[into_params(parameter_in = Query)]
 pub struct OptionParams {
     /// Box width in pixels, 1–4096 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 4096)]
     pub width: Option<String>,
     /// Box height in pixels, 1–4096 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 4096)]
     pub height: Option<String>,
     /// cover (default: fill the box, centre-crop), contain (fit inside) or fill (stretch).
+    #[param(value_type = Option<FitName>)]
     pub fit: Option<String>,
     /// jpeg, png or webp (default: the input's format; GIF becomes PNG).
+    #[param(value_type = Option<FormatName>)]
     pub format: Option<String>,
     /// Encoder quality 1–100 (default 80).
+    #[param(value_type = Option<u8>, minimum = 1, maximum = 100)]
     pub quality: Option<String>,
     /// Allow enlarging images smaller than the box: true or false (default false).
+    #[param(value_type = Option<bool>)]
     pub upscale: Option<String>,
-    /// Free-form owner recorded with the job; the list can be filtered by it.
+    /// The job's owner. Without authentication (AUTH_MODE=none) free-form; with it, the caller
+    /// is the owner and only admins may name someone else. 1-253 printable ASCII characters.
+    #[param(pattern = "^[!-~]{1,253}$")]
     pub owner: Option<String>,
 }
 
-/// The multipart form. Only `image` is required.
-#[derive(ToSchema)]
+/// How the image fills the box.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[allow(dead_code)]
-pub struct UploadForm {
-    /// The image file (JPEG, PNG, WebP or GIF; detected from the bytes).
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
-    image: String,
-    width: Option<u32>,
-    height: Option<u32>,
-    fit: Option<String>,
-    format: Option<String>,
-    quality: Option<u8>,
-    upscale: Option<bool>,
-    owner: Option<String>,
+pub enum FitName {
+    Cover,
+    Contain,
+    Fill,
 }
 
-/// Parse the options, naming the field in every error. Pure.
+/// An output format.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum FormatName {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+/// The multipart form. Only `image` is required; the options may also be query parameters (a
+/// form field wins). Text fields are at most 1 KiB; other fields, or one sent twice, are refused.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The image file (JPEG, PNG, WebP or GIF; detected from the bytes, never from the name or
+    /// the part's Content-Type), at most MAX_UPLOAD_BYTES.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    image: String,
+    // Optional but never null: a form field is sent or it is not.
+    #[schema(minimum = 1, maximum = 4096, required = false)]
+    width: u32,
+    #[schema(minimum = 1, maximum = 4096, required = false)]
+    height: u32,
+    #[schema(required = false)]
+    fit: FitName,
+    #[schema(required = false)]
+    format: FormatName,
+    #[schema(minimum = 1, maximum = 100, required = false)]
+    quality: u8,
+    #[schema(required = false)]
+    upscale: bool,
+    #[schema(pattern = "^[!-~]{1,253}$", required = false)]
+    owner: String,
+}
+
+/// The form fields a request may send (a file in `image`, text in the others).
+pub const FIELDS: [&str; 8] = [
+    "image", "width", "height", "fit", "format", "quality", "upscale", "owner",
+];
+
+/// An integer field in `range`: only an optional `-` and digits, as the OpenAPI document
+/// declares (no spaces, no `+`). Pure.
+fn integer(
+    fields: &HashMap<String, String>,
+    name: &'static str,
+    range: std::ops::RangeInclusive<i64>,
+) -> ApiResult<Option<i64>> {
+    let Some(raw) = fields.get(name) else {
+        return Ok(None);
+    };
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::Invalid(format!(
+            "{name}: must be an integer, got '{raw}'"
+        )));
+    }
+    match raw.parse::<i64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(ApiError::Invalid(format!(
+            "{name}: must be between {} and {}, got {raw}",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
+/// Parse the options, naming the field in every error. Values are taken exactly as the OpenAPI
+/// document declares them (`contain`, not `Contain`; `true`, not `yes`). Pure.
 pub fn parse_options(fields: &HashMap<String, String>) -> ApiResult<ThumbnailOptions> {
-    fn number<T: std::str::FromStr>(
-        fields: &HashMap<String, String>,
-        name: &'static str,
-    ) -> ApiResult<Option<T>> {
-        match fields.get(name).map(|s| s.trim()) {
-            None | Some("") => Ok(None),
-            Some(raw) => raw
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| ApiError::Invalid(format!("{name}: must be an integer, got '{raw}'"))),
-        }
-    }
+    // The engine's MAX_DIMENSION.
+    let side = 1..=4096;
     let mut options = ThumbnailOptions::default();
-    if let Some(w) = number::<u32>(fields, "width")? {
-        options.width = w;
+    if let Some(w) = integer(fields, "width", side.clone())? {
+        options.width = w as u32;
     }
-    if let Some(h) = number::<u32>(fields, "height")? {
-        options.height = h;
+    if let Some(h) = integer(fields, "height", side)? {
+        options.height = h as u32;
     }
-    if let Some(q) = number::<i64>(fields, "quality")? {
-        options.quality = u8::try_from(q)
-            .ok()
-            .filter(|q| (1..=100).contains(q))
-            .ok_or_else(|| ApiError::Invalid(format!("quality: must be between 1 and 100, got {q}")))?;
+    if let Some(q) = integer(fields, "quality", 1..=100)? {
+        options.quality = q as u8;
     }
-    if let Some(raw) = fields.get("fit").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    if let Some(raw) = fields.get("fit") {
         options.fit = raw
             .parse::<Fit>()
-            .map_err(|e| ApiError::Invalid(format!("fit: {e}")))?;
+            .ok()
+            .filter(|fit| fit.as_str() == raw)
+            .ok_or_else(|| ApiError::Invalid(format!("fit: '{raw}' is not one of cover, contain, fill")))?;
     }
-    if let Some(raw) = fields.get("format").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    if let Some(raw) = fields.get("format") {
         options.format = Some(
             raw.parse::<OutputFormat>()
-                .map_err(|e| ApiError::Invalid(format!("format: {e}")))?,
+                .ok()
+                .filter(|format| format.as_str() == raw)
+                .ok_or_else(|| ApiError::Invalid(format!("format: '{raw}' is not one of jpeg, png, webp")))?,
         );
     }
-    if let Some(raw) = fields.get("upscale").map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        options.upscale = match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
+    if let Some(raw) = fields.get("upscale") {
+        options.upscale = match raw.as_str() {
+            "true" => true,
+            "false" => false,
             _ => {
                 return Err(ApiError::Invalid(format!(
                     "upscale: must be true or false, got '{raw}'"
@@ -197,6 +270,9 @@ async fn receive(
 }
 
 fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+    if let Some(slow) = too_slow(&err) {
+        return ApiError::Timeout(slow.to_string());
+    }
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::PayloadTooLarge(format!("request body too large: {}", err.body_text()));
     }
@@ -233,30 +309,34 @@ async fn probe_upload(upload: &Upload, limits: &Limits) -> ApiResult<ProbeInfo> 
     }
 }
 
-/// Upload an image and start making its thumbnail.
-///
-/// The format is detected from the bytes (JPEG, PNG, WebP, GIF). The answer is 202 with the job
-/// id and a `Location` header pointing at the job.
-#[utoipa::path(
-    post, path = "/api/v1/thumbnails/", tag = "thumbnails",
-    params(OptionParams),
-    request_body(content = UploadForm, content_type = "multipart/form-data"),
-    responses(
-        (status = 202, description = "Accepted; poll the job", body = JobAccepted,
-         headers(("Location" = String, description = "URL of the job"))),
-        (status = 413, description = "The file is larger than MAX_UPLOAD_BYTES", body = ErrorBody),
-        (status = 415, description = "Not a JPEG, PNG, WebP or GIF; `detail` names what it is", body = ErrorBody),
-        (status = 422, description = "Missing, empty or duplicated `image`, an invalid option, too many pixels, or a corrupt header", body = ErrorBody),
-        (status = 503, description = "The database or the object store is unavailable; nothing was stored", body = ErrorBody),
-    )
-)]
-#[instrument(skip_all, fields(job_id))]
-pub async fn create_thumbnail(
-    State(state): State<SharedState>,
-    Query(query): Query<OptionParams>,
-    headers: HeaderMap,
+/// A text field, read while it streams and refused once it is longer than [`MAX_TEXT_FIELD`]
+/// (its remaining bytes are never read).
+async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if text.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(ApiError::Invalid(format!(
+                "{name}: value too long (at most {MAX_TEXT_FIELD} bytes)"
+            )));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text).map_err(|_| ApiError::Invalid(format!("{name}: not UTF-8 text")))
+}
+
+/// The form's text fields (query parameters first; a form field wins) and its file.
+struct Form {
+    fields: HashMap<String, String>,
+    upload: Upload,
+}
+
+/// Step "receive": read the multipart body, capping every field while it streams.
+async fn receive_form(
+    state: &SharedState,
+    query: &OptionParams,
+    headers: &HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> ApiResult<Response> {
+) -> ApiResult<Form> {
     // Small sized requests are read into memory: the bytes go to the object store from memory
     // and on to an in-process worker, which then need not read them back. Bigger (or unsized)
     // uploads stream through a spool file, so memory does not grow with upload size.
@@ -284,8 +364,21 @@ pub async fn create_thumbnail(
             fields.insert(name.to_owned(), v.clone());
         }
     }
+    // Each query parameter must be valid, also when a form field takes its place.
+    parse_options(&fields)?;
+    if let Some(owner) = &query.owner {
+        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
+    }
     let mut upload: Option<Upload> = None;
+    let mut form_fields: Vec<String> = Vec::new();
+    let mut count = 0;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        count += 1;
+        if count > MAX_FIELDS {
+            return Err(ApiError::Invalid(format!(
+                "the form has more than {MAX_FIELDS} fields"
+            )));
+        }
         let name = field.name().unwrap_or_default().to_owned();
         if name == "image" {
             if upload.is_some() {
@@ -293,13 +386,26 @@ pub async fn create_thumbnail(
                     "image: the field was sent more than once; send one file".into(),
                 ));
             }
-            upload = Some(receive(&state, field, state.limits.max_input_bytes, in_memory).await?);
+            upload = Some(receive(state, field, state.limits.max_input_bytes, in_memory).await?);
+        } else if field.file_name().is_some() {
+            return Err(ApiError::Invalid(format!(
+                "{name:?}: this field holds a file, but the image must be sent in the field 'image' \
+                 (e.g. curl -F image=@photo.jpg)"
+            )));
+        } else if !FIELDS.contains(&name.as_str()) {
+            return Err(ApiError::Invalid(format!(
+                "{name:?}: unknown field; the form's fields are {}",
+                FIELDS.join(", ")
+            )));
         } else {
-            let text = field.bytes().await.map_err(multipart_error)?;
-            if text.len() > MAX_TEXT_FIELD {
-                return Err(ApiError::Invalid(format!("{name}: value too long")));
+            let text = read_text(field, &name).await?;
+            if form_fields.contains(&name) {
+                return Err(ApiError::Invalid(format!(
+                    "{name}: the field was sent more than once"
+                )));
             }
-            fields.insert(name.clone(), String::from_utf8_lossy(&text).into_owned());
+            form_fields.push(name.clone());
+            fields.insert(name, text);
         }
     }
     let upload = upload.ok_or_else(|| {
@@ -308,13 +414,81 @@ pub async fn create_thumbnail(
     if upload.size() == 0 {
         return Err(ApiError::Invalid("image: the file is empty".into()));
     }
+    Ok(Form { fields, upload })
+}
+
+/// Step "limit": the caller's upload rate, and a quota refusal of the last second.
+fn limit(state: &SharedState, principal: &Principal, client: ClientAddr) -> ApiResult<HeaderMap> {
+    let key = match principal.owner.as_deref() {
+        Some(owner) => RateKey::Owner(owner),
+        None => RateKey::Client(client.0),
+    };
+    let headers = state.rate.check(key)?;
+    if let Some(refusal) = state.quotas.recent_refusal(principal.owner.as_deref()) {
+        return Err(with_headers(refusal.into(), &headers));
+    }
+    Ok(headers)
+}
+
+fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
+    if let ApiError::Limited(hit) = &mut err {
+        hit.headers.extend(extra.clone());
+    }
+    err
+}
+
+/// Upload an image and start making its thumbnail.
+///
+/// The format is detected from the bytes (JPEG, PNG, WebP, GIF). The answer is 202 with the job
+/// id and a `Location` header pointing at the job.
+#[utoipa::path(
+    post, path = "/api/v1/thumbnails/", tag = "thumbnails",
+    params(OptionParams),
+    request_body(content(
+        (UploadForm = "multipart/form-data",
+         encoding(("image" = (content_type = "image/jpeg, image/png, image/webp, image/gif"))))
+    )),
+    responses(
+        (status = 202, description = "Accepted; poll the job", body = JobAccepted,
+         headers(("Location" = String, description = "URL of the job"),
+                 ("RateLimit" = String, description = "The caller's remaining uploads: `\"uploads\";r=REMAINING;t=SECONDS`"),
+                 ("RateLimit-Policy" = String, description = "`\"uploads\";q=UPLOADS_PER_MINUTE;w=60`"))),
+        (status = 403, description = "`owner` names someone else and the caller is not an admin", body = ErrorBody),
+        (status = 408, description = "The upload arrived too slowly (UPLOAD_TIMEOUT_SECONDS, UPLOAD_MIN_BYTES_PER_SECOND)", body = ErrorBody),
+        (status = 413, description = "The file is larger than MAX_UPLOAD_BYTES", body = ErrorBody),
+        (status = 415, description = "Not a JPEG, PNG, WebP or GIF; `detail` names what it is", body = ErrorBody),
+        (status = 422, description = "Missing, empty or duplicated `image`, a file in another field, an unknown or repeated field, an invalid option, a field over 1 KiB, too many pixels, or a corrupt header", body = ErrorBody),
+        (status = 429, description = "The upload rate (UPLOADS_PER_MINUTE), unfinished jobs (MAX_UNFINISHED_JOBS_PER_OWNER) or bytes stored (MAX_STORED_BYTES_PER_OWNER) of the owner is at its limit; `detail` says which", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds to wait"),
+                 ("RateLimit" = String, description = "Remaining uploads"),
+                 ("RateLimit-Policy" = String, description = "The upload rate policy"))),
+        (status = 503, description = "The service's queue is full (MAX_QUEUED_JOBS), or the database or the object store is unavailable; nothing was stored", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[instrument(skip_all, fields(job_id))]
+pub async fn create_thumbnail(
+    State(state): State<SharedState>,
+    principal: Principal,
+    client: ClientAddr,
+    Query(query): Query<OptionParams>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    principal.require(Scope::Submit)?;
+    let rate_headers = limit(&state, &principal, client)?;
+    let Form { fields, upload } = receive_form(&state, &query, &headers, multipart).await?;
+
+    // Validate.
     let options = parse_options(&fields)?;
-    let owner = fields
-        .get("owner")
-        .map(|o| o.trim().to_owned())
-        .filter(|o| !o.is_empty());
+    let requested_owner = fields.get("owner").cloned();
+    if let Some(owner) = &requested_owner {
+        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
+    }
+    let owner = principal.owner_for_new_job(requested_owner)?;
     let probe = probe_upload(&upload, &state.limits).await?;
 
+    // Store the original, then admit the job under the quotas.
     let id = Uuid::new_v4();
     tracing::Span::current().record("job_id", tracing::field::display(id));
     let key = state.keys.original(id, probe.format.extension());
@@ -339,13 +513,21 @@ pub async fn create_thumbnail(
         source_bytes: upload.size(),
         outputs: vec![OutputSpec::default_output(options)],
     };
-    let job = match state.jobs.create(&new_job).await {
-        Ok(job) => job,
+    let job = match state.jobs.admit(&new_job, &state.quotas.caps).await {
+        Ok(Ok(job)) => job,
+        Ok(Err(refusal)) => {
+            undo(&state, id, &key, false).await;
+            state.quotas.remember(new_job.owner.as_deref(), refusal);
+            info!(%refusal, "upload refused by a quota");
+            return Err(with_headers(refusal.into(), &rate_headers));
+        }
         Err(err) => {
             undo(&state, id, &key, false).await;
             return Err(err.into());
         }
     };
+
+    // Launch.
     let original = match &upload {
         Upload::Memory(bytes) => Some(bytes.clone()),
         Upload::Spooled { .. } => None,
@@ -377,6 +559,7 @@ pub async fn create_thumbnail(
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
+    response.headers_mut().extend(rate_headers);
     Ok(response)
 }
 

@@ -4,7 +4,7 @@
 //! On PostgreSQL, jobs other processes finish (the operator, another replica) arrive too, relayed
 //! from `pg_notify` by `relay_finished_jobs`. Waiters still re-read the store now and then, for
 //! notifications lost while that connection was down.
-use super::{Binding, DynJobStore, JobStore, Outcome, ResourceRef, RowBinding};
+use super::{Binding, Caps, DynJobStore, JobStore, Outcome, OwnerUsage, Refusal, ResourceRef, RowBinding};
 use crate::Result;
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob};
 use async_trait::async_trait;
@@ -28,6 +28,11 @@ impl JobEvents {
     /// Subscribe before reading the job, so a finish between the read and the wait is not missed.
     pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
         self.finished.subscribe()
+    }
+
+    /// How many subscribers are listening now (requests waiting in a long-poll, relays).
+    pub fn waiters(&self) -> usize {
+        self.finished.receiver_count()
     }
 
     /// Tell the waiters that job `id` finished (also used for finishes other processes report).
@@ -59,6 +64,18 @@ impl NotifyingJobStore {
 impl JobStore for NotifyingJobStore {
     async fn create(&self, job: &NewJob) -> Result<JobRecord> {
         self.inner.create(job).await
+    }
+
+    async fn admit(&self, job: &NewJob, caps: &Caps) -> Result<Result<JobRecord, Refusal>> {
+        self.inner.admit(job, caps).await
+    }
+
+    async fn usage(&self, owner: &str) -> Result<OwnerUsage> {
+        self.inner.usage(owner).await
+    }
+
+    async fn count_dependency_retry(&self, id: Uuid, attempt: u32) -> Result<bool> {
+        self.inner.count_dependency_retry(id, attempt).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {

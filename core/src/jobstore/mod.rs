@@ -12,12 +12,15 @@ use uuid::Uuid;
 mod events;
 mod mirror;
 mod postgres;
+mod quota;
 mod sqlite;
 
 pub use events::{JobEvents, NotifyingJobStore};
 pub use mirror::{JobMirror, Mirrored, mirror};
 pub use postgres::{FINISHED_CHANNEL, PostgresJobStore, relay_finished_jobs};
+pub use quota::{Caps, OwnerUsage, Refusal};
 pub use sqlite::SqliteJobStore;
+pub(crate) use sqlite::open_pool as open_sqlite_pool;
 
 /// The ThumbnailJob a job row belongs to (Kubernetes mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +64,34 @@ pub enum Outcome {
     Failure(JobError),
 }
 
+impl Outcome {
+    /// Bytes of the thumbnails stored (counted in the owner's usage).
+    pub fn output_bytes(&self) -> u64 {
+        match self {
+            Outcome::Success(outputs) => outputs.iter().map(|o| o.bytes).sum(),
+            Outcome::Failure(_) => 0,
+        }
+    }
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// Insert a new job in `PENDING`.
     async fn create(&self, job: &NewJob) -> Result<JobRecord>;
+
+    /// Insert a new job in `PENDING` unless that exceeds one of `caps` (see [`Caps::check`]).
+    /// The owner caps are exact across processes: the owner's usage is read and the job inserted
+    /// while holding the owner's lock (SQLite's write lock; PostgreSQL's row lock on the owner's
+    /// usage). The global cap is read without a lock: concurrent uploads may pass it by as many
+    /// as are in flight.
+    async fn admit(&self, job: &NewJob, caps: &Caps) -> Result<Result<JobRecord, Refusal>>;
+
+    /// What `owner` uses now: unfinished jobs and bytes stored.
+    async fn usage(&self, owner: &str) -> Result<OwnerUsage>;
+
+    /// Record that attempt `attempt` ended because a dependency was unavailable, so that it does
+    /// not count against the embedded runner's attempt cap. Returns whether it was recorded.
+    async fn count_dependency_retry(&self, id: Uuid, attempt: u32) -> Result<bool>;
 
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>>;
 

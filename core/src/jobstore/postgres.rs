@@ -1,13 +1,13 @@
 //! The production job store: PostgreSQL, migrations embedded and applied at start-up.
 use super::JobEvents;
-use super::{JobStore, Outcome, migrate_error, status_from_db};
+use super::{Caps, JobStore, Outcome, OwnerUsage, Refusal, migrate_error, status_from_db};
 use crate::model::{JobError, JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::runner::retry_delay;
 use crate::{CoreError, Result};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{Executor, PgPool, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,7 @@ pub async fn relay_finished_jobs(url: String, events: JobEvents, stop: Cancellat
 
 const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
     source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
-    version, created_at, started_at, finished_at";
+    dependency_retries, version, created_at, started_at, finished_at";
 
 impl PostgresJobStore {
     /// Connect and apply migrations. Fails fast when the server is unreachable; callers that
@@ -142,6 +142,7 @@ fn row_to_record(row: &PgRow) -> Result<JobRecord> {
             message: error_message.unwrap_or_default(),
         }),
         attempts: row.try_get::<i32, _>("attempts")? as u32,
+        dependency_retries: row.try_get::<i32, _>("dependency_retries")? as u32,
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
@@ -171,6 +172,45 @@ fn list_query<'a>(prefix: &str, query: &'a ListQuery) -> QueryBuilder<'a, Postgr
     qb
 }
 
+/// Insert a new job in `PENDING` through `executor` (the pool or a transaction).
+async fn insert_job<'c>(executor: impl Executor<'c, Database = Postgres>, job: &NewJob) -> Result<JobRecord> {
+    let sql = format!(
+        "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
+         source_height, source_bytes, outputs_requested, created_at) \
+         VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(job.id)
+        .bind(&job.owner)
+        .bind(&job.source_bucket)
+        .bind(&job.source_key)
+        .bind(job.source_format.as_str())
+        .bind(job.source_width as i32)
+        .bind(job.source_height as i32)
+        .bind(job.source_bytes as i64)
+        .bind(Json(&job.outputs))
+        .bind(now())
+        .fetch_one(executor)
+        .await?;
+    row_to_record(&row)
+}
+
+/// Unfinished jobs of everyone, counted up to `cap` (answered from `jobs_by_status_created`; the
+/// count only needs to reach the cap).
+const COUNT_UNFINISHED: &str =
+    "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status IN ('PENDING', 'STARTED') LIMIT $1) AS q";
+
+fn cap_param(cap: u64) -> i64 {
+    cap.min(i64::MAX as u64) as i64
+}
+
+fn usage_of(row: &PgRow) -> Result<OwnerUsage> {
+    Ok(OwnerUsage {
+        unfinished_jobs: row.try_get::<i64, _>("unfinished_jobs")?.max(0) as u64,
+        stored_bytes: row.try_get::<i64, _>("stored_bytes")?.max(0) as u64,
+    })
+}
+
 impl PostgresJobStore {
     /// The resource columns of a row; `None` when there is no row.
     async fn binding_columns(&self, id: Uuid) -> Result<Option<super::BindingColumns>> {
@@ -192,25 +232,69 @@ impl PostgresJobStore {
 #[async_trait]
 impl JobStore for PostgresJobStore {
     async fn create(&self, job: &NewJob) -> Result<JobRecord> {
-        let sql = format!(
-            "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-             source_height, source_bytes, outputs_requested, created_at) \
-             VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(job.id)
-            .bind(&job.owner)
-            .bind(&job.source_bucket)
-            .bind(&job.source_key)
-            .bind(job.source_format.as_str())
-            .bind(job.source_width as i32)
-            .bind(job.source_height as i32)
-            .bind(job.source_bytes as i64)
-            .bind(Json(&job.outputs))
-            .bind(now())
-            .fetch_one(&self.pool)
+        insert_job(&self.pool, job).await
+    }
+
+    async fn admit(&self, job: &NewJob, caps: &Caps) -> Result<Result<JobRecord, Refusal>> {
+        // LIMIT 0 when uncapped: the count is then not used.
+        let queued_cap = cap_param(caps.max_queued_jobs);
+        let Some(owner) = job.owner.as_deref().filter(|_| caps.has_owner_caps()) else {
+            let queued = if caps.max_queued_jobs > 0 {
+                let n: i64 = sqlx::query_scalar(COUNT_UNFINISHED)
+                    .bind(queued_cap)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Some(n as u64)
+            } else {
+                None
+            };
+            if let Err(refusal) = caps.check(queued, None, job.source_bytes) {
+                return Ok(Err(refusal));
+            }
+            return insert_job(&self.pool, job).await.map(Ok);
+        };
+        let mut tx = self.pool.begin().await?;
+        // The upsert locks the owner's usage row until the transaction ends: another replica
+        // admitting a job of the same owner waits here, then reads the count including ours.
+        let row = sqlx::query(&format!(
+            "WITH queued AS ({COUNT_UNFINISHED}) \
+             INSERT INTO owner_usage AS u (owner) VALUES ($2) \
+             ON CONFLICT (owner) DO UPDATE SET owner = EXCLUDED.owner \
+             RETURNING u.unfinished_jobs, u.stored_bytes, (SELECT * FROM queued) AS queued"
+        ))
+        .bind(queued_cap)
+        .bind(owner)
+        .fetch_one(&mut *tx)
+        .await?;
+        let usage = usage_of(&row)?;
+        let queued = (caps.max_queued_jobs > 0).then(|| row.try_get::<i64, _>("queued").map(|n| n as u64));
+        if let Err(refusal) = caps.check(queued.transpose()?, Some(usage), job.source_bytes) {
+            tx.rollback().await?;
+            return Ok(Err(refusal));
+        }
+        let record = insert_job(&mut *tx, job).await?;
+        tx.commit().await?;
+        Ok(Ok(record))
+    }
+
+    async fn usage(&self, owner: &str) -> Result<OwnerUsage> {
+        let row = sqlx::query("SELECT unfinished_jobs, stored_bytes FROM owner_usage WHERE owner = $1")
+            .bind(owner)
+            .fetch_optional(&self.pool)
             .await?;
-        row_to_record(&row)
+        row.as_ref().map(usage_of).unwrap_or(Ok(OwnerUsage::default()))
+    }
+
+    async fn count_dependency_retry(&self, id: Uuid, attempt: u32) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET dependency_retries = dependency_retries + 1, version = version + 1 \
+             WHERE id = $1 AND attempts = $2 AND status IN ('PENDING', 'STARTED')",
+        )
+        .bind(id)
+        .bind(attempt as i32)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -249,7 +333,7 @@ impl JobStore for PostgresJobStore {
         let landed = sqlx::query(
             "WITH finished AS (\
                UPDATE jobs SET status = $1, outputs = $2, error_reason = $3, error_message = $4, \
-               finished_at = $5, version = version + 1 \
+               finished_at = $5, output_bytes = $9, version = version + 1 \
                WHERE id = $6 AND attempts = $7 AND status IN ('PENDING', 'STARTED') RETURNING id) \
              SELECT pg_notify($8, id::text) FROM finished",
         )
@@ -261,6 +345,7 @@ impl JobStore for PostgresJobStore {
         .bind(id)
         .bind(attempt as i32)
         .bind(FINISHED_CHANNEL)
+        .bind(outcome.output_bytes() as i64)
         .fetch_all(&self.pool)
         .await?;
         Ok(landed.len() == 1)

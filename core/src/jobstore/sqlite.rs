@@ -1,5 +1,5 @@
 //! The embedded default's job store: one SQLite file in the data directory, WAL mode.
-use super::{JobStore, Outcome, migrate_error, status_from_db};
+use super::{Caps, JobStore, Outcome, OwnerUsage, Refusal, migrate_error, status_from_db};
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Executor, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
@@ -20,20 +20,25 @@ pub struct SqliteJobStore {
 
 const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
     source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
-    version, created_at, started_at, finished_at";
+    dependency_retries, version, created_at, started_at, finished_at";
+
+/// A pool on the SQLite file `url` (WAL mode), for the job store and the key store.
+pub(crate) async fn open_pool(url: &str, max_connections: u32) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| CoreError::Config(format!("DATABASE_URL: {e}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    Ok(SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await?)
+}
 
 impl SqliteJobStore {
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| CoreError::Config(format!("DATABASE_URL: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = open_pool(url, 4).await?;
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(SqliteJobStore { pool })
     }
@@ -80,11 +85,61 @@ fn row_to_record(row: &SqliteRow) -> Result<JobRecord> {
             _ => None,
         },
         attempts: row.try_get::<i64, _>("attempts")? as u32,
+        dependency_retries: row.try_get::<i64, _>("dependency_retries")? as u32,
         version: row.try_get("version")?,
         created_at: from_micros(Some(row.try_get("created_at")?))
             .ok_or_else(|| corrupt("created_at", "out of range"))?,
         started_at: from_micros(row.try_get("started_at")?),
         finished_at: from_micros(row.try_get("finished_at")?),
+    })
+}
+
+/// Insert a new job in `PENDING` through `executor` (the pool or a transaction).
+async fn insert_job<'c>(executor: impl Executor<'c, Database = Sqlite>, job: &NewJob) -> Result<JobRecord> {
+    let requested = serde_json::to_string(&job.outputs).map_err(|e| CoreError::Internal(e.to_string()))?;
+    let sql = format!(
+        "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
+         source_height, source_bytes, outputs_requested, created_at) \
+         VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(job.id.to_string())
+        .bind(&job.owner)
+        .bind(&job.source_bucket)
+        .bind(&job.source_key)
+        .bind(job.source_format.as_str())
+        .bind(i64::from(job.source_width))
+        .bind(i64::from(job.source_height))
+        .bind(job.source_bytes as i64)
+        .bind(requested)
+        .bind(micros(now()))
+        .fetch_one(executor)
+        .await?;
+    row_to_record(&row)
+}
+
+/// Unfinished jobs of everyone, counted up to `cap` (the count only needs to reach the cap).
+async fn count_unfinished<'c>(executor: impl Executor<'c, Database = Sqlite>, cap: u64) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status IN ('PENDING', 'STARTED') LIMIT ?)",
+    )
+    .bind(cap.min(i64::MAX as u64) as i64)
+    .fetch_one(executor)
+    .await?;
+    Ok(n as u64)
+}
+
+async fn owner_usage<'c>(executor: impl Executor<'c, Database = Sqlite>, owner: &str) -> Result<OwnerUsage> {
+    let row = sqlx::query("SELECT unfinished_jobs, stored_bytes FROM owner_usage WHERE owner = ?")
+        .bind(owner)
+        .fetch_optional(executor)
+        .await?;
+    Ok(match row {
+        Some(row) => OwnerUsage {
+            unfinished_jobs: row.try_get::<i64, _>("unfinished_jobs")?.max(0) as u64,
+            stored_bytes: row.try_get::<i64, _>("stored_bytes")?.max(0) as u64,
+        },
+        None => OwnerUsage::default(),
     })
 }
 
@@ -109,27 +164,52 @@ impl SqliteJobStore {
 #[async_trait]
 impl JobStore for SqliteJobStore {
     async fn create(&self, job: &NewJob) -> Result<JobRecord> {
-        let requested =
-            serde_json::to_string(&job.outputs).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let sql = format!(
-            "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-             source_height, source_bytes, outputs_requested, created_at) \
-             VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(job.id.to_string())
-            .bind(&job.owner)
-            .bind(&job.source_bucket)
-            .bind(&job.source_key)
-            .bind(job.source_format.as_str())
-            .bind(i64::from(job.source_width))
-            .bind(i64::from(job.source_height))
-            .bind(job.source_bytes as i64)
-            .bind(requested)
-            .bind(micros(now()))
-            .fetch_one(&self.pool)
-            .await?;
-        row_to_record(&row)
+        insert_job(&self.pool, job).await
+    }
+
+    async fn admit(&self, job: &NewJob, caps: &Caps) -> Result<Result<JobRecord, Refusal>> {
+        let queued_cap = (caps.max_queued_jobs > 0).then_some(caps.max_queued_jobs);
+        let Some(owner) = job.owner.as_deref().filter(|_| caps.has_owner_caps()) else {
+            let queued = match queued_cap {
+                Some(cap) => Some(count_unfinished(&self.pool, cap).await?),
+                None => None,
+            };
+            if let Err(refusal) = caps.check(queued, None, job.source_bytes) {
+                return Ok(Err(refusal));
+            }
+            return insert_job(&self.pool, job).await.map(Ok);
+        };
+        // The write lock first, so that no other writer (another process on this file) can
+        // admit a job of this owner between the read and the insert.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let queued = match queued_cap {
+            Some(cap) => Some(count_unfinished(&mut *tx, cap).await?),
+            None => None,
+        };
+        let usage = owner_usage(&mut *tx, owner).await?;
+        if let Err(refusal) = caps.check(queued, Some(usage), job.source_bytes) {
+            tx.rollback().await?;
+            return Ok(Err(refusal));
+        }
+        let record = insert_job(&mut *tx, job).await?;
+        tx.commit().await?;
+        Ok(Ok(record))
+    }
+
+    async fn usage(&self, owner: &str) -> Result<OwnerUsage> {
+        owner_usage(&self.pool, owner).await
+    }
+
+    async fn count_dependency_retry(&self, id: Uuid, attempt: u32) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET dependency_retries = dependency_retries + 1, version = version + 1 \
+             WHERE id = ? AND attempts = ? AND status IN ('PENDING', 'STARTED')",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -196,12 +276,13 @@ impl JobStore for SqliteJobStore {
             ),
         };
         let done = sqlx::query(
-            "UPDATE jobs SET status = ?, outputs = ?, error_reason = ?, error_message = ?, \
-             finished_at = ?, version = version + 1 \
+            "UPDATE jobs SET status = ?, outputs = ?, output_bytes = ?, error_reason = ?, \
+             error_message = ?, finished_at = ?, version = version + 1 \
              WHERE id = ? AND attempts = ? AND status IN ('PENDING', 'STARTED')",
         )
         .bind(status.as_str())
         .bind(outputs)
+        .bind(outcome.output_bytes() as i64)
         .bind(reason)
         .bind(message)
         .bind(micros(now()))

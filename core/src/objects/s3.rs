@@ -8,11 +8,12 @@ use super::ObjectStore;
 use crate::{CoreError, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     SharedCredentialsProvider, SharedHttpClient,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -188,12 +189,38 @@ fn client_for(
     Client::from_conf(builder.build())
 }
 
-fn s3_error<E, R>(operation: &str, err: SdkError<E, R>) -> CoreError
+/// S3 error codes that mean "these credentials may not do this": a wrong secret or key id, a
+/// revoked or expired token, a missing grant, a wrong region in the signature, a skewed clock.
+/// None of them goes away by retrying.
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccountProblem",
+    "AllAccessDisabled",
+    "AuthorizationHeaderMalformed",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "InvalidSecurity",
+    "InvalidToken",
+    "NotSignedUp",
+    "RequestTimeTooSkewed",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+];
+
+fn s3_error<E>(operation: &str, err: SdkError<E, HttpResponse>) -> CoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    CoreError::ObjectStore(format!("{operation}: {}", DisplayErrorContext(&err)))
+    let message = format!("{operation}: {}", DisplayErrorContext(&err));
+    let code = err.as_service_error().and_then(|e| e.code());
+    // HEAD requests carry no error body, so only their status says that access was refused.
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    if code.is_some_and(|c| DENIED_CODES.contains(&c)) || matches!(status, Some(401 | 403)) {
+        CoreError::ObjectStoreDenied(message)
+    } else {
+        CoreError::ObjectStore(message)
+    }
 }
 
 impl S3ObjectStore {

@@ -1448,15 +1448,103 @@ mod tests {
         }
     }
 
+    fn run_idct(n: usize, z: &Zone, q: &[i32; 64]) -> Vec<u8> {
+        let mut out = vec![0u8; n * n];
+        match n {
+            1 => idct1(z, q, &mut out),
+            2 => idct2(z, q, &mut out, 2),
+            4 => idct4(z, q, &mut out, 4),
+            _ => idct8(z, q, &mut out, 8),
+        }
+        out
+    }
+
+    /// The forward DCT of an 8x8 block of samples, in the normalisation `float_idct` inverts:
+    /// the coefficients an encoder at quality 100 (all quantisers 1) writes for these samples.
+    fn float_fdct(samples: &[u8; 64]) -> Zone {
+        let a = |u: usize| if u == 0 { 1.0 } else { std::f64::consts::SQRT_2 };
+        let mut z: Zone = [0; 256];
+        for v in 0..8 {
+            for u in 0..8 {
+                let mut s = 0.0;
+                for y in 0..8 {
+                    for x in 0..8 {
+                        let cx = ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos();
+                        let cy = ((2 * y + 1) as f64 * v as f64 * std::f64::consts::PI / 16.0).cos();
+                        s += (f64::from(samples[y * 8 + x]) - 128.0) * cx * cy;
+                    }
+                }
+                z[v * 8 + u] = (a(u) * a(v) * s / 8.0).round() as i32;
+            }
+        }
+        z
+    }
+
     #[test]
     fn extreme_coefficients_do_not_overflow() {
+        // The largest coefficients real 8-bit images produce: blocks of full-scale black/white
+        // patterns (the highest frequencies at full amplitude), at quality 100, and again with
+        // every coefficient 1.5x larger (the overshoot of coarse quantisation rounding up). No
+        // intermediate may wrap: the output must be the exact transform's, clamped to 0-255.
+        /// Whether the sample at (x, y) is white (else black).
+        type Pattern = fn(usize, usize) -> bool;
+        let patterns: [(&str, Pattern); 6] = [
+            ("white", |_, _| true),
+            ("black", |_, _| false),
+            ("checkerboard", |x, y| (x + y) % 2 == 0),
+            ("columns", |x, _| x % 2 == 0),
+            ("one bright pixel", |x, y| x == 3 && y == 4),
+            ("diagonal halves", |x, y| x > y),
+        ];
+        let q = [1i32; 64];
+        for (name, white) in patterns {
+            let samples: [u8; 64] = std::array::from_fn(|i| if white(i % 8, i / 8) { 255 } else { 0 });
+            let coefficients = float_fdct(&samples);
+            for overshoot in [1.0, 1.5] {
+                let block: Zone =
+                    std::array::from_fn(|i| (f64::from(coefficients[i]) * overshoot).round() as i32);
+                for n in [1usize, 2, 4, 8] {
+                    // The zone holds the n x n low frequencies, row by row.
+                    let mut zone: Zone = [0; 256];
+                    for v in 0..n {
+                        for u in 0..n {
+                            zone[v * n + u] = block[v * 8 + u];
+                        }
+                    }
+                    let got = run_idct(n, &zone, &q);
+                    let want = float_idct(n, &zone, &q);
+                    for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (i32::from(*a) - i32::from(*w)).abs() <= 1,
+                            "{name} x{overshoot}, {n}x{n}, pixel {i}: {a}, exact {w} (an intermediate wrapped)"
+                        );
+                    }
+                }
+                if overshoot == 1.0 {
+                    // And at full size the samples come back.
+                    let got = run_idct(8, &block, &q);
+                    for (a, w) in got.iter().zip(&samples) {
+                        assert!((i32::from(*a) - i32::from(*w)).abs() <= 1, "{name}: {got:?}");
+                    }
+                }
+            }
+        }
+        // A saturated DC (beyond anything real) still gives a flat white or black block.
+        for n in [1usize, 2, 4, 8] {
+            let mut z: Zone = [0; 256];
+            z[0] = 2047;
+            assert!(run_idct(n, &z, &q).iter().all(|&p| p == 255), "{n}x{n}");
+            z[0] = -2048;
+            assert!(run_idct(n, &z, &q).iter().all(|&p| p == 0), "{n}x{n}");
+        }
+        // Corrupt files can carry any 16-bit coefficient for any 16-bit quantiser: there the
+        // arithmetic wraps by design, as libjpeg's does, instead of panicking (tests run with
+        // overflow checks on), and the pixels are still a function of the input.
         let z: Zone = [i32::from(i16::MIN); 256];
         let q = [65535i32; 64];
-        let mut out = [0u8; 64];
-        idct8(&z, &q, &mut out, 8);
-        idct4(&z, &q, &mut out, 4);
-        idct2(&z, &q, &mut out, 2);
-        idct1(&z, &q, &mut out);
+        for n in [1usize, 2, 4, 8] {
+            assert_eq!(run_idct(n, &z, &q), run_idct(n, &z, &q), "{n}x{n}");
+        }
     }
 
     #[test]
