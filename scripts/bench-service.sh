@@ -159,6 +159,7 @@ stop_api
 # times on each backend (so that the shared machine's load falls on both alike). The upload rate
 # limit is out of the way in both modes (start_api); everything else (the key check, per-owner
 # quotas admitted under the owner's lock) is what a tenant's upload costs.
+AUTH_ROUNDS="${AUTH_ROUNDS:-${QUICK:+1}}"
 AUTH_ROUNDS="${AUTH_ROUNDS:-3}"
 BENCH_KEY=$(python3 -c 'import secrets, string
 a = string.ascii_letters + string.digits
@@ -183,14 +184,17 @@ auth_cost postgres+s3 "${S3_ENV[@]}"
 
 echo
 echo "Service benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $(cut -d' ' -f1-3 /proc/loadavg), $PROFILE build${QUICK:+ (quick mode: the figures mean nothing)}"
-# Every step must have reported: 2 runs per image and backend, the probe and the big uploads.
-python3 - "$RESULTS" "$((2 * 2 * ${#IMAGES[@]}))" <<'EOF'
+# Every step must have reported: 2 runs per image and backend, 2 per authentication round and
+# backend, the probe and the big uploads.
+python3 - "$RESULTS" "$((2 * 2 * ${#IMAGES[@]}))" "$((2 * 2 * AUTH_ROUNDS))" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-runs = [r for r in rows if "jobs_per_s" in r]
-if len(runs) != int(sys.argv[2]) or not any("worst_ms" in r for r in rows) or not any("upload_mib" in r for r in rows):
+runs = [r for r in rows if "jobs_per_s" in r and not r["label"].startswith("auth-")]
+auth_runs = [r for r in rows if "jobs_per_s" in r and r["label"].startswith("auth-")]
+if (len(runs) != int(sys.argv[2]) or len(auth_runs) != int(sys.argv[3])
+        or not any("worst_ms" in r for r in rows) or not any("upload_mib" in r for r in rows)):
     sys.exit(f"bench-service: missing results: {len(runs)} of {sys.argv[2]} load runs, "
-             f"probe {any('worst_ms' in r for r in rows)}, big uploads {any('upload_mib' in r for r in rows)}")
+             f"{len(auth_runs)} of {sys.argv[3]} authentication runs, probe {any('worst_ms' in r for r in rows)}, big uploads {any('upload_mib' in r for r in rows)}")
 print("| backend | image | clients | jobs | jobs/s | uploads/s | upload p50 / p99 ms | upload→SUCCESS p50 / p99 ms | API peak RSS MiB | CPU ms per job: API / S3 server |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:

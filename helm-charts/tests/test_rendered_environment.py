@@ -105,6 +105,13 @@ def container_env(docs, container_spec, pod_name, namespace):
             env[item["name"]] = pod_name
         elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
             env[item["name"]] = namespace
+        elif "secretKeyRef" in item.get("valueFrom", {}):
+            ref = item["valueFrom"]["secretKeyRef"]
+            data = one(docs, "Secret", ref["name"]).get("data", {})
+            if ref["key"] in data:
+                env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+            elif not ref.get("optional", False):
+                pytest.fail(f"the Secret {ref['name']} has no key {ref['key']}: {item}")
         else:
             pytest.fail(f"env entry this test cannot resolve: {item}")
     return env
@@ -165,8 +172,11 @@ def kubeconfig(services, path, token, namespace):
 
 def http(url, data=None, headers=None, timeout=10):
     request = urllib.request.Request(url, data=data, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def wait_for(url, what, process, log):
@@ -184,13 +194,13 @@ def wait_for(url, what, process, log):
         time.sleep(0.1)
 
 
-def upload(base, path):
+def upload(base, path, headers):
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + \
         f"\r\n--{boundary}--\r\n".encode()
     status, answer = http(f"{base}/api/v1/thumbnails/", body,
-                          {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                          {"Content-Type": f"multipart/form-data; boundary={boundary}", **headers})
     assert status == 202, answer
     return json.loads(answer)["job_id"]
 
@@ -289,9 +299,10 @@ def test_an_upload_lands_at_the_original_services_keys(services, binaries, key_p
 
             # 2. The API (it creates the bucket: s3.createBucket), then the operator.
             api_port = free_port()
+            api_env = container_env(docs, api_c, f"{fullname}-api-0", namespace)
             api, api_log = processes.start(
                 "api", argv(api_c, api_port) + ["--data-dir", str(work / "api-data")],
-                container_env(docs, api_c, f"{fullname}-api-0", namespace) | api_surroundings)
+                api_env | api_surroundings)
             base = f"http://127.0.0.1:{api_port}"
             wait_for(f"{base}/ready", "thumbnail-api", api, api_log)
             operator_port = free_port()
@@ -300,11 +311,16 @@ def test_an_upload_lands_at_the_original_services_keys(services, binaries, key_p
                 container_env(docs, operator_c, f"{fullname}-operator-0", namespace) | surroundings("operator"))
             wait_for(f"http://127.0.0.1:{operator_port}/readyz", "thumbnail-operator", operator, operator_log)
 
-            # 3. An upload, run to SUCCESS by the operator.
-            job_id = upload(base, FIXTURE)
+            # 3. An upload, run to SUCCESS by the operator, with the admin key the chart generated
+            # (the chart's default is AUTH_MODE=api-key).
+            assert api_env["AUTH_MODE"] == "api-key", api_env["AUTH_MODE"]
+            auth = {"Authorization": f"Bearer {api_env['ADMIN_API_KEY']}"}
+            status, answer = http(f"{base}/api/v1/jobs/", timeout=30)
+            assert status == 401, (status, answer)
+            job_id = upload(base, FIXTURE, auth)
             until = time.monotonic() + DEADLINE
             while True:
-                _, answer = http(f"{base}/api/v1/jobs/{job_id}?wait=10", timeout=30)
+                _, answer = http(f"{base}/api/v1/jobs/{job_id}?wait=10", headers=auth, timeout=30)
                 job = json.loads(answer)
                 if job["status"] in ("SUCCESS", "FAILURE"):
                     break

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +66,12 @@ impl Kubelet {
         let watching = state.clone();
         let task = tokio::spawn(async move {
             let pods: Api<Pod> = Api::namespaced(watching.admin.clone(), &watching.namespace);
-            let mut events = watcher(pods, watcher::Config::default()).boxed();
+            // With a backoff, a watch that fails at once (the client's connections gone while the
+            // runtime shuts down) sleeps between retries instead of spinning without yielding,
+            // which would keep the runtime from ever shutting down.
+            let mut events = watcher(pods, watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(event) = events.next().await {
                 let pod = match event {
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,

@@ -265,7 +265,11 @@ impl World {
         let sink = log.clone();
         let task = tokio::spawn(async move {
             use futures::StreamExt;
-            let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
+            use kube::runtime::WatchStreamExt;
+            // Backoff: see the kubelet's watch.
+            let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(event) = events.next().await {
                 let object = match event {
                     Ok(kube::runtime::watcher::Event::Apply(o))
