@@ -12,9 +12,11 @@
 ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
-# cmake: some builds of aws-lc-sys (TLS for the S3 client) need it; everything else is pure Rust or cc.
+# cmake and g++: aws-lc-sys (TLS for the S3 client) and libheif (HEIC/AVIF input, vendored by
+# libheif-sys) build with them, the latter against Debian's libde265 and dav1d; nasm: rav1e's
+# assembly (AVIF output).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake g++ make nasm pkg-config libde265-dev libdav1d-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -28,10 +30,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # glibc, libgcc and CA certificates, no shell, user nonroot (65532).
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/bin/ /usr/local/bin/
+# The shared libraries libheif (HEIC/AVIF input) decodes with; the C++ runtime is in the base image.
+COPY --from=build /out/lib/ /usr/local/lib/
 COPY --from=build --chown=65532:65532 /out/data /data
 # Listen on all interfaces (each binary keeps its own default PORT: 8080 API, 8081 operator).
 ENV DATA_DIR=/data \
-    HOST=0.0.0.0
+    HOST=0.0.0.0 \
+    LD_LIBRARY_PATH=/usr/local/lib
 WORKDIR /data
 USER 65532:65532
 EXPOSE 8080 8081

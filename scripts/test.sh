@@ -112,6 +112,7 @@ svc_log "services state directory: $STATE"
 # operator's tests are never skipped.
 t0=$(svc_now)
 # apt is used here only, one after the other; the compile in the background needs none.
+svc_ensure_build_packages
 svc_ensure_postgres
 kcp_prepare
 KCP_LOG="$STATE/kube-build.log"

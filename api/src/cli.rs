@@ -92,7 +92,7 @@ pub enum KeysCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// Input image (JPEG, PNG, WebP or GIF).
+    /// Input image (JPEG, PNG, WebP, GIF, HEIC, AVIF, JPEG XL, TIFF, BMP, ICO or SVG).
     pub input: PathBuf,
     /// Output file; `-` writes to stdout.
     #[arg(short, long)]
@@ -104,9 +104,16 @@ pub struct RenderArgs {
     /// cover, contain or fill.
     #[arg(long, default_value = "cover")]
     pub fit: String,
-    /// jpeg, png or webp; default the input's format.
+    /// jpeg, png, webp, avif or gif; default the input's format where it is written.
     #[arg(long)]
     pub format: Option<String>,
+    /// What cover keeps: centre, north, south, east, west, northeast, northwest, southeast,
+    /// southwest or smart.
+    #[arg(long, default_value = "centre")]
+    pub gravity: String,
+    /// Keep the animation of an animated GIF or WebP.
+    #[arg(long)]
+    pub animated: bool,
     #[arg(long, default_value_t = 80)]
     pub quality: u8,
     #[arg(long)]
@@ -133,6 +140,12 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<Result<String, thumbnail_engi
             .context("--format")?,
         quality: args.quality,
         upscale: args.upscale,
+        gravity: args
+            .gravity
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("--gravity")?,
+        animated: args.animated,
     };
     options.validate().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let limits = args.limits.limits();

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use thumbnail_core::jobstore::{DynJobStore, ResourceRef};
 use thumbnail_core::model::JobRecord;
 use thumbnail_crds::{
-    DEFAULT_BACKOFF_LIMIT, Execution, Fit, ImageFormat, LABEL_JOB_ID, OutputSpec, SourceRef, ThumbnailJob,
-    ThumbnailJobSpec,
+    DEFAULT_BACKOFF_LIMIT, Execution, Fit, Gravity, ImageFormat, LABEL_JOB_ID, OutputSpec, SourceRef,
+    ThumbnailJob, ThumbnailJobSpec,
 };
-use thumbnail_engine::{Fit as EngineFit, OutputFormat};
+use thumbnail_engine::{Fit as EngineFit, Gravity as EngineGravity, OutputFormat};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -87,6 +87,22 @@ pub async fn client(url: Option<&str>) -> Result<kube::Client, String> {
     }
 }
 
+/// The resource's gravity for the engine's.
+fn crd_gravity(gravity: EngineGravity) -> Gravity {
+    match gravity {
+        EngineGravity::Centre => Gravity::Centre,
+        EngineGravity::North => Gravity::North,
+        EngineGravity::South => Gravity::South,
+        EngineGravity::East => Gravity::East,
+        EngineGravity::West => Gravity::West,
+        EngineGravity::Northeast => Gravity::Northeast,
+        EngineGravity::Northwest => Gravity::Northwest,
+        EngineGravity::Southeast => Gravity::Southeast,
+        EngineGravity::Southwest => Gravity::Southwest,
+        EngineGravity::Smart => Gravity::Smart,
+    }
+}
+
 impl KubernetesLauncher {
     pub fn new(client: kube::Client, namespace: &str, settings: ResourceSettings, jobs: DynJobStore) -> Self {
         KubernetesLauncher {
@@ -120,9 +136,13 @@ impl KubernetesLauncher {
                     OutputFormat::Jpeg => ImageFormat::Jpeg,
                     OutputFormat::Png => ImageFormat::Png,
                     OutputFormat::Webp => ImageFormat::Webp,
+                    OutputFormat::Avif => ImageFormat::Avif,
+                    OutputFormat::Gif => ImageFormat::Gif,
                 }),
                 quality: o.options.quality,
                 upscale: o.options.upscale,
+                gravity: crd_gravity(o.options.gravity),
+                animated: o.options.animated,
             })
             .collect();
         let spec = ThumbnailJobSpec {
@@ -220,6 +240,7 @@ mod tests {
                 format: Some(OutputFormat::Webp),
                 quality: 70,
                 upscale: true,
+                ..ThumbnailOptions::default()
             })],
             outputs: vec![],
             error: None,

@@ -97,9 +97,15 @@ pub struct RequestedOutput {
     pub height: u32,
     /// cover, contain or fill.
     pub fit: String,
-    /// jpeg, png or webp; absent means the input's format.
+    /// jpeg, png, webp, avif or gif (`format=auto` is stored as the format it chose); absent
+    /// means the input's format.
     pub format: Option<String>,
     pub quality: u8,
+    /// What `cover` keeps: centre, north, south, east, west, northeast, northwest, southeast,
+    /// southwest or smart.
+    pub gravity: String,
+    /// Whether an animated input keeps its animation.
+    pub animated: bool,
 }
 
 /// A job: the original's three fields, then additions.
@@ -179,6 +185,8 @@ impl JobView {
                     fit: o.options.fit.as_str().to_owned(),
                     format: o.options.format.map(|f| f.as_str().to_owned()),
                     quality: o.options.quality,
+                    gravity: o.options.gravity.as_str().to_owned(),
+                    animated: o.options.animated,
                 })
                 .collect(),
             outputs: job

@@ -58,6 +58,8 @@ async fn create_and_get_round_trip_every_field(store: TestJobStore) {
             format: Some(OutputFormat::Png),
             quality: 55,
             upscale: true,
+            gravity: thumbnail_engine::Gravity::Southwest,
+            animated: true,
         },
     });
     let before = Utc::now();

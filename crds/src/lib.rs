@@ -19,8 +19,8 @@ use kube::CustomResourceExt;
 
 pub use types::{
     DEFAULT_BACKOFF_LIMIT, DEFAULT_OUTPUT_NAME, DEFAULT_OUTPUT_SIZE, DEFAULT_QUALITY, Execution, Executor,
-    Fit, ImageFormat, MAX_BACKOFF_LIMIT, MAX_DIMENSION, MAX_OUTPUTS, OutputSpec, OutputStatus, Phase,
-    SourceRef, ThumbnailJob, ThumbnailJobSpec, ThumbnailJobStatus,
+    Fit, Gravity, ImageFormat, MAX_BACKOFF_LIMIT, MAX_DIMENSION, MAX_OUTPUTS, OutputSpec, OutputStatus,
+    Phase, SourceRef, ThumbnailJob, ThumbnailJobSpec, ThumbnailJobStatus,
 };
 pub use validate::SpecError;
 

@@ -163,6 +163,10 @@ pub struct SourceRef {
 /// One thumbnail to make.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.animated) || !self.animated || !has(self.format) || self.format in ['gif', 'webp']",
+    "message": "animated thumbnails are written as gif or webp"
+}]))]
 pub struct OutputSpec {
     /// Name of this output, unique within the job (lowercase letters, digits and `-`).
     #[schemars(
@@ -189,6 +193,14 @@ pub struct OutputSpec {
     /// Allow the thumbnail to be larger than the original (off: a 16x16 icon stays 16x16).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub upscale: bool,
+    /// What `cover` keeps when it crops: a side, a corner, the centre, or `smart` (the most
+    /// interesting part, by an attention measure). Ignored by `contain` and `fill`.
+    #[serde(default, skip_serializing_if = "Gravity::is_centre")]
+    pub gravity: Gravity,
+    /// Keep the animation of an animated GIF or WebP (as GIF or WebP; `format` must be one of
+    /// them or unset). Off: the first frame, as a still image.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub animated: bool,
 }
 
 /// How an image is fitted into the requested box.
@@ -204,6 +216,39 @@ pub enum Fit {
     Fill,
 }
 
+/// Which part of the image `cover` keeps when it crops (in the displayed orientation).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Gravity {
+    /// The middle (the original service's behaviour).
+    #[default]
+    Centre,
+    /// The top edge.
+    North,
+    /// The bottom edge.
+    South,
+    /// The right edge.
+    East,
+    /// The left edge.
+    West,
+    /// The top right corner.
+    Northeast,
+    /// The top left corner.
+    Northwest,
+    /// The bottom right corner.
+    Southeast,
+    /// The bottom left corner.
+    Southwest,
+    /// The most interesting part: edges, skin tones and saturated colour (libvips' `attention`).
+    Smart,
+}
+
+impl Gravity {
+    fn is_centre(&self) -> bool {
+        *self == Gravity::Centre
+    }
+}
+
 /// Output image format.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +259,10 @@ pub enum ImageFormat {
     Png,
     /// WebP (`image/webp`).
     Webp,
+    /// AVIF (`image/avif`).
+    Avif,
+    /// GIF (`image/gif`), e.g. for animated thumbnails of GIFs.
+    Gif,
 }
 
 impl ImageFormat {
@@ -223,6 +272,8 @@ impl ImageFormat {
             ImageFormat::Jpeg => "image/jpeg",
             ImageFormat::Png => "image/png",
             ImageFormat::Webp => "image/webp",
+            ImageFormat::Avif => "image/avif",
+            ImageFormat::Gif => "image/gif",
         }
     }
 
@@ -232,6 +283,8 @@ impl ImageFormat {
             ImageFormat::Jpeg => "jpg",
             ImageFormat::Png => "png",
             ImageFormat::Webp => "webp",
+            ImageFormat::Avif => "avif",
+            ImageFormat::Gif => "gif",
         }
     }
 }
@@ -393,6 +446,8 @@ impl Default for OutputSpec {
             format: None,
             quality: DEFAULT_QUALITY,
             upscale: false,
+            gravity: Gravity::Centre,
+            animated: false,
         }
     }
 }

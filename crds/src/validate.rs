@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::types::{MAX_BACKOFF_LIMIT, MAX_DIMENSION, MAX_OUTPUTS, ThumbnailJobSpec};
+use crate::types::{ImageFormat, MAX_BACKOFF_LIMIT, MAX_DIMENSION, MAX_OUTPUTS, ThumbnailJobSpec};
 
 /// One broken rule of a [`ThumbnailJobSpec`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +94,16 @@ impl ThumbnailJobSpec {
             if !(1..=100).contains(&output.quality) {
                 errors.push(err(at("quality"), "must be between 1 and 100"));
             }
+            if output.animated
+                && output
+                    .format
+                    .is_some_and(|f| !matches!(f, ImageFormat::Gif | ImageFormat::Webp))
+            {
+                errors.push(err(
+                    at("format"),
+                    "animated thumbnails are written as gif or webp",
+                ));
+            }
         }
         if let Some(ttl) = self.ttl_seconds_after_finished
             && ttl < 0
@@ -128,7 +138,7 @@ impl ThumbnailJobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::OutputSpec;
+    use crate::types::{Gravity, OutputSpec};
 
     #[test]
     fn default_spec_is_valid() {
@@ -152,6 +162,19 @@ mod tests {
             name: "-x".into(),
             ..OutputSpec::default()
         });
+        spec.outputs.push(OutputSpec {
+            name: "still-only".into(),
+            animated: true,
+            format: Some(ImageFormat::Jpeg),
+            ..OutputSpec::default()
+        });
+        spec.outputs.push(OutputSpec {
+            name: "animated".into(),
+            animated: true,
+            format: Some(ImageFormat::Gif),
+            gravity: Gravity::Smart,
+            ..OutputSpec::default()
+        });
         spec.backoff_limit = 11;
         spec.ttl_seconds_after_finished = Some(-1);
         spec.active_deadline_seconds = Some(0);
@@ -172,6 +195,7 @@ mod tests {
                 "spec.outputs[1].height",
                 "spec.outputs[1].quality",
                 "spec.outputs[2].name",
+                "spec.outputs[3].format",
                 "spec.ttlSecondsAfterFinished",
                 "spec.backoffLimit",
                 "spec.activeDeadlineSeconds",

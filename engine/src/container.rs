@@ -1,19 +1,29 @@
 //! Header walkers for PNG, GIF and WebP, and the EXIF orientation tag: the facts a probe needs
-//! (size, frame count, orientation), read without decoding or allocating pixel buffers.
+//! (size, frame count, transparency, orientation), read without decoding or allocating pixel
+//! buffers. Other formats' probes fill in the same [`Facts`].
 use std::ops::Range;
 
 pub type Error = String;
 
-/// Header facts of a non-JPEG container.
+/// Header facts of a container.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub width: u32,
     pub height: u32,
     pub frames: u64,
     pub exif: Option<Range<usize>>,
+    /// The orientation when the format states it itself (TIFF tag, JPEG XL header; 1 for HEIF,
+    /// whose decoder applies its transforms); `None`: read from the EXIF block, if any.
+    pub orientation: Option<u8>,
     pub interlaced: bool,
+    /// Alpha channel, transparent palette entry or colour key.
+    pub has_alpha: bool,
+    /// Bits per sample where it changes the decoder's memory (HEIF, TIFF); 0 when unknown.
+    pub bits_per_sample: u8,
     /// Largest frame rectangle in pixels (GIF frames may be larger than the screen).
     pub max_frame_pixels: u64,
+    /// How often an animation plays (GIF NETSCAPE2.0, WebP ANIM; 0: for ever); `None`: once.
+    pub loop_count: Option<u16>,
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
@@ -51,8 +61,11 @@ pub fn png(b: &[u8]) -> Result<Facts, Error> {
                 f.width = be32(d, 0).unwrap_or(0);
                 f.height = be32(d, 4).unwrap_or(0);
                 f.interlaced = d[12] != 0;
+                // Colour types 4 and 6: grey or RGB with alpha.
+                f.has_alpha = d[9] & 4 != 0;
                 saw_ihdr = true;
             }
+            b"tRNS" => f.has_alpha = true,
             b"acTL" => {
                 if let Some(n) = b.get(data.clone()).and_then(|d| be32(d, 0)) {
                     f.frames = u64::from(n).max(1);
@@ -119,10 +132,24 @@ pub fn gif(b: &[u8], max_frames: u64) -> Result<Facts, Error> {
                     None => break, // truncated image data: the decoder reports what it can
                 }
             }
-            Some(0x21) => match skip_sub_blocks(pos + 2) {
-                Some(p) => pos = p,
-                None => break,
-            },
+            Some(0x21) => {
+                let label = b.get(pos + 1).copied();
+                let block = b.get(pos + 2..).unwrap_or(&[]);
+                // Graphic control: its first flag says a palette index is transparent.
+                if label == Some(0xF9) && block.len() >= 2 && block[1] & 1 != 0 {
+                    f.has_alpha = true;
+                }
+                // Application extension NETSCAPE2.0: sub-block 1 holds the loop count.
+                if label == Some(0xFF) && block.get(..12) == Some(b"\x0bNETSCAPE2.0") {
+                    if let Some(&[3, 1, lo, hi]) = block.get(12..16) {
+                        f.loop_count = Some(u16::from_le_bytes([lo, hi]));
+                    }
+                }
+                match skip_sub_blocks(pos + 2) {
+                    Some(p) => pos = p,
+                    None => break,
+                }
+            }
             _ => break, // trailer, garbage or end of data
         }
     }
@@ -149,7 +176,13 @@ pub fn webp(b: &[u8]) -> Result<Facts, Error> {
             b"VP8X" => {
                 f.width = le24(d, 4).ok_or("truncated VP8X chunk")? + 1;
                 f.height = le24(d, 7).ok_or("truncated VP8X chunk")? + 1;
+                f.has_alpha = d.first().is_some_and(|flags| flags & 0x10 != 0);
                 size_known = true;
+            }
+            b"ANIM" => {
+                if let Some(n) = d.get(4..6) {
+                    f.loop_count = Some(u16::from_le_bytes([n[0], n[1]]));
+                }
             }
             b"VP8 " if !size_known => {
                 if d.get(3..6) != Some(&[0x9d, 0x01, 0x2a]) {
@@ -167,6 +200,7 @@ pub fn webp(b: &[u8]) -> Result<Facts, Error> {
                 let v = le32(d, 1).ok_or("truncated VP8L header")?;
                 f.width = (v & 0x3FFF) + 1;
                 f.height = ((v >> 14) & 0x3FFF) + 1;
+                f.has_alpha = v & (1 << 28) != 0;
                 f.frames = 1;
                 size_known = true;
             }

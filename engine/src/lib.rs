@@ -1,30 +1,52 @@
 //! The thumbnail engine: a pure function from image bytes and options to thumbnail bytes.
 //!
 //! Pipeline: sniff (magic bytes) → probe (header only, limits checked before any large
-//! allocation) → decode → orient (EXIF) → resize → encode (no metadata copied).
+//! allocation) → decode → resize → orient (EXIF) → crop (gravity) → colour-manage → encode (no
+//! metadata copied).
+//!
+//! Inputs: JPEG, PNG, WebP, GIF, HEIC, AVIF, JPEG XL, TIFF, BMP, ICO, SVG. Outputs: JPEG, PNG,
+//! WebP, AVIF, GIF (animated GIF and WebP with `animated`).
 //!
 //! Everything here is synchronous, CPU-bound and free of I/O; callers run it on a blocking pool.
 #![forbid(unsafe_code)]
 
+mod animation;
+mod bitmap;
 pub mod cli;
 mod container;
+mod encode;
 #[doc(hidden)]
 pub mod fuzzing;
+mod heif;
 mod jpeg;
+mod jxl;
 mod options;
 mod pipeline;
+mod smartcrop;
 mod sniff;
+mod svg;
 
-pub use options::{Fit, Limits, OptionError, OutputFormat, ThumbnailOptions};
+pub use options::{
+    Fit, FormatChoice, Gravity, Limits, OptionError, OutputFormat, ThumbnailOptions, negotiate_format,
+};
 pub use pipeline::{Thumbnail, decode_jpeg_scaled, probe, render};
 pub use sniff::{ImageFormat, ProbeInfo, sniff};
+
+/// For tests: the size of the HEIF item (the primary image or a thumbnail) a render that needs
+/// `need` (width, height) decodes.
+#[doc(hidden)]
+pub fn heif_decoded_size(bytes: &[u8], need: (u32, u32)) -> Result<(u32, u32), EngineError> {
+    heif::chosen_size(bytes, need, sniff(bytes)?)
+}
 
 /// Why an image could not be turned into a thumbnail.
 ///
 /// Every variant except [`EngineError::Internal`] is the input's fault: retrying cannot help.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum EngineError {
-    #[error("unsupported image format: detected {detected}; accepted formats are JPEG, PNG, WebP and GIF")]
+    #[error(
+        "unsupported image format: detected {detected}; accepted formats are JPEG, PNG, WebP, GIF, HEIC, AVIF, JPEG XL, TIFF, BMP, ICO and SVG"
+    )]
     UnsupportedFormat { detected: String },
     #[error("file too large: {size} bytes, the limit is {max} bytes")]
     FileTooLarge { size: u64, max: u64 },
@@ -41,6 +63,9 @@ pub enum EngineError {
     MemoryLimit { needed: u64, max: u64 },
     #[error("corrupt or truncated {format} image: {message}")]
     Corrupt { format: &'static str, message: String },
+    /// A well-formed input that would be unsafe to render (an SVG bomb, external references).
+    #[error("{format} image refused: {message}")]
+    Refused { format: &'static str, message: String },
     #[error("internal error while encoding the thumbnail: {0}")]
     Internal(String),
 }
@@ -55,6 +80,7 @@ impl EngineError {
             EngineError::TooManyFrames { .. } => "TooManyFrames",
             EngineError::MemoryLimit { .. } => "MemoryLimit",
             EngineError::Corrupt { .. } => "CorruptImage",
+            EngineError::Refused { .. } => "RefusedImage",
             EngineError::Internal(_) => "InternalError",
         }
     }

@@ -7,7 +7,11 @@
 //! flattening all run on the small image.
 use crate::container::{self, Facts};
 use crate::jpeg::{self, JpegHeader};
-use crate::{EngineError, Fit, ImageFormat, Limits, OutputFormat, ProbeInfo, ThumbnailOptions, sniff};
+use crate::options::Anchor;
+use crate::{
+    EngineError, Fit, Gravity, ImageFormat, Limits, OutputFormat, ProbeInfo, ThumbnailOptions, animation,
+    bitmap, encode as encoders, heif, jxl, smartcrop, sniff, svg,
+};
 use fast_image_resize as fir;
 use image::ImageDecoder;
 use std::io::Cursor;
@@ -61,6 +65,8 @@ struct Header {
     info: ProbeInfo,
     jpeg: Option<JpegHeader>,
     facts: Facts,
+    /// Size of the input.
+    bytes: usize,
 }
 
 fn read_header(bytes: &[u8], limits: &Limits) -> Result<Header, EngineError> {
@@ -90,18 +96,27 @@ fn read_header(bytes: &[u8], limits: &Limits) -> Result<Header, EngineError> {
             container::gif(bytes, limits.max_frames).map_err(|e| corrupt(format, e))?,
         ),
         ImageFormat::Webp => (None, container::webp(bytes).map_err(|e| corrupt(format, e))?),
+        ImageFormat::Heic | ImageFormat::Avif => (None, heif::read_header(bytes, format)?),
+        ImageFormat::Jxl => (None, jxl::read_header(bytes)?),
+        ImageFormat::Tiff | ImageFormat::Bmp | ImageFormat::Ico => {
+            (None, bitmap::read_header(bytes, format)?)
+        }
+        ImageFormat::Svg => (None, svg::read_header(bytes)?),
     };
-    let orientation = facts
-        .exif
-        .clone()
-        .and_then(|r| bytes.get(r))
-        .map_or(1, container::exif_orientation);
+    let orientation = facts.orientation.unwrap_or_else(|| {
+        facts
+            .exif
+            .clone()
+            .and_then(|r| bytes.get(r))
+            .map_or(1, container::exif_orientation)
+    });
     let info = ProbeInfo {
         format,
         width: facts.width,
         height: facts.height,
         frames: facts.frames,
         orientation,
+        has_alpha: facts.has_alpha,
     };
     if info.width == 0 || info.height == 0 {
         return Err(corrupt(format, "the header gives a zero width or height"));
@@ -121,26 +136,34 @@ fn read_header(bytes: &[u8], limits: &Limits) -> Result<Header, EngineError> {
             max: limits.max_frames,
         });
     }
-    Ok(Header { info, jpeg, facts })
+    Ok(Header {
+        info,
+        jpeg,
+        facts,
+        bytes: bytes.len(),
+    })
 }
 
 /// Read the header only and check every limit that can be checked before decoding: file size,
-/// pixel count (also of every GIF/WebP frame), frame count.
+/// pixel count (also of every GIF/WebP frame), frame count; an SVG's structure (see `svg`).
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ProbeInfo, EngineError> {
     read_header(bytes, limits).map(|h| h.info)
 }
 
 /// Where the output comes from and what it is, all in the stored (un-rotated) orientation.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Plan {
-    /// Output size.
-    out_w: u32,
-    out_h: u32,
+pub(crate) struct Plan {
+    /// Output size (of the resize: with `smart`, the whole image scaled to cover the box).
+    pub out_w: u32,
+    pub out_h: u32,
     /// The source rectangle (in source pixels, stored orientation) that is scaled onto the output.
-    crop_x: f64,
-    crop_y: f64,
-    crop_w: f64,
-    crop_h: f64,
+    pub crop_x: f64,
+    pub crop_y: f64,
+    pub crop_w: f64,
+    pub crop_h: f64,
+    /// `gravity=smart`: the box (displayed orientation) to cut from the upright resized image
+    /// where the attention measure says.
+    pub smart: Option<(u32, u32)>,
 }
 
 impl Plan {
@@ -213,29 +236,46 @@ fn plan(w: u32, h: u32, grid: (u32, u32), options: &ThumbnailOptions, orientatio
         crop_y: origin(gh, out_h, sy),
         crop_w: f64::from(out_w) / sx,
         crop_h: f64::from(out_h) / sy,
+        smart: None,
     };
     match options.fit {
         Fit::Cover => {
             let (tw, th) = cover_box(w, h, bw, bh, options.upscale);
             let scale = f64::max(f64::from(tw) / gw, f64::from(th) / gh);
-            // Scale the whole image to cover the box, then cut the box out of the middle at whole
-            // output pixels, rounding towards the top left of the *displayed* image: the framing
-            // libvips (thumbnail + centre crop) produces, so the two agree pixel for pixel instead
-            // of half a pixel apart.
+            let covered = |grid: f64, wanted: u32| ((grid * scale).round() as u32).max(wanted);
+            let Some((anchor_x, anchor_y)) = stored_anchors(options.gravity, orientation) else {
+                // Smart: scale the whole image to cover the box; the window is cut after decoding.
+                let (cw, ch) = (covered(gw, tw), covered(gh, th));
+                let display = if orientation >= 5 { (th, tw) } else { (tw, th) };
+                return Plan {
+                    smart: Some(display),
+                    ..fitted(cw, ch, scale, scale)
+                };
+            };
+            // Scale the whole image to cover the box, then cut the box out at whole output
+            // pixels where the gravity says; the centre rounds towards the top left of the
+            // *displayed* image: the framing libvips (thumbnail + centre crop) produces, so the
+            // two agree pixel for pixel instead of half a pixel apart.
             let (reverse_x, reverse_y) = reversed_axes(orientation);
-            let axis = |grid: f64, wanted: u32, reverse: bool| {
-                let covered = ((grid * scale).round() as u32).max(wanted);
+            let axis = |grid: f64, wanted: u32, reverse: bool, anchor: Anchor| {
+                let covered = covered(grid, wanted);
                 let spare = covered - wanted;
-                let first = if reverse { spare - spare / 2 } else { spare / 2 };
+                let first = match (anchor, reverse) {
+                    (Anchor::Middle, false) => spare / 2,
+                    (Anchor::Middle, true) => spare - spare / 2,
+                    (Anchor::Start, false) | (Anchor::End, true) => 0,
+                    (Anchor::End, false) | (Anchor::Start, true) => spare,
+                };
                 origin(grid, covered, scale) + f64::from(first) / scale
             };
             Plan {
                 out_w: tw,
                 out_h: th,
-                crop_x: axis(gw, tw, reverse_x),
-                crop_y: axis(gh, th, reverse_y),
+                crop_x: axis(gw, tw, reverse_x, anchor_x),
+                crop_y: axis(gh, th, reverse_y, anchor_y),
                 crop_w: f64::from(tw) / scale,
                 crop_h: f64::from(th) / scale,
+                smart: None,
             }
         }
         Fit::Contain => {
@@ -253,6 +293,13 @@ fn plan(w: u32, h: u32, grid: (u32, u32), options: &ThumbnailOptions, orientatio
             fitted(tw, th, f64::from(tw) / gw, f64::from(th) / gh)
         }
     }
+}
+
+/// The gravity's anchor along each stored axis (x, y): a stored axis is the displayed x or y
+/// axis, depending on whether the orientation turns the image by 90 degrees. `None`: smart.
+fn stored_anchors(gravity: Gravity, orientation: u8) -> Option<(Anchor, Anchor)> {
+    let (x, y) = gravity.anchors()?;
+    Some(if orientation >= 5 { (y, x) } else { (x, y) })
 }
 
 /// For each stored axis (x, y): whether it runs against the displayed axis it becomes once the
@@ -331,7 +378,15 @@ fn memory_needed(hdr: &Header, plan: &Plan, jpeg_scale: u32, box_factor: u32) ->
         // GIF: the canvas and the largest frame as RGBA, plus the canvas copy.
         (ImageFormat::Gif, _) => w * h * 8 + hdr.facts.max_frame_pixels * 4,
         // WebP: YUV/ARGB working planes and the RGBA output.
-        _ => w * h * 4 + hdr.facts.max_frame_pixels * 6,
+        (ImageFormat::Webp, _) => w * h * 4 + hdr.facts.max_frame_pixels * 6,
+        (ImageFormat::Heic | ImageFormat::Avif, _) => heif::memory(w, h, hdr.facts.bits_per_sample),
+        (ImageFormat::Jxl, _) => jxl::memory(w, h),
+        (ImageFormat::Tiff | ImageFormat::Bmp | ImageFormat::Ico, _) => {
+            bitmap::memory(w, h, hdr.facts.bits_per_sample)
+        }
+        // SVG is drawn at the output size: nothing scales with the declared size.
+        (ImageFormat::Svg, _) => return svg::memory(hdr.bytes, u64::from(plan.out_w), u64::from(plan.out_h)),
+        (ImageFormat::Jpeg, None) => 0,
     };
     let out = u64::from(plan.out_w) * u64::from(plan.out_h) * 4;
     // Resizer: the horizontal pass keeps output width x source height.
@@ -349,11 +404,16 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         .map_err(|e| EngineError::Internal(e.to_string()))?;
     let hdr = read_header(bytes, limits)?;
     let info = hdr.info;
+    // A vector image is drawn at the requested size: it loses nothing by being enlarged.
+    let planned = ThumbnailOptions {
+        upscale: options.upscale || info.format == ImageFormat::Svg,
+        ..*options
+    };
     let plan = plan(
         info.width,
         info.height,
         reference_grid(&info, options),
-        options,
+        &planned,
         info.orientation,
     );
     let (need_w, need_h) = plan.needed(info.width, info.height);
@@ -375,15 +435,40 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
     let box_factor = (info.width / need_w.saturating_mul(2).max(1))
         .min(info.height / need_h.saturating_mul(2).max(1))
         .max(1);
-    let needed = memory_needed(&hdr, &plan, jpeg_scale, box_factor);
+    let format = options.output_format(info.format);
+    let animate = options.animated
+        && info.frames > 1
+        && format.can_animate()
+        && matches!(info.format, ImageFormat::Gif | ImageFormat::Webp);
+    let needed = if animate {
+        animation::memory(&info, hdr.facts.max_frame_pixels, &plan)
+    } else {
+        memory_needed(&hdr, &plan, jpeg_scale, box_factor)
+    };
     if needed > limits.max_memory_bytes {
         return Err(EngineError::MemoryLimit {
             needed,
             max: limits.max_memory_bytes,
         });
     }
+    if animate {
+        let icc = if info.format == ImageFormat::Webp {
+            icc_from_webp(bytes)
+        } else {
+            None
+        };
+        return animation::render(
+            bytes,
+            &info,
+            &plan,
+            hdr.facts.loop_count,
+            icc.as_deref(),
+            format,
+            options.quality,
+            limits,
+        );
+    }
 
-    let format = options.format.unwrap_or_else(|| info.format.default_output());
     let (resized, icc, colour) = if info.format == ImageFormat::Webp && info.frames <= 1 {
         // Resized straight from libwebp's buffer: a copy of a full-size decode is what costs most
         // memory here.
@@ -398,6 +483,7 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         let icc = hdr.jpeg.as_ref().and_then(|h| h.icc_profile(bytes));
         if format == OutputFormat::Jpeg
             && icc.is_none()
+            && plan.smart.is_none()
             && halved_chroma_fits(&plan, options, info.orientation)
         {
             return encode_ycc_420(
@@ -407,10 +493,24 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
             );
         }
         (resize_planes(&planes, &plan)?, icc, Colour::YCbCr)
+    } else if info.format == ImageFormat::Svg {
+        let crop = (plan.crop_x, plan.crop_y, plan.crop_w, plan.crop_h);
+        let drawn = svg::render(
+            bytes,
+            (info.width, info.height),
+            crop,
+            (plan.out_w, plan.out_h),
+            limits,
+        )?;
+        (drawn, None, Colour::Rgb)
     } else {
         let (raster, icc) = match info.format {
             ImageFormat::Jpeg => decode_jpeg(bytes, hdr.jpeg.as_ref(), jpeg_scale, limits)?,
             ImageFormat::Png if !hdr.facts.interlaced => decode_png_streaming(bytes, box_factor, limits)?,
+            ImageFormat::Heic | ImageFormat::Avif => {
+                heif::decode(bytes, (need_w, need_h), limits, info.format)?
+            }
+            ImageFormat::Jxl => (jxl::decode(bytes, limits)?, None),
             _ => decode_with_image(bytes, info.format, limits)?,
         };
         let resized = if info.format == ImageFormat::Jpeg {
@@ -425,6 +525,10 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         (resized, icc, Colour::Rgb)
     };
     let mut out = orient(resized, info.orientation);
+    if let Some((w, h)) = plan.smart {
+        let (x, y) = smart_window(&out, w, h, colour == Colour::YCbCr);
+        out = crop_window(&out, x, y, w as usize, h as usize);
+    }
     // A YCbCr JPEG resampled in YCbCr goes back out as JPEG without ever being RGB; anything
     // else (another format, or a profile to convert from) is converted at the output size.
     let colour = if colour == Colour::YCbCr && (format != OutputFormat::Jpeg || icc.is_some()) {
@@ -445,6 +549,26 @@ enum Colour {
     Rgb,
     /// JFIF YCbCr, as a JPEG codes it.
     YCbCr,
+}
+
+/// Where `gravity=smart` cuts a `w` x `h` window from an upright resized image (YCbCr when
+/// it came from a JPEG's planes, else grey, grey+alpha, RGB or RGBA).
+pub(crate) fn smart_window(img: &Raster, w: u32, h: u32, ycbcr: bool) -> (usize, usize) {
+    let rgb = |px: &[u8]| -> [f64; 3] {
+        let v = match *px {
+            [y, cb, cr] if ycbcr => jpeg::ycc_to_rgb(y, cb, cr),
+            [g] | [g, _] => [g, g, g],
+            [r, g, b, ..] => [r, g, b],
+            _ => [0, 0, 0],
+        };
+        v.map(f64::from)
+    };
+    smartcrop::attention_window(img, w as usize, h as usize, rgb)
+}
+
+/// The `w` x `h` window of `img` at (`x`, `y`).
+pub(crate) fn crop_window(img: &Raster, x: usize, y: usize, w: usize, h: usize) -> Raster {
+    smartcrop::crop(img, x, y, w, h)
 }
 
 /// A YCbCr JPEG at 1/2 or 1/4 scale as its three planes, each at its own resolution; `None`
@@ -897,7 +1021,8 @@ fn icc_from_webp(bytes: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// WebP, GIF and interlaced PNG through the `image` crate (first frame of animations).
+/// Animated WebP, GIF, interlaced PNG, TIFF, BMP and ICO through the `image` crate (first
+/// frame of animations; TIFF's first page).
 fn decode_with_image(
     bytes: &[u8],
     format: ImageFormat,
@@ -908,6 +1033,14 @@ fn decode_with_image(
         ImageFormat::Gif => image::ImageFormat::Gif,
         ImageFormat::Webp => image::ImageFormat::WebP,
         ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+        ImageFormat::Tiff => image::ImageFormat::Tiff,
+        ImageFormat::Bmp => image::ImageFormat::Bmp,
+        ImageFormat::Ico => image::ImageFormat::Ico,
+        other => {
+            return Err(EngineError::Internal(format!(
+                "{other} is not read by the image crate"
+            )));
+        }
     };
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
     let mut l = image::Limits::default();
@@ -946,7 +1079,7 @@ fn pixel_type(channels: usize) -> fir::PixelType {
 
 /// Lanczos3 from the decoded (possibly pre-shrunk) image to the output, cropping the `plan`
 /// rectangle. `src_w`/`src_h` are the full source dimensions the plan was made for.
-fn resize(r: &RasterView<'_>, plan: &Plan, src_w: u32, src_h: u32) -> Result<Raster, EngineError> {
+pub(crate) fn resize(r: &RasterView<'_>, plan: &Plan, src_w: u32, src_h: u32) -> Result<Raster, EngineError> {
     let (sx, sy) = (
         r.width as f64 / f64::from(src_w),
         r.height as f64 / f64::from(src_h),
@@ -1028,7 +1161,7 @@ pub(crate) fn orient(r: Raster, orientation: u8) -> Raster {
 
 /// Convert RGB(A) pixels from an embedded ICC profile to sRGB. Profiles that cannot be used
 /// (CMYK, grey, broken) are ignored: the pixels are then taken as sRGB, as browsers do.
-fn to_srgb(r: &mut Raster, icc: &[u8]) {
+pub(crate) fn to_srgb(r: &mut Raster, icc: &[u8]) {
     use moxcms::{ColorProfile, Layout, TransformOptions};
     let layout = match r.channels {
         3 => Layout::Rgb,
@@ -1091,6 +1224,8 @@ fn encode(img: Raster, colour: Colour, format: OutputFormat, quality: u8) -> Res
             };
             out = enc.encode(f32::from(quality)).to_vec();
         }
+        OutputFormat::Avif => out = encoders::avif(&to_rgb(img), quality)?,
+        OutputFormat::Gif => out = encoders::gif_still(&img)?,
     }
     Ok(Thumbnail {
         bytes: out,
@@ -1220,6 +1355,7 @@ mod tests {
             height,
             frames: 1,
             orientation,
+            has_alpha: false,
         };
         let cover = ThumbnailOptions::default();
         // r03: 16.2x to 100 wide, so libvips loads at 1/8 and keeps 202 of the 202.75 columns.

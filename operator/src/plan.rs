@@ -18,10 +18,10 @@ use std::time::Duration;
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::model::{JobError, JobOutput, JobStatus, NewJob, OutputSpec as CoreOutputSpec};
 use thumbnail_crds::{
-    ANNOTATION_THUMBNAILJOB, Execution, Executor, ImageFormat as CrdFormat, LABEL_JOB_ID, LABEL_THUMBNAILJOB,
-    LABEL_THUMBNAILJOB_UID, OutputSpec, OutputStatus, Phase, ThumbnailJob,
+    ANNOTATION_THUMBNAILJOB, Execution, Executor, Gravity as CrdGravity, ImageFormat as CrdFormat,
+    LABEL_JOB_ID, LABEL_THUMBNAILJOB, LABEL_THUMBNAILJOB_UID, OutputSpec, OutputStatus, Phase, ThumbnailJob,
 };
-use thumbnail_engine::{Fit, ImageFormat, OutputFormat, ProbeInfo, ThumbnailOptions};
+use thumbnail_engine::{Fit, Gravity, ImageFormat, OutputFormat, ProbeInfo, ThumbnailOptions};
 use uuid::Uuid;
 
 /// Field manager of every write the operator makes (server-side apply of the status).
@@ -87,9 +87,24 @@ pub fn engine_options(output: &OutputSpec) -> ThumbnailOptions {
             CrdFormat::Jpeg => OutputFormat::Jpeg,
             CrdFormat::Png => OutputFormat::Png,
             CrdFormat::Webp => OutputFormat::Webp,
+            CrdFormat::Avif => OutputFormat::Avif,
+            CrdFormat::Gif => OutputFormat::Gif,
         }),
         quality: output.quality,
         upscale: output.upscale,
+        gravity: match output.gravity {
+            CrdGravity::Centre => Gravity::Centre,
+            CrdGravity::North => Gravity::North,
+            CrdGravity::South => Gravity::South,
+            CrdGravity::East => Gravity::East,
+            CrdGravity::West => Gravity::West,
+            CrdGravity::Northeast => Gravity::Northeast,
+            CrdGravity::Northwest => Gravity::Northwest,
+            CrdGravity::Southeast => Gravity::Southeast,
+            CrdGravity::Southwest => Gravity::Southwest,
+            CrdGravity::Smart => Gravity::Smart,
+        },
+        animated: output.animated,
     }
 }
 
@@ -108,9 +123,24 @@ pub fn crd_output(name: &str, options: &ThumbnailOptions) -> OutputSpec {
             OutputFormat::Jpeg => CrdFormat::Jpeg,
             OutputFormat::Png => CrdFormat::Png,
             OutputFormat::Webp => CrdFormat::Webp,
+            OutputFormat::Avif => CrdFormat::Avif,
+            OutputFormat::Gif => CrdFormat::Gif,
         }),
         quality: options.quality,
         upscale: options.upscale,
+        gravity: match options.gravity {
+            Gravity::Centre => CrdGravity::Centre,
+            Gravity::North => CrdGravity::North,
+            Gravity::South => CrdGravity::South,
+            Gravity::East => CrdGravity::East,
+            Gravity::West => CrdGravity::West,
+            Gravity::Northeast => CrdGravity::Northeast,
+            Gravity::Northwest => CrdGravity::Northwest,
+            Gravity::Southeast => CrdGravity::Southeast,
+            Gravity::Southwest => CrdGravity::Southwest,
+            Gravity::Smart => CrdGravity::Smart,
+        },
+        animated: options.animated,
     }
 }
 

@@ -38,6 +38,22 @@ svc_apt_install() {
 }
 
 # The newest PostgreSQL server binaries directory, or nothing.
+# What the engine's C decoders need to build (HEIC/AVIF: libheif, vendored in libheif-sys and
+# built by cmake with a C++ compiler against Debian's libde265 and dav1d, found by pkg-config;
+# AVIF output: rav1e's assembly, nasm). Installed when any is missing.
+SVC_BUILD_PACKAGES=(cmake g++ make nasm pkg-config libde265-dev libdav1d-dev)
+svc_ensure_build_packages() {
+    local missing=() p
+    for p in "${SVC_BUILD_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    local t0; t0=$(svc_now)
+    svc_log "the engine's build needs ${missing[*]}: apt-get install"
+    svc_apt_install "${missing[@]}"
+    svc_log "build packages installed in $(svc_since "$t0") s"
+}
+
 svc_pg_bindir() {
     local dir best=""
     for dir in /usr/lib/postgresql/*/bin; do

@@ -21,7 +21,10 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use thumbnail_core::apikeys::{Scope, validate_owner};
 use thumbnail_core::model::{NewJob, OutputSpec};
-use thumbnail_engine::{EngineError, Fit, Limits, OutputFormat, ProbeInfo, ThumbnailOptions};
+use thumbnail_engine::{
+    EngineError, Fit, FormatChoice, Gravity, Limits, OutputFormat, ProbeInfo, ThumbnailOptions,
+    negotiate_format,
+};
 use tokio::io::AsyncWriteExt;
 use tracing::{info, instrument, warn};
 use utoipa::{IntoParams, ToSchema};
@@ -60,7 +63,10 @@ pub struct OptionParams {
     /// cover (default: fill the box, centre-crop), contain (fit inside) or fill (stretch).
     #[param(value_type = Option<FitName>)]
     pub fit: Option<String>,
-    /// jpeg, png or webp (default: the input's format; GIF becomes PNG).
+    /// jpeg, png, webp, avif, gif, or auto: AVIF or WebP when the request's `Accept` header
+    /// lists `image/avif` or `image/webp`, else JPEG (PNG with transparency). Default: the
+    /// input's format where it is written (JPEG, PNG, WebP, AVIF), PNG for GIF, TIFF, BMP, ICO
+    /// and SVG, JPEG for HEIC and JPEG XL.
     #[param(value_type = Option<FormatName>)]
     pub format: Option<String>,
     /// Encoder quality 1–100 (default 80).
@@ -69,6 +75,15 @@ pub struct OptionParams {
     /// Allow enlarging images smaller than the box: true or false (default false).
     #[param(value_type = Option<bool>)]
     pub upscale: Option<String>,
+    /// What `cover` keeps when it crops: centre (default), a side (north, south, east, west), a
+    /// corner (northeast, northwest, southeast, southwest) or smart (the most interesting part,
+    /// by an attention measure: edges, skin tones, saturated colour).
+    #[param(value_type = Option<GravityName>)]
+    pub gravity: Option<String>,
+    /// Keep the animation of an animated GIF or WebP (output GIF or WebP): true or false
+    /// (default false: the first frame as a still image).
+    #[param(value_type = Option<bool>)]
+    pub animated: Option<String>,
     /// The job's owner. Without authentication (AUTH_MODE=none) free-form; with it, the caller
     /// is the owner and only admins may name someone else. 1-253 printable ASCII characters.
     #[param(pattern = "^[!-~]{1,253}$")]
@@ -97,6 +112,26 @@ pub enum FormatName {
     Jpeg,
     Png,
     Webp,
+    Avif,
+    Gif,
+    Auto,
+}
+
+/// Which part of the image `cover` keeps.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum GravityName {
+    Centre,
+    North,
+    South,
+    East,
+    West,
+    Northeast,
+    Northwest,
+    Southeast,
+    Southwest,
+    Smart,
 }
 
 /// The multipart form. Only `image` is required; the options may also be query parameters (a
@@ -105,8 +140,8 @@ pub enum FormatName {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
-    /// The image file (JPEG, PNG, WebP or GIF; detected from the bytes, never from the name or
-    /// the part's Content-Type), at most MAX_UPLOAD_BYTES.
+    /// The image file (JPEG, PNG, WebP, GIF, HEIC, AVIF, JPEG XL, TIFF, BMP, ICO or SVG; detected
+    /// from the bytes, never from the name or the part's Content-Type), at most MAX_UPLOAD_BYTES.
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     image: String,
     // Optional but never null: a form field is sent or it is not.
@@ -122,6 +157,10 @@ pub struct UploadForm {
     quality: u8,
     #[schema(required = false)]
     upscale: bool,
+    #[schema(required = false)]
+    gravity: GravityName,
+    #[schema(required = false)]
+    animated: bool,
     #[schema(pattern = "^[!-~]{1,253}$", required = false)]
     owner: String,
     #[schema(minimum = 1, maximum = 2592000, required = false)]
@@ -129,7 +168,7 @@ pub struct UploadForm {
 }
 
 /// The form fields a request may send (a file in `image`, text in the others).
-pub const FIELDS: [&str; 9] = [
+pub const FIELDS: [&str; 11] = [
     "image",
     "width",
     "height",
@@ -137,6 +176,8 @@ pub const FIELDS: [&str; 9] = [
     "format",
     "quality",
     "upscale",
+    "gravity",
+    "animated",
     "owner",
     "retention_seconds",
 ];
@@ -178,12 +219,47 @@ pub fn retention(
         .map(|seconds| seconds.map(|s| std::time::Duration::from_secs(s as u64)))
 }
 
+/// `true` or `false`, exactly. Pure.
+fn boolean(fields: &HashMap<String, String>, name: &'static str) -> ApiResult<Option<bool>> {
+    match fields.get(name).map(String::as_str) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(raw) => Err(ApiError::Invalid(format!(
+            "{name}: must be true or false, got '{raw}'"
+        ))),
+    }
+}
+
+/// What the request asks for: the options, and whether the format is to be negotiated from
+/// the `Accept` header once the input is known (`format=auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestedOptions {
+    pub options: ThumbnailOptions,
+    pub format: FormatChoice,
+}
+
+impl RequestedOptions {
+    /// The options to render with: `format=auto` becomes the format the client accepts best for
+    /// this input (see [`negotiate_format`]). Pure.
+    pub fn for_input(self, accept: Option<&str>, probe: &ProbeInfo) -> ThumbnailOptions {
+        match self.format {
+            FormatChoice::Auto => ThumbnailOptions {
+                format: Some(negotiate_format(accept, probe, &self.options)),
+                ..self.options
+            },
+            FormatChoice::Input | FormatChoice::Exact(_) => self.options,
+        }
+    }
+}
+
 /// Parse the options, naming the field in every error. Values are taken exactly as the OpenAPI
 /// document declares them (`contain`, not `Contain`; `true`, not `yes`). Pure.
-pub fn parse_options(fields: &HashMap<String, String>) -> ApiResult<ThumbnailOptions> {
+pub fn parse_options(fields: &HashMap<String, String>) -> ApiResult<RequestedOptions> {
     // The engine's MAX_DIMENSION.
     let side = 1..=4096;
     let mut options = ThumbnailOptions::default();
+    let mut format = FormatChoice::Input;
     if let Some(w) = integer(fields, "width", side.clone())? {
         options.width = w as u32;
     }
@@ -201,26 +277,41 @@ pub fn parse_options(fields: &HashMap<String, String>) -> ApiResult<ThumbnailOpt
             .ok_or_else(|| ApiError::Invalid(format!("fit: '{raw}' is not one of cover, contain, fill")))?;
     }
     if let Some(raw) = fields.get("format") {
-        options.format = Some(
-            raw.parse::<OutputFormat>()
-                .ok()
-                .filter(|format| format.as_str() == raw)
-                .ok_or_else(|| ApiError::Invalid(format!("format: '{raw}' is not one of jpeg, png, webp")))?,
-        );
+        format = raw
+            .parse::<FormatChoice>()
+            .ok()
+            .filter(|choice| match choice {
+                FormatChoice::Exact(f) => f.as_str() == raw,
+                FormatChoice::Auto => raw == "auto",
+                FormatChoice::Input => false,
+            })
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "format: '{raw}' is not one of jpeg, png, webp, avif, gif, auto"
+                ))
+            })?;
+        if let FormatChoice::Exact(f) = format {
+            options.format = Some(f);
+        }
     }
-    if let Some(raw) = fields.get("upscale") {
-        options.upscale = match raw.as_str() {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(ApiError::Invalid(format!(
-                    "upscale: must be true or false, got '{raw}'"
-                )));
-            }
-        };
+    if let Some(raw) = fields.get("gravity") {
+        options.gravity = raw
+            .parse::<Gravity>()
+            .ok()
+            .filter(|gravity| gravity.as_str() == raw)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Gravity::ALL.iter().map(|g| g.as_str()).collect();
+                ApiError::Invalid(format!("gravity: '{raw}' is not one of {}", names.join(", ")))
+            })?;
+    }
+    if let Some(upscale) = boolean(fields, "upscale")? {
+        options.upscale = upscale;
+    }
+    if let Some(animated) = boolean(fields, "animated")? {
+        options.animated = animated;
     }
     options.validate().map_err(|e| ApiError::Invalid(e.to_string()))?;
-    Ok(options)
+    Ok(RequestedOptions { options, format })
 }
 
 /// The uploaded file: in memory (small requests) or spooled to a temporary file with its first
@@ -396,6 +487,8 @@ async fn receive_form(
         ("format", &query.format),
         ("quality", &query.quality),
         ("upscale", &query.upscale),
+        ("gravity", &query.gravity),
+        ("animated", &query.animated),
         ("owner", &query.owner),
         ("retention_seconds", &query.retention_seconds),
     ] {
@@ -493,8 +586,9 @@ fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
 
 /// Upload an image and start making its thumbnail.
 ///
-/// The format is detected from the bytes (JPEG, PNG, WebP, GIF). The answer is 202 with the job
-/// id and a `Location` header pointing at the job.
+/// The format is detected from the bytes (JPEG, PNG, WebP, GIF, HEIC, AVIF, JPEG XL, TIFF, BMP,
+/// ICO, SVG). With `format=auto` the output format is chosen from the request's `Accept` header.
+/// The answer is 202 with the job id and a `Location` header pointing at the job.
 #[utoipa::path(
     post, path = "/api/v1/thumbnails/", tag = "thumbnails",
     params(OptionParams,
@@ -502,7 +596,7 @@ fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
          description = "Makes a retry safe: a repeat with the same key (per owner, kept IDEMPOTENCY_KEY_TTL_SECONDS, 24 h by default) and the same request answers with the first job; see 409 and 422")),
     request_body(content(
         (UploadForm = "multipart/form-data",
-         encoding(("image" = (content_type = "image/jpeg, image/png, image/webp, image/gif"))))
+         encoding(("image" = (content_type = "image/jpeg, image/png, image/webp, image/gif, image/heic, image/avif, image/jxl, image/tiff, image/bmp, image/x-icon, image/svg+xml"))))
     )),
     responses(
         (status = 202, description = "Accepted; poll the job", body = JobAccepted,
@@ -514,8 +608,8 @@ fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
         (status = 409, description = "A request with the same Idempotency-Key is still being stored; retry shortly", body = ErrorBody),
         (status = 408, description = "The upload arrived too slowly (UPLOAD_TIMEOUT_SECONDS, UPLOAD_MIN_BYTES_PER_SECOND)", body = ErrorBody),
         (status = 413, description = "The file is larger than MAX_UPLOAD_BYTES", body = ErrorBody),
-        (status = 415, description = "Not a JPEG, PNG, WebP or GIF; `detail` names what it is", body = ErrorBody),
-        (status = 422, description = "An Idempotency-Key already used for a different request, or a malformed one; missing, empty or duplicated `image`, a file in another field, an unknown or repeated field, an invalid option, a field over 1 KiB, too many pixels, or a corrupt header", body = ErrorBody),
+        (status = 415, description = "Not a JPEG, PNG, WebP, GIF, HEIC, AVIF, JPEG XL, TIFF, BMP, ICO or SVG; `detail` names what it is", body = ErrorBody),
+        (status = 422, description = "An Idempotency-Key already used for a different request, or a malformed one; missing, empty or duplicated `image`, a file in another field, an unknown or repeated field, an invalid option, a field over 1 KiB, too many pixels or frames, a corrupt header, or an SVG refused as unsafe (external references, too many elements)", body = ErrorBody),
         (status = 429, description = "The upload rate (UPLOADS_PER_MINUTE), unfinished jobs (MAX_UNFINISHED_JOBS_PER_OWNER) or bytes stored (MAX_STORED_BYTES_PER_OWNER) of the owner is at its limit; `detail` says which", body = ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds to wait"),
                  ("RateLimit" = String, description = "Remaining uploads"),
@@ -539,7 +633,7 @@ pub async fn create_thumbnail(
     let form = receive_form(&state, &query, &headers, multipart, idempotency_key.is_some()).await?;
 
     // Validate.
-    let options = parse_options(&form.fields)?;
+    let requested = parse_options(&form.fields)?;
     let requested_owner = form.fields.get("owner").cloned();
     if let Some(owner) = &requested_owner {
         validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
@@ -547,6 +641,8 @@ pub async fn create_thumbnail(
     let owner = principal.owner_for_new_job(requested_owner)?;
     let retention = retention(&form.fields, state.sweeper.policy.max)?;
     let probe = probe_upload(&form.upload, &state.limits).await?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let options = requested.for_input(accept, &probe);
 
     // A repeat of a request already stored answers with its job.
     let held = match idempotency_key {
@@ -705,7 +801,9 @@ mod tests {
 
     #[test]
     fn defaults_are_the_originals() {
-        assert_eq!(parse_options(&fields(&[])).unwrap(), ThumbnailOptions::default());
+        let requested = parse_options(&fields(&[])).unwrap();
+        assert_eq!(requested.options, ThumbnailOptions::default());
+        assert_eq!(requested.format, FormatChoice::Input);
     }
 
     #[test]
@@ -719,6 +817,11 @@ mod tests {
             (vec![("fit", "stretch")], "fit"),
             (vec![("format", "tiff")], "format"),
             (vec![("upscale", "maybe")], "upscale"),
+            (vec![("format", "AVIF")], "format"),
+            (vec![("gravity", "middle")], "gravity"),
+            (vec![("gravity", "Smart")], "gravity"),
+            (vec![("animated", "yes")], "animated"),
+            (vec![("animated", "true"), ("format", "jpeg")], "animated"),
         ] {
             let err = parse_options(&fields(&pairs)).unwrap_err();
             assert!(
@@ -740,15 +843,82 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            options,
+            options.options,
             ThumbnailOptions {
                 width: 400,
                 height: 300,
                 fit: Fit::Contain,
                 format: Some(OutputFormat::Webp),
                 quality: 90,
-                upscale: true
+                upscale: true,
+                ..ThumbnailOptions::default()
             }
+        );
+        let options = parse_options(&fields(&[
+            ("gravity", "smart"),
+            ("animated", "true"),
+            ("format", "gif"),
+        ]))
+        .unwrap()
+        .options;
+        assert_eq!(
+            (options.gravity, options.animated, options.format),
+            (Gravity::Smart, true, Some(OutputFormat::Gif))
+        );
+    }
+
+    fn probe(format: thumbnail_engine::ImageFormat, frames: u64, has_alpha: bool) -> ProbeInfo {
+        ProbeInfo {
+            format,
+            width: 800,
+            height: 600,
+            frames,
+            orientation: 1,
+            has_alpha,
+        }
+    }
+
+    #[test]
+    fn format_auto_follows_the_accept_header() {
+        use thumbnail_engine::ImageFormat::{Gif, Heic, Png};
+        let auto = parse_options(&fields(&[("format", "auto")])).unwrap();
+        assert_eq!(auto.format, FormatChoice::Auto);
+        let chrome = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
+        let old_safari = "image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5";
+        for (accept, input, expected) in [
+            (Some(chrome), probe(Heic, 1, false), OutputFormat::Avif),
+            (Some(old_safari), probe(Heic, 1, false), OutputFormat::Webp),
+            (
+                Some("image/avif;q=0, image/webp"),
+                probe(Heic, 1, false),
+                OutputFormat::Webp,
+            ),
+            (Some("*/*"), probe(Heic, 1, false), OutputFormat::Jpeg),
+            (None, probe(Png, 1, true), OutputFormat::Png),
+        ] {
+            assert_eq!(
+                auto.for_input(accept, &input).format,
+                Some(expected),
+                "{accept:?}"
+            );
+        }
+        // An animation is never AVIF: WebP when accepted, else GIF.
+        let animated = parse_options(&fields(&[("format", "auto"), ("animated", "true")])).unwrap();
+        assert_eq!(
+            animated.for_input(Some(chrome), &probe(Gif, 12, true)).format,
+            Some(OutputFormat::Webp)
+        );
+        assert_eq!(
+            animated
+                .for_input(Some("image/avif"), &probe(Gif, 12, true))
+                .format,
+            Some(OutputFormat::Gif)
+        );
+        // An exact format ignores the header.
+        let webp = parse_options(&fields(&[("format", "png")])).unwrap();
+        assert_eq!(
+            webp.for_input(Some(chrome), &probe(Heic, 1, false)).format,
+            Some(OutputFormat::Png)
         );
     }
 }

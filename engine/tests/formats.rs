@@ -1,0 +1,285 @@
+//! The newer inputs (HEIC, AVIF, JPEG XL, TIFF, BMP, ICO, SVG) and outputs (AVIF, GIF), on small
+//! committed fixtures made by the usual tools (fixtures/make_format_fixtures.py).
+use thumbnail_engine::{Fit, ImageFormat, Limits, OutputFormat, ThumbnailOptions, probe, render};
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn opts(w: u32, h: u32, fit: Fit, format: Option<OutputFormat>) -> ThumbnailOptions {
+    ThumbnailOptions {
+        width: w,
+        height: h,
+        fit,
+        format,
+        ..ThumbnailOptions::default()
+    }
+}
+
+/// Decode an output to RGBA8 (AVIF, which the `image` crate here does not read, through the
+/// engine's own reader as a lossless PNG).
+fn pixels(bytes: &[u8]) -> image::RgbaImage {
+    if bytes.get(4..12) == Some(b"ftypavif") {
+        let info = probe(bytes, &Limits::default()).unwrap();
+        let png = render(
+            bytes,
+            &opts(info.width, info.height, Fit::Fill, Some(OutputFormat::Png)),
+            &Limits::default(),
+        )
+        .unwrap();
+        return pixels(&png.bytes);
+    }
+    image::load_from_memory(bytes).unwrap().to_rgba8()
+}
+
+fn close(a: [u8; 4], b: [u8; 4], tol: i32) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .all(|(&x, &y)| (i32::from(x) - i32::from(y)).abs() <= tol)
+}
+
+const RED: [u8; 4] = [255, 0, 0, 255];
+const GREEN: [u8; 4] = [0, 255, 0, 255];
+const BLUE: [u8; 4] = [0, 0, 255, 255];
+const WHITE: [u8; 4] = [255, 255, 255, 255];
+
+/// Red, green / blue, white at the quadrants' centres.
+fn assert_quad(bytes: &[u8], what: &str, tol: i32) {
+    let img = pixels(bytes);
+    let (w, h) = img.dimensions();
+    for (fx, fy, want) in [(1, 1, RED), (3, 1, GREEN), (1, 3, BLUE), (3, 3, WHITE)] {
+        let p = img.get_pixel(w * fx / 4, h * fy / 4).0;
+        assert!(
+            close(p, want, tol),
+            "{what}: at ({fx}/4, {fy}/4) got {p:?}, want {want:?}"
+        );
+    }
+}
+
+/// Full size and a small size (through each decoder's shrinking or a thumbnail item, if any).
+fn both_sizes() -> [ThumbnailOptions; 2] {
+    [
+        opts(400, 400, Fit::Contain, Some(OutputFormat::Png)),
+        opts(12, 12, Fit::Contain, Some(OutputFormat::Png)),
+    ]
+}
+
+/// A 96x64 quad as SVG (a viewBox only, so the size comes from it).
+const QUAD_SVG: &str = r##"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">
+<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 96 64">
+  <rect width="48" height="32" fill="#f00"/><rect x="48" width="48" height="32" fill="#0f0"/>
+  <rect y="32" width="48" height="32" fill="#00f"/><rect x="48" y="32" width="48" height="32" fill="#fff"/>
+</svg>"##;
+
+#[test]
+fn every_new_format_is_detected_probed_and_decoded_in_the_right_colours() {
+    let cases: &[(&str, ImageFormat, (u32, u32), i32)] = &[
+        ("quad.heic", ImageFormat::Heic, (96, 64), 40),
+        ("quad_10bit.heic", ImageFormat::Heic, (96, 64), 40),
+        ("quad_8bit.avif", ImageFormat::Avif, (96, 64), 40),
+        ("quad_10bit.avif", ImageFormat::Avif, (96, 64), 40),
+        ("quad_12bit.avif", ImageFormat::Avif, (96, 64), 40),
+        ("quad.jxl", ImageFormat::Jxl, (96, 64), 40),
+        ("quad.tif", ImageFormat::Tiff, (96, 64), 8),
+        ("quad_tiled.tif", ImageFormat::Tiff, (96, 64), 8),
+        ("quad_16bit.tif", ImageFormat::Tiff, (96, 64), 8),
+        ("quad_cmyk.tif", ImageFormat::Tiff, (96, 64), 40),
+        ("quad.bmp", ImageFormat::Bmp, (48, 32), 8),
+        ("quad_rle.bmp", ImageFormat::Bmp, (96, 64), 8),
+        ("quad.ico", ImageFormat::Ico, (32, 32), 8),
+    ];
+    for &(name, format, size, tol) in cases {
+        let bytes = fixture(name);
+        let info = probe(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (format, size.0, size.1),
+            "{name}"
+        );
+        // Icons are written with an alpha channel (here an opaque one); the rest have none.
+        assert_eq!(info.has_alpha, format == ImageFormat::Ico, "{name}: alpha");
+        for o in both_sizes() {
+            let t = render(&bytes, &o, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_quad(&t.bytes, &format!("{name} at {}px", o.width), tol);
+        }
+    }
+    let svg = QUAD_SVG.as_bytes();
+    let info = probe(svg, &Limits::default()).unwrap();
+    assert_eq!(
+        (info.format, info.width, info.height, info.has_alpha),
+        (ImageFormat::Svg, 96, 64, true)
+    );
+    for o in both_sizes() {
+        let t = render(svg, &o, &Limits::default()).unwrap();
+        assert_quad(&t.bytes, &format!("SVG at {}px", o.width), 2);
+    }
+}
+
+#[test]
+fn default_outputs_of_the_new_formats() {
+    for (name, want) in [
+        ("quad.heic", OutputFormat::Jpeg),
+        ("quad_8bit.avif", OutputFormat::Avif),
+        ("quad.jxl", OutputFormat::Jpeg),
+        ("quad.tif", OutputFormat::Png),
+        ("quad.bmp", OutputFormat::Png),
+        ("quad.ico", OutputFormat::Png),
+    ] {
+        let t = render(&fixture(name), &ThumbnailOptions::default(), &Limits::default()).unwrap();
+        assert_eq!(t.format, want, "{name}");
+        assert_eq!(
+            image::guess_format(&t.bytes).ok(),
+            Some(match want {
+                OutputFormat::Jpeg => image::ImageFormat::Jpeg,
+                OutputFormat::Png => image::ImageFormat::Png,
+                _ => image::ImageFormat::Avif,
+            }),
+            "{name}"
+        );
+    }
+}
+
+/// The iPhone-style HEIC: a 4032x3024 landscape primary with a 320x240 thumbnail item, both
+/// turned upright by `irot` (a quarter turn clockwise); the EXIF block says Orientation 6 too.
+#[test]
+fn iphone_style_heic_comes_out_upright_once() {
+    for name in ["phone.heic", "phone_10bit.heic"] {
+        let bytes = fixture(name);
+        let info = probe(&bytes, &Limits::default()).unwrap();
+        // The size is the displayed one, and the EXIF orientation is not applied again.
+        assert_eq!(
+            (info.format, info.width, info.height, info.orientation),
+            (ImageFormat::Heic, 3024, 4032, 1),
+            "{name}"
+        );
+        for (o, size) in [
+            (opts(300, 400, Fit::Contain, Some(OutputFormat::Png)), (300, 400)),
+            // Small enough for the thumbnail item.
+            (opts(60, 80, Fit::Cover, Some(OutputFormat::Png)), (60, 80)),
+            (
+                opts(1000, 1000, Fit::Contain, Some(OutputFormat::Png)),
+                (750, 1000),
+            ),
+        ] {
+            let t = render(&bytes, &o, &Limits::default()).unwrap();
+            assert_eq!((t.width, t.height), size, "{name}");
+            assert_quad(&t.bytes, &format!("{name} at {}x{}", o.width, o.height), 40);
+        }
+        // The thumbnail item is used when it covers the output, the primary otherwise.
+        assert_eq!(
+            thumbnail_engine::heif_decoded_size(&bytes, (240, 320)).unwrap(),
+            (240, 320)
+        );
+        assert_eq!(
+            thumbnail_engine::heif_decoded_size(&bytes, (241, 100)).unwrap(),
+            (3024, 4032)
+        );
+    }
+}
+
+#[test]
+fn tiff_and_jpeg_xl_orientation_is_honoured() {
+    for name in ["orient6.tif", "orient6.jxl"] {
+        let bytes = fixture(name);
+        let info = probe(&bytes, &Limits::default()).unwrap();
+        let (w, h) = info.display_size();
+        assert_eq!((w, h), (96, 64), "{name}: {info:?}");
+        for o in both_sizes() {
+            let t = render(&bytes, &o, &Limits::default()).unwrap();
+            assert!(t.width > t.height, "{name}: {}x{}", t.width, t.height);
+            assert_quad(&t.bytes, &format!("{name} at {}px", o.width), 40);
+        }
+    }
+}
+
+#[test]
+fn alpha_of_the_new_formats_is_kept() {
+    // rgba.png: the left half is transparent, the right half opaque (green over white).
+    for name in ["rgba.avif", "rgba.jxl", "rgba.tif", "rgba.bmp"] {
+        let bytes = fixture(name);
+        assert!(probe(&bytes, &Limits::default()).unwrap().has_alpha, "{name}");
+        for format in [OutputFormat::Png, OutputFormat::Webp, OutputFormat::Avif] {
+            let t = render(
+                &bytes,
+                &opts(96, 64, Fit::Contain, Some(format)),
+                &Limits::default(),
+            )
+            .unwrap();
+            let img = pixels(&t.bytes);
+            let (w, h) = img.dimensions();
+            assert!(
+                img.get_pixel(w / 8, h / 4).0[3] < 8,
+                "{name} -> {format}: transparent left"
+            );
+            let p = img.get_pixel(w * 7 / 8, h * 3 / 4).0;
+            assert!(close(p, WHITE, 40), "{name} -> {format}: opaque right {p:?}");
+        }
+    }
+}
+
+#[test]
+fn embedded_icc_profiles_of_the_new_formats_are_converted() {
+    // The profile swaps the red and green primaries: stored red is sRGB green.
+    for name in ["icc_swapped.heic", "icc_swapped.avif", "icc_swapped.tif"] {
+        for o in both_sizes() {
+            let t = render(&fixture(name), &o, &Limits::default()).unwrap();
+            let img = pixels(&t.bytes);
+            let p = img.get_pixel(img.width() / 4, img.height() / 4).0;
+            assert!(
+                p[1] > 200 && p[0] < 60,
+                "{name}: stored red must come out green, got {p:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_metadata_leaves_with_the_thumbnail() {
+    // phone.heic carries EXIF (camera make and model, orientation).
+    let bytes = fixture("phone.heic");
+    for format in OutputFormat::ALL {
+        let t = render(
+            &bytes,
+            &opts(60, 80, Fit::Cover, Some(format)),
+            &Limits::default(),
+        )
+        .unwrap();
+        for needle in [&b"Exif"[..], b"Apple", b"iPhone", b"ICC_PROFILE", b"iCCP"] {
+            assert!(
+                !t.bytes.windows(needle.len()).any(|w| w == needle),
+                "{format} output carries {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
+
+#[test]
+fn avif_and_gif_outputs() {
+    let bytes = fixture("quad.png");
+    let avif = render(
+        &bytes,
+        &opts(96, 64, Fit::Contain, Some(OutputFormat::Avif)),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(avif.format.content_type(), "image/avif");
+    assert_eq!(&avif.bytes[4..12], b"ftypavif");
+    // Decoded with the engine's own AVIF reader (libheif + dav1d).
+    let back = render(
+        &avif.bytes,
+        &opts(96, 64, Fit::Contain, Some(OutputFormat::Png)),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_quad(&back.bytes, "AVIF round trip", 40);
+    let gif = render(
+        &bytes,
+        &opts(96, 64, Fit::Contain, Some(OutputFormat::Gif)),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(gif.bytes.starts_with(b"GIF89a"));
+    assert_quad(&gif.bytes, "GIF output", 16);
+}
