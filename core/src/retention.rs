@@ -268,6 +268,8 @@ mod tests {
             bytes: 10,
             content_type: "image/jpeg".into(),
             sha256: String::new(),
+            thumbhash: None,
+            blurhash: None,
         };
         let mut job = JobRecord {
             id,

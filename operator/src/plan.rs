@@ -719,6 +719,7 @@ mod tests {
             height: h,
             frames: 1,
             orientation: 1,
+            has_alpha: false,
         }
     }
 

@@ -22,8 +22,7 @@ use std::collections::HashMap;
 use thumbnail_core::apikeys::{Scope, validate_owner};
 use thumbnail_core::model::{NewJob, OutputSpec};
 use thumbnail_engine::{
-    EngineError, Fit, FormatChoice, Gravity, Limits, OutputFormat, ProbeInfo, ThumbnailOptions,
-    negotiate_format,
+    EngineError, Fit, FormatChoice, Gravity, Limits, ProbeInfo, ThumbnailOptions, negotiate_format,
 };
 use tokio::io::AsyncWriteExt;
 use tracing::{info, instrument, warn};
@@ -791,6 +790,7 @@ async fn undo(state: &SharedState, id: Uuid, key: &str, row: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use thumbnail_engine::OutputFormat;
 
     fn fields(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
