@@ -135,9 +135,10 @@ async fn rejected_uploads_answer_precisely_and_store_nothing() {
             "application/pdf",
         ),
         (
+            // A TIFF header without its image: read as TIFF (a supported input), found corrupt.
             Form::new().part("image", Part::bytes(tiff).file_name("a.tif")),
-            415,
-            "image/tiff",
+            422,
+            "corrupt or truncated TIFF",
         ),
         (
             Form::new().part("image", Part::bytes(big).file_name("big.png")),

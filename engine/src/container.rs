@@ -140,10 +140,11 @@ pub fn gif(b: &[u8], max_frames: u64) -> Result<Facts, Error> {
                     f.has_alpha = true;
                 }
                 // Application extension NETSCAPE2.0: sub-block 1 holds the loop count.
-                if label == Some(0xFF) && block.get(..12) == Some(b"\x0bNETSCAPE2.0") {
-                    if let Some(&[3, 1, lo, hi]) = block.get(12..16) {
-                        f.loop_count = Some(u16::from_le_bytes([lo, hi]));
-                    }
+                if label == Some(0xFF)
+                    && block.get(..12) == Some(b"\x0bNETSCAPE2.0")
+                    && let Some(&[3, 1, lo, hi]) = block.get(12..16)
+                {
+                    f.loop_count = Some(u16::from_le_bytes([lo, hi]));
                 }
                 match skip_sub_blocks(pos + 2) {
                     Some(p) => pos = p,

@@ -52,8 +52,8 @@ fn sample(img: &Raster, to_rgb: impl Fn(&[u8]) -> [f64; 3]) -> (usize, usize, Ve
         for (x, px) in row.chunks_exact(img.channels).enumerate() {
             let cell = &mut sums[cy * gw + x * gw / img.width];
             let rgb = to_rgb(px);
-            for c in 0..3 {
-                cell.0[c] += rgb[c];
+            for (sum, value) in cell.0.iter_mut().zip(rgb) {
+                *sum += value;
             }
             cell.1 += 1;
         }

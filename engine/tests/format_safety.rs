@@ -45,7 +45,7 @@ struct Bits(Vec<u8>, usize);
 impl Bits {
     fn put(&mut self, value: u64, n: usize) {
         for i in 0..n {
-            if self.1 % 8 == 0 {
+            if self.1.is_multiple_of(8) {
                 self.0.push(0);
             }
             if i < 64 && value >> i & 1 == 1 {
