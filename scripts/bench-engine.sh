@@ -22,6 +22,8 @@ ROOT=$(pwd)
 source scripts/lib/services.sh
 # shellcheck source=scripts/lib/bench.sh
 source scripts/lib/bench.sh
+# The engine's C decoders (libheif) need cmake and a C++ compiler to build.
+svc_ensure_build_packages
 QUICK="${BENCH_QUICK:-}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-engine.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -33,6 +35,10 @@ if [[ -z "$QUICK" ]]; then
     # Debian's ImageMagick (a `convert` elsewhere on PATH may be something else).
     [[ -x /usr/bin/convert ]] || need_apt+=(imagemagick)
     command -v exiftool >/dev/null || need_apt+=(libimage-exiftool-perl)
+    # The encoders people make the newer formats with (the rows f01-f06).
+    command -v heif-enc >/dev/null || need_apt+=(libheif-examples)
+    command -v avifenc >/dev/null || need_apt+=(libavif-bin)
+    command -v cjxl >/dev/null || need_apt+=(libjxl-tools)
 fi
 if ((${#need_apt[@]} > 0)); then
     svc_apt_install "${need_apt[@]}"
@@ -61,6 +67,41 @@ if [[ -z "$QUICK" ]]; then
         mv "$C/s13.tmp.jpg" "$C/s13_phone_4032x3024_orient6.jpg"
     fi
     IMAGES+=(s13_phone_4032x3024_orient6.jpg)
+    # The newer input formats, each made from a corpus photo with the encoder people use: a
+    # phone-sized picture (r06 at 4032x3024, as s13) as HEIC, AVIF and JPEG XL; r05 as the LZW
+    # TIFF a scanner writes; r01 as a 24-bit BMP; and an SVG wallpaper of Debian's (972 paths).
+    base="$WORK/phone_4032x3024.png"
+    phone_base() { [[ -s "$base" ]] || /usr/bin/convert "$C/r06_elephants_5640x3172.jpg" -resize '4032x3024!' -strip "$base"; }
+    if [[ ! -s "$C/f01_phone_4032x3024.heic" ]]; then
+        # Quality 50: about the 2-3 MB of a 12-megapixel iPhone HEIC.
+        phone_base && heif-enc -q 50 -o "$C/f01.tmp.heic" "$base" >/dev/null && mv "$C/f01.tmp.heic" "$C/f01_phone_4032x3024.heic"
+    fi
+    if [[ ! -s "$C/f02_phone_4032x3024.avif" ]]; then
+        phone_base && avifenc -s 6 --min 18 --max 28 "$base" "$C/f02.tmp.avif" >/dev/null && mv "$C/f02.tmp.avif" "$C/f02_phone_4032x3024.avif"
+    fi
+    if [[ ! -s "$C/f03_phone_4032x3024.jxl" ]]; then
+        phone_base && cjxl --quiet -d 1 "$base" "$C/f03.tmp.jxl" && mv "$C/f03.tmp.jxl" "$C/f03_phone_4032x3024.jxl"
+    fi
+    if [[ ! -s "$C/f04_volna_5120x2880.tif" ]]; then
+        /usr/bin/convert "$C/r05_volna_5120x2880.jpg" -compress lzw "$C/f04.tmp.tif" && mv "$C/f04.tmp.tif" "$C/f04_volna_5120x2880.tif"
+    fi
+    if [[ ! -s "$C/f05_greenmeadow_1280x1024.bmp" ]]; then
+        /usr/bin/convert "$C/r01_greenmeadow_1280x1024.jpg" BMP3:"$C/f05.tmp.bmp" && mv "$C/f05.tmp.bmp" "$C/f05_greenmeadow_1280x1024.bmp"
+    fi
+    if [[ ! -s "$C/f06_inksplat_1920x1080.svg" ]]; then
+        bench_unpack desktop-base
+        cp "$BENCH_CACHE/debs/desktop-base/usr/share/desktop-base/joy-inksplat-theme/wallpaper/contents/images/1920x1080.svg" \
+            "$C/f06.tmp.svg" && mv "$C/f06.tmp.svg" "$C/f06_inksplat_1920x1080.svg"
+    fi
+    IMAGES+=(f01_phone_4032x3024.heic f02_phone_4032x3024.avif f03_phone_4032x3024.jxl f04_volna_5120x2880.tif
+        f05_greenmeadow_1280x1024.bmp f06_inksplat_1920x1080.svg)
+else
+    # One newer format in the quick mode too (its table and code path), made with libvips itself.
+    if [[ ! -s "$C/f04_greenmeadow_1280x1024.tif" ]]; then
+        vips copy "$C/r01_greenmeadow_1280x1024.jpg" "$C/f04.tmp.tif[compression=lzw]" &&
+            mv "$C/f04.tmp.tif" "$C/f04_greenmeadow_1280x1024.tif"
+    fi
+    IMAGES+=(f04_greenmeadow_1280x1024.tif)
 fi
 
 if [[ -n "$QUICK" ]]; then
@@ -91,7 +132,7 @@ EX="$(svc_target_dir)/$PROFILE/examples"
 } | tee "$REPORT.new"
 mv "$REPORT.new" "$REPORT"
 # Every image must have its two rows (both geometries) in the table.
-rows=$(grep -c '^| [rs][0-9][0-9]_' "$REPORT" || true)
+rows=$(grep -c '^| [rsf][0-9][0-9]_' "$REPORT" || true)
 if ((rows != 2 * ${#IMAGES[@]})); then
     svc_die "bench-engine: the table has $rows rows, expected $((2 * ${#IMAGES[@]}))"
 fi

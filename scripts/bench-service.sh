@@ -25,6 +25,8 @@ ROOT=$(pwd)
 source scripts/lib/services.sh
 # shellcheck source=scripts/lib/bench.sh
 source scripts/lib/bench.sh
+# The engine's C decoders (libheif) need cmake and a C++ compiler to build.
+svc_ensure_build_packages
 
 QUICK="${BENCH_QUICK:-}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-service.XXXXXX")

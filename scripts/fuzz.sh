@@ -8,5 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-120}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# shellcheck source=scripts/lib/services.sh
+source scripts/lib/services.sh
+svc_ensure_build_packages
 cargo build --release -p thumbnail-engine --example fuzz
 "$CARGO_TARGET_DIR/release/examples/fuzz" "$SECS" engine/tests/fixtures fuzz/findings ${2:+"$2"}

@@ -280,6 +280,13 @@ pub struct ApiConfig {
     /// How long an expired job answers 410 Gone before it is forgotten (404).
     #[arg(long, env = "RETENTION_GONE_SECONDS", default_value_t = 86_400)]
     pub retention_gone_seconds: u64,
+    /// Time between orphan scans: objects under the service's prefixes that no job row knows
+    /// (a crash between storing an original and recording its job) are deleted.
+    #[arg(long, env = "ORPHAN_SCAN_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub orphan_scan_seconds: u64,
+    /// How old an object without a job row must be before the orphan scan deletes it.
+    #[arg(long, env = "ORPHAN_GRACE_SECONDS", default_value_t = 3600)]
+    pub orphan_grace_seconds: u64,
     /// How long an `Idempotency-Key` of an upload is kept: a repeat within this time answers with
     /// the first request's job.
     #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(1..))]
@@ -316,6 +323,8 @@ impl ApiConfig {
             max: Duration::from_secs(self.max_retention_seconds),
             gone_grace: Duration::from_secs(self.retention_gone_seconds),
             sweep_every: Duration::from_secs(self.retention_sweep_seconds),
+            orphan_scan_every: Duration::from_secs(self.orphan_scan_seconds),
+            orphan_grace: Duration::from_secs(self.orphan_grace_seconds),
         }
     }
     pub fn url_expiry(&self) -> Duration {

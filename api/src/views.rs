@@ -83,7 +83,7 @@ pub struct PlaceholderView {
 pub struct SourceView {
     pub bucket: String,
     pub key: String,
-    /// Detected from the bytes: jpeg, png, webp or gif.
+    /// Detected from the bytes: jpeg, png, webp, gif, heic, avif, jxl, tiff, bmp, ico or svg.
     pub format: String,
     pub width: u32,
     pub height: u32,

@@ -338,3 +338,77 @@ async fn owners_delete_their_finished_jobs_early() {
         assert_eq!(response.status(), 404);
     }
 }
+
+#[tokio::test]
+async fn objects_no_row_knows_are_found_and_removed_after_the_grace() {
+    for stores in Stores::BOTH {
+        let app = stores
+            .spawn(|c| {
+                c.retention_sweep_seconds = 3600;
+                c.orphan_scan_seconds = 3600;
+                c.orphan_grace_seconds = 600;
+            })
+            .await;
+        let kept = app.accepted(upload(&app, &[]).await).await;
+        let kept = app.wait_finished(&kept, DEADLINE).await;
+        // What a crash between storing an original and inserting its row leaves, and a thumbnail
+        // whose row was removed by hand; and a file under the prefix that is not the service's.
+        let keys = &app.state.keys;
+        let (lost, gone) = (Uuid::new_v4(), Uuid::new_v4());
+        let orphans = [
+            keys.original(lost, "jpg"),
+            keys.thumbnail(gone, "default", "png"),
+            keys.thumbnail(gone, "large", "webp"),
+        ];
+        let foreign = keys
+            .original(Uuid::nil(), "jpg")
+            .replace(&Uuid::nil().to_string(), "holiday");
+        for key in orphans.iter().chain([&foreign]) {
+            app.state
+                .objects
+                .put_bytes(key, bytes::Bytes::from_static(b"orphan"), "image/jpeg")
+                .await
+                .unwrap();
+        }
+        // Within the grace period (an upload may be between its put and its insert): kept.
+        let report = app.state.sweeper.scan_orphans(now()).await.unwrap();
+        assert_eq!(report.deleted, 0, "{stores:?}: {report:?}");
+        assert!(report.scanned >= 6, "{stores:?}: {report:?}");
+        // After it: the three orphans go; the job's objects and the foreign file stay.
+        let report = app
+            .state
+            .sweeper
+            .scan_orphans(now() + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.deleted, report.bytes_deleted),
+            (3, 18),
+            "{stores:?}: {report:?}"
+        );
+        for key in &orphans {
+            assert!(!exists(&app, key).await, "{stores:?}: orphan {key} left");
+        }
+        for key in keys_of(&kept).iter().chain([&foreign]) {
+            assert!(exists(&app, key).await, "{stores:?}: {key} deleted");
+        }
+        assert_eq!(
+            app.job(kept["job_id"].as_str().unwrap()).await["status"],
+            "SUCCESS"
+        );
+        // Idempotent: nothing left to do.
+        let again = app
+            .state
+            .sweeper
+            .scan_orphans(now() + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(again.deleted, 0, "{again:?}");
+        assert!(
+            app.metrics()
+                .await
+                .contains("thumbnail_retention_orphans_deleted_total 3"),
+            "{stores:?}"
+        );
+    }
+}

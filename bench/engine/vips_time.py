@@ -1,4 +1,5 @@
-"""In-process libvips timing: python3 vips_time.py FILE N WIDTH HEIGHT CROP(0/1) -> median_ms peak_kib w h"""
+"""In-process libvips timing: python3 vips_time.py FILE N WIDTH HEIGHT CROP(0/1) [OUT_EXT] -> median_ms peak_kib w h
+OUT_EXT (.jpg, .png, .webp): the output format; by default that of the input (PNG for other inputs)."""
 import os, sys, time, resource
 os.environ.setdefault("VIPS_CONCURRENCY", "1")
 import pyvips
@@ -11,6 +12,7 @@ def rss(field):
     for l in open("/proc/self/status"):
         if l.startswith(field):
             return int(l.split()[1])
+out_ext = sys.argv[6] if len(sys.argv) > 6 else (".jpg" if path.endswith(".jpg") else ".webp" if path.endswith(".webp") else ".png")
 kw = {"height": h, "size": "down"}
 if crop:
     kw["crop"] = "centre"
@@ -21,7 +23,7 @@ ts = []
 for _ in range(n):
     t = time.perf_counter()
     im = pyvips.Image.thumbnail_buffer(data, w, **kw)
-    out = im.write_to_buffer("." + ("jpg" if path.endswith(".jpg") else "png" if not path.endswith(".webp") else "webp") + "[Q=80,strip]")
+    out = im.write_to_buffer(out_ext + "[Q=80,strip]")
     ts.append((time.perf_counter() - t) * 1000)
 ts.sort()
 print("%.2f %d %d %d" % (ts[len(ts) // 2], rss("VmHWM:") - base, im.width, im.height))

@@ -1,16 +1,15 @@
 //! Placeholders of a thumbnail: a ThumbHash and a BlurHash, tiny strings a client turns into a
 //! blurred preview to show while the real thumbnail loads.
 //!
-//! Computed from the thumbnail the engine already encoded (decoded again, it is small), outside
-//! the engine's decode pipeline: the thumbnail is shrunk to at most [`SAMPLE_EDGE`] pixels a side
-//! with a box filter, which is all either hash looks at (ThumbHash keeps at most 7x7 terms,
-//! BlurHash [`BLURHASH_COMPONENTS`]). Cost: `cargo run --release -p thumbnail-core --example
-//! placeholder_cost` (README, "Benchmarks").
+//! Computed from the engine's preview of the thumbnail it made (`engine::Preview`: the encoded
+//! pixels box-filtered to at most 32 pixels a side, which is all either hash looks at: ThumbHash
+//! keeps at most 7x7 terms, BlurHash [`BLURHASH_COMPONENTS`]), so nothing is decoded again and
+//! every output format (AVIF too) gets them. Cost: `cargo run --release -p thumbnail-core
+//! --example placeholder_cost` (README, "Benchmarks").
+use crate::engine::Preview;
+use crate::engine::preview::preview_size;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-
-/// Longest side of the image both hashes are computed from (ThumbHash accepts at most 100).
-pub const SAMPLE_EDGE: u32 = 32;
 
 /// BlurHash components along the longer and the shorter side (4x3 is the reference default).
 pub const BLURHASH_COMPONENTS: (u32, u32) = (4, 3);
@@ -27,16 +26,13 @@ pub struct Placeholders {
 /// Why no placeholder could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceholderError {
-    #[error("the thumbnail could not be decoded: {0}")]
-    Decode(#[from] image::ImageError),
     #[error("blurhash: {0}")]
     BlurHash(String),
 }
 
-/// Placeholders of an encoded image (JPEG, PNG, WebP or GIF).
-pub fn of_encoded(encoded: &[u8]) -> Result<Placeholders, PlaceholderError> {
-    let decoded = image::load_from_memory(encoded)?.into_rgba8();
-    of_rgba(decoded.width(), decoded.height(), decoded.as_raw())
+/// Placeholders of a thumbnail, from the engine's preview of it.
+pub fn of_preview(preview: &Preview) -> Result<Placeholders, PlaceholderError> {
+    of_rgba(preview.width, preview.height, &preview.rgba)
 }
 
 /// Placeholders of 8-bit RGBA pixels (not premultiplied), `width * height * 4` bytes.
@@ -44,7 +40,7 @@ pub fn of_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<Placeholders, Pla
     let image = image::RgbaImage::from_raw(width, height, rgba.to_vec()).ok_or_else(|| {
         PlaceholderError::BlurHash(format!("{} bytes are not {width}x{height} RGBA", rgba.len()))
     })?;
-    let (w, h) = sample_size(width, height);
+    let (w, h) = preview_size(width, height);
     // `thumbnail` averages every source pixel (a box filter), unlike point sampling.
     let sample = if (w, h) == (width, height) {
         image
@@ -62,19 +58,6 @@ pub fn of_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<Placeholders, Pla
     })
 }
 
-/// The sample's size: the image scaled to fit [`SAMPLE_EDGE`], aspect kept, at least 1x1. Pure.
-pub fn sample_size(width: u32, height: u32) -> (u32, u32) {
-    let (width, height) = (width.max(1), height.max(1));
-    let long = width.max(height);
-    if long <= SAMPLE_EDGE {
-        return (width, height);
-    }
-    let scale = |side: u32| {
-        ((u64::from(side) * u64::from(SAMPLE_EDGE) + u64::from(long) / 2) / u64::from(long)).max(1) as u32
-    };
-    (scale(width), scale(height))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,15 +70,6 @@ mod tests {
             }
         }
         rgba
-    }
-
-    #[test]
-    fn sample_fits_the_edge_and_keeps_the_aspect() {
-        assert_eq!(sample_size(320, 240), (32, 24));
-        assert_eq!(sample_size(240, 320), (24, 32));
-        assert_eq!(sample_size(20, 10), (20, 10));
-        assert_eq!(sample_size(10_000, 1), (32, 1));
-        assert_eq!(sample_size(0, 0), (1, 1));
     }
 
     #[test]
@@ -155,14 +129,65 @@ mod tests {
     }
 
     #[test]
-    fn encoded_thumbnails_are_decoded() {
+    fn every_output_format_gets_the_placeholders_of_its_picture() {
+        use crate::engine::{Fit, Limits, OutputFormat, ThumbnailOptions, render};
+        // Red on the left, blue on the right: so are the placeholders, whatever the format
+        // (AVIF too, which nothing here could decode again), JPEG and YCbCr routes included.
+        let img = image::RgbaImage::from_fn(200, 100, |x, _| {
+            image::Rgba(if x < 100 {
+                [255, 0, 0, 255]
+            } else {
+                [0, 0, 255, 255]
+            })
+        });
         let mut png = Vec::new();
-        image::RgbaImage::from_raw(40, 30, gradient(40, 30))
-            .unwrap()
-            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        let from_png = of_encoded(&png).unwrap();
-        assert_eq!(from_png, of_rgba(40, 30, &gradient(40, 30)).unwrap());
-        assert!(of_encoded(b"not an image").is_err());
+        let mut jpeg = Vec::new();
+        image::DynamicImage::ImageRgba8(img)
+            .to_rgb8()
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        let formats = [
+            OutputFormat::Jpeg,
+            OutputFormat::Png,
+            OutputFormat::Webp,
+            OutputFormat::Avif,
+            OutputFormat::Gif,
+        ];
+        for (input, format) in formats
+            .iter()
+            .map(|&f| (&png, f))
+            .chain([(&jpeg, OutputFormat::Jpeg), (&jpeg, OutputFormat::Png)])
+        {
+            let options = ThumbnailOptions {
+                width: 80,
+                height: 80,
+                fit: Fit::Contain,
+                format: Some(format),
+                ..ThumbnailOptions::default()
+            };
+            let thumbnail = render(input, &options, &Limits::default()).unwrap();
+            assert_eq!(
+                (thumbnail.preview.width, thumbnail.preview.height),
+                (32, 16),
+                "{format:?}"
+            );
+            // The preview is the picture: red on the left, blue on the right (JPEG and AVIF
+            // are lossy, hence the tolerance).
+            let px = |x: usize| &thumbnail.preview.rgba[(8 * 32 + x) * 4..(8 * 32 + x) * 4 + 4];
+            let near = |a: &[u8], b: [u8; 4]| a.iter().zip(b).all(|(&a, b)| a.abs_diff(b) <= 40);
+            assert!(near(px(2), [255, 0, 0, 255]), "{format:?} left {:?}", px(2));
+            assert!(near(px(29), [0, 0, 255, 255]), "{format:?} right {:?}", px(29));
+            // And so, blurred, are its placeholders.
+            let p = of_preview(&thumbnail.preview).unwrap();
+            let pixels = blurhash::decode(&p.blurhash, 8, 4, 1.0).unwrap();
+            let (left, right) = (
+                &pixels[2 * 8 * 4..2 * 8 * 4 + 4],
+                &pixels[(2 * 8 + 7) * 4..(2 * 8 + 7) * 4 + 4],
+            );
+            assert!(left[0] > left[2] + 60, "{format:?} left {left:?}");
+            assert!(right[2] > right[0] + 60, "{format:?} right {right:?}");
+        }
     }
 }

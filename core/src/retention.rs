@@ -5,7 +5,10 @@
 //! 2. for each expired finished job: delete its thumbnails and its original (deletes of objects
 //!    already gone succeed), then mark the row purged (a tombstone, answered 410 Gone);
 //! 3. tombstones older than the grace period are deleted (then 404);
-//! 4. expired idempotency keys are deleted.
+//! 4. expired idempotency keys are deleted;
+//! 5. every `orphan_scan_every`, objects under the service's own key prefixes whose job has no
+//!    row (a crash between storing the original and inserting its row, or a row removed by
+//!    hand) and that are older than `orphan_grace` are deleted ([`Sweeper::scan_orphans`]).
 //!
 //! A sweeper killed between 2's deletes and its mark finds the job again next time and deletes
 //! what is left; one killed after the mark has nothing left to delete. Several sweepers (API
@@ -40,6 +43,12 @@ pub struct RetentionPolicy {
     pub gone_grace: Duration,
     /// Time between sweeps (RETENTION_SWEEP_SECONDS).
     pub sweep_every: Duration,
+    /// Time between orphan scans (ORPHAN_SCAN_SECONDS), which list every object the service
+    /// stored, so run less often than sweeps.
+    pub orphan_scan_every: Duration,
+    /// How old an object without a row must be before it counts as an orphan
+    /// (ORPHAN_GRACE_SECONDS): longer than any upload or render takes to write its row.
+    pub orphan_grace: Duration,
 }
 
 impl RetentionPolicy {
@@ -58,6 +67,7 @@ pub struct RetentionMetrics {
     pub bytes_deleted: Counter,
     pub jobs_purged: Counter,
     pub rows_deleted: Counter,
+    pub orphans_deleted: Counter,
     /// Expired jobs still to purge after the last sweep.
     pub backlog: Gauge,
     pub sweep_seconds: SweepHistogram,
@@ -97,6 +107,11 @@ impl RetentionMetrics {
             self.rows_deleted.clone(),
         );
         registry.register(
+            "thumbnail_retention_orphans_deleted",
+            "Objects deleted because no job row knows them (also counted in objects_deleted)",
+            self.orphans_deleted.clone(),
+        );
+        registry.register(
             "thumbnail_retention_backlog",
             "Expired jobs not yet purged, after the last sweep",
             self.backlog.clone(),
@@ -130,6 +145,30 @@ pub struct Sweeper {
     pub policy: RetentionPolicy,
     pub metrics: Arc<RetentionMetrics>,
 }
+
+/// What one orphan scan did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OrphanReport {
+    /// Objects looked at under the service's prefixes.
+    pub scanned: u64,
+    pub deleted: u64,
+    pub bytes_deleted: u64,
+}
+
+/// The job an object of the service's layout belongs to: its file name starts with the job id,
+/// followed by `.` (the default output, the original) or `-` (a named output). Other names under
+/// the prefixes are not the service's and are left alone. Pure.
+pub fn job_of_key(key: &str) -> Option<uuid::Uuid> {
+    let name = key.rsplit('/').next()?;
+    let (id, rest) = (name.get(..36)?, name.get(36..)?);
+    if !(rest.starts_with('.') || rest.starts_with('-')) {
+        return None;
+    }
+    uuid::Uuid::parse_str(id).ok()
+}
+
+/// Objects listed per page of an orphan scan (S3's largest page).
+const LIST_PAGE: u32 = 1000;
 
 /// The objects a job stored, with their sizes: its thumbnails, and its original when the service
 /// stored it (a GitOps ThumbnailJob's source, named by its author, is theirs to keep). Pure.
@@ -209,11 +248,63 @@ impl Sweeper {
         Ok(report)
     }
 
-    /// Sweep every `policy.sweep_every` until `stop`; a failed sweep is logged and retried at the
-    /// next tick (what it did stays done).
+    /// Delete the objects under the service's prefixes (originals, thumbnails) that no job row
+    /// knows and that were last written before `now - orphan_grace`. Objects are listed a page at
+    /// a time and their jobs looked up a page at a time, so memory stays bounded whatever the
+    /// bucket holds. Idempotent; several scanners at once only repeat each other's deletes.
+    pub async fn scan_orphans(&self, now: DateTime<Utc>) -> Result<OrphanReport> {
+        let grace = chrono::Duration::from_std(self.policy.orphan_grace).unwrap_or(chrono::Duration::MAX);
+        let old_enough = now.checked_sub_signed(grace).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut report = OrphanReport::default();
+        let nil = uuid::Uuid::nil();
+        for prefix in [
+            self.keys.original(nil, "x"),
+            self.keys.thumbnail(nil, crate::model::DEFAULT_OUTPUT, "x"),
+        ] {
+            let prefix = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+            let mut after: Option<String> = None;
+            loop {
+                let page = self.objects.list(prefix, after.as_deref(), LIST_PAGE).await?;
+                report.scanned += page.len() as u64;
+                let candidates: Vec<_> = page
+                    .iter()
+                    .filter(|o| o.modified < old_enough)
+                    .filter_map(|o| job_of_key(&o.key).map(|id| (o, id)))
+                    .collect();
+                let ids: Vec<_> = candidates.iter().map(|(_, id)| *id).collect();
+                let known = if ids.is_empty() {
+                    Default::default()
+                } else {
+                    self.jobs.known_ids(&ids).await?
+                };
+                for (object, id) in candidates {
+                    if known.contains(&id) {
+                        continue;
+                    }
+                    self.objects.delete(&object.key).await?;
+                    info!(key = %object.key, job_id = %id, bytes = object.bytes, "deleted an orphan object");
+                    report.deleted += 1;
+                    report.bytes_deleted += object.bytes;
+                    self.metrics.orphans_deleted.inc();
+                    self.metrics.objects_deleted.inc();
+                    self.metrics.bytes_deleted.inc_by(object.bytes);
+                }
+                if page.len() < LIST_PAGE as usize {
+                    break;
+                }
+                after = page.last().map(|o| o.key.clone());
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sweep every `policy.sweep_every` and scan for orphans every `policy.orphan_scan_every`
+    /// (the first at start-up) until `stop`; a failure is logged and retried at the next tick
+    /// (what it did stays done).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut every = tokio::time::interval(self.policy.sweep_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_scan: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -223,6 +314,14 @@ impl Sweeper {
                 Ok(report) if report != SweepReport::default() => info!(?report, "retention sweep"),
                 Ok(_) => {}
                 Err(error) => warn!(%error, "retention sweep failed; retrying at the next one"),
+            }
+            if last_scan.is_none_or(|at| at.elapsed() >= self.policy.orphan_scan_every) {
+                last_scan = Some(Instant::now());
+                match self.scan_orphans(crate::model::now()).await {
+                    Ok(report) if report.deleted > 0 => info!(?report, "orphan scan"),
+                    Ok(_) => {}
+                    Err(error) => warn!(%error, "orphan scan failed; retrying at the next one"),
+                }
             }
         }
     }
@@ -242,6 +341,8 @@ mod tests {
             max: Duration::from_secs(30 * 86_400),
             gone_grace: Duration::from_secs(86_400),
             sweep_every: Duration::from_secs(60),
+            orphan_scan_every: Duration::from_secs(3600),
+            orphan_grace: Duration::from_secs(3600),
         };
         let t = crate::model::now();
         assert_eq!(policy.expiry(t, None), t + chrono::Duration::days(7));
@@ -253,6 +354,24 @@ mod tests {
             policy.expiry(t, Some(Duration::from_secs(90 * 86_400))),
             t + chrono::Duration::days(30)
         );
+    }
+
+    #[test]
+    fn the_job_of_a_key_is_the_id_its_file_name_starts_with() {
+        let keys = KeyLayout::new("tenant");
+        let id = Uuid::new_v4();
+        assert_eq!(job_of_key(&keys.original(id, "jpg")), Some(id));
+        assert_eq!(job_of_key(&keys.thumbnail(id, "default", "png")), Some(id));
+        assert_eq!(job_of_key(&keys.thumbnail(id, "large", "webp")), Some(id));
+        assert_eq!(
+            job_of_key(&keys.thumbnail(id, "default", "result.json")),
+            Some(id)
+        );
+        // Not the service's names: left alone.
+        assert_eq!(job_of_key("images/original/holiday.jpg"), None);
+        assert_eq!(job_of_key(&format!("images/original/{id}")), None);
+        assert_eq!(job_of_key(&format!("images/original/{id}x.jpg")), None);
+        assert_eq!(job_of_key("images/original/é"), None);
     }
 
     #[test]

@@ -170,10 +170,10 @@ pub fn planned_outputs(job: &JobRecord, keys: &KeyLayout) -> Vec<(OutputSpec, St
         .collect()
 }
 
-/// Placeholders of a rendered thumbnail, on the CPU pool. A thumbnail the engine made always
-/// decodes; if one ever did not, the job still succeeds, without placeholders.
+/// Placeholders of a rendered thumbnail, from the engine's preview of it (on the CPU pool). If
+/// one ever could not be made, the job still succeeds, without placeholders.
 pub fn placeholders_of(thumbnail: &Thumbnail) -> Option<Placeholders> {
-    placeholder::of_encoded(&thumbnail.bytes)
+    placeholder::of_preview(&thumbnail.preview)
         .map_err(|e| warn!(error = %e, "no placeholders for the thumbnail"))
         .ok()
 }

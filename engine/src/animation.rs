@@ -66,6 +66,7 @@ pub(crate) fn render(
     };
     let mut writer: Option<Writer> = None;
     let mut window: Option<(usize, usize)> = None;
+    let mut preview: Option<crate::preview::Preview> = None;
     let (mut count, mut size) = (0u64, (0, 0));
     for frame in frames {
         let frame = match frame {
@@ -105,6 +106,10 @@ pub(crate) fn render(
             to_srgb(&mut out, icc);
         }
         size = (out.width, out.height);
+        // The first frame is what a still viewer shows, so it is what the preview shows.
+        if preview.is_none() {
+            preview = Some(crate::preview::of_raster(&out, false));
+        }
         let w = match &mut writer {
             Some(w) => w,
             None => writer.insert(match format {
@@ -121,15 +126,18 @@ pub(crate) fn render(
             Writer::Webp(a) => a.add(frame)?,
         }
     }
+    let (Some(writer), Some(preview)) = (writer, preview) else {
+        return Err(corrupt(f, "no frame could be decoded"));
+    };
     let bytes = match writer {
-        Some(Writer::Gif(g)) => g.finish()?,
-        Some(Writer::Webp(a)) => a.finish(),
-        None => return Err(corrupt(f, "no frame could be decoded")),
+        Writer::Gif(g) => g.finish()?,
+        Writer::Webp(a) => a.finish(),
     };
     Ok(Thumbnail {
         bytes,
         format,
         width: size.0 as u32,
         height: size.1 as u32,
+        preview,
     })
 }

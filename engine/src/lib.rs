@@ -22,6 +22,7 @@ mod jpeg;
 mod jxl;
 mod options;
 mod pipeline;
+pub mod preview;
 mod smartcrop;
 mod sniff;
 mod svg;
@@ -30,6 +31,7 @@ pub use options::{
     Fit, FormatChoice, Gravity, Limits, OptionError, OutputFormat, ThumbnailOptions, negotiate_format,
 };
 pub use pipeline::{Thumbnail, decode_jpeg_scaled, probe, render};
+pub use preview::Preview;
 pub use sniff::{ImageFormat, ProbeInfo, sniff};
 
 /// For tests: the size of the HEIF item (the primary image or a thumbnail) a render that needs

@@ -8,6 +8,7 @@
 use crate::container::{self, Facts};
 use crate::jpeg::{self, JpegHeader};
 use crate::options::Anchor;
+use crate::preview::{self, Preview};
 use crate::{
     EngineError, Fit, Gravity, ImageFormat, Limits, OutputFormat, ProbeInfo, ThumbnailOptions, animation,
     bitmap, encode as encoders, heif, jxl, smartcrop, sniff, svg,
@@ -23,6 +24,8 @@ pub struct Thumbnail {
     pub format: OutputFormat,
     pub width: u32,
     pub height: u32,
+    /// The picture at most 32 pixels a side, from the pixels that were encoded (placeholders).
+    pub preview: Preview,
 }
 
 /// 8-bit interleaved pixels: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA channels.
@@ -726,6 +729,7 @@ fn encode_ycc_420(planes: Ycc420, orientation: u8, quality: u8) -> Result<Thumbn
     };
     let (width, height) = (planes.y.width as u32, planes.y.height as u32);
     jpeg_size(width, height)?;
+    let preview = preview::of_planes_420(&planes.y, &planes.cb, &planes.cr);
     let mut out = Vec::new();
     let mut encoder = new_jpeg_encoder(&mut out, quality);
     encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
@@ -737,6 +741,7 @@ fn encode_ycc_420(planes: Ycc420, orientation: u8, quality: u8) -> Result<Thumbn
         format: OutputFormat::Jpeg,
         width,
         height,
+        preview,
     })
 }
 
@@ -1188,6 +1193,13 @@ fn encode(img: Raster, colour: Colour, format: OutputFormat, quality: u8) -> Res
     use image::{ExtendedColorType, ImageEncoder};
     let internal = |e: image::ImageError| EngineError::Internal(e.to_string());
     let (width, height) = (img.width as u32, img.height as u32);
+    let preview = preview::of_raster(&img, colour == Colour::YCbCr);
+    // A JPEG has no alpha: its picture is the one flattened on white.
+    let preview = if format == OutputFormat::Jpeg {
+        preview.flattened()
+    } else {
+        preview
+    };
     let mut out = Vec::new();
     let color = |c: usize| match c {
         1 => ExtendedColorType::L8,
@@ -1232,6 +1244,7 @@ fn encode(img: Raster, colour: Colour, format: OutputFormat, quality: u8) -> Res
         format,
         width,
         height,
+        preview,
     })
 }
 

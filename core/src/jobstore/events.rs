@@ -115,6 +115,10 @@ impl JobStore for NotifyingJobStore {
         self.inner.delete(id).await
     }
 
+    async fn known_ids(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+        self.inner.known_ids(ids).await
+    }
+
     async fn apply_default_expiry(&self, retention: std::time::Duration) -> Result<u64> {
         self.inner.apply_default_expiry(retention).await
     }

@@ -120,6 +120,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Remove a job row entirely (used to undo an upload that failed half-way).
     async fn delete(&self, id: Uuid) -> Result<bool>;
 
+    /// Which of `ids` have a row (tombstones included): the orphan scan keeps their objects.
+    async fn known_ids(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>>;
+
     /// Retention: give rows written without an expiry (the operator's mirror, rows from before
     /// retention existed) `created_at + retention`. How many rows changed.
     async fn apply_default_expiry(&self, retention: std::time::Duration) -> Result<u64>;

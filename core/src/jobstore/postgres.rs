@@ -395,6 +395,14 @@ impl JobStore for PostgresJobStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn known_ids(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+        let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(known.into_iter().collect())
+    }
+
     async fn apply_default_expiry(&self, retention: Duration) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE jobs SET expires_at = created_at + make_interval(secs => $1) WHERE expires_at IS NULL",

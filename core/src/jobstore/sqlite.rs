@@ -341,6 +341,22 @@ impl JobStore for SqliteJobStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn known_ids(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+        let mut known = std::collections::HashSet::new();
+        // Within SQLite's bound on parameters per statement.
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT id FROM jobs WHERE id IN ({marks})");
+            let query = chunk.iter().fold(sqlx::query_scalar::<_, String>(&sql), |q, id| {
+                q.bind(id.to_string())
+            });
+            for id in query.fetch_all(&self.pool).await? {
+                known.extend(Uuid::parse_str(&id).ok());
+            }
+        }
+        Ok(known)
+    }
+
     async fn apply_default_expiry(&self, retention: Duration) -> Result<u64> {
         let done = sqlx::query("UPDATE jobs SET expires_at = created_at + ? WHERE expires_at IS NULL")
             .bind(retention.as_micros().min(i64::MAX as u128) as i64)

@@ -128,6 +128,41 @@ impl ObjectStore for LocalObjectStore {
         })
     }
 
+    /// The files directly in the prefix's directory (the key layout keeps no deeper levels),
+    /// skipping in-progress writes (`.tmp-*`). Reads the directory once per page: fine for the
+    /// embedded default, which is one machine's disk.
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<super::ObjectEntry>> {
+        let dir = self.path_of(prefix.trim_end_matches('/'))?;
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut found = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let key = format!("{}/{name}", prefix.trim_end_matches('/'));
+            if name.starts_with(".tmp-") || after.is_some_and(|after| key.as_str() <= after) {
+                continue;
+            }
+            let meta = entry.metadata().await?;
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().map(chrono::DateTime::<chrono::Utc>::from)?;
+            found.push(super::ObjectEntry {
+                key,
+                bytes: meta.len(),
+                modified,
+            });
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {

@@ -37,6 +37,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Whether an object exists.
     async fn exists(&self, key: &str) -> Result<bool>;
 
+    /// At most `limit` objects whose keys start with `prefix` (which ends in `/`), in key order,
+    /// starting after the key `after` (for paging). The retention sweeper's orphan scan reads it.
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<ObjectEntry>>;
+
     /// A URL that downloads the object without further credentials, valid for `expires_in`.
     async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String>;
 
@@ -54,6 +58,14 @@ pub trait ObjectStore: Send + Sync + 'static {
 }
 
 pub type DynObjectStore = Arc<dyn ObjectStore>;
+
+/// One object of a listing ([`ObjectStore::list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub bytes: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
 
 /// The start of an object ([`ObjectStore::get_prefix`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -481,6 +481,31 @@ impl ObjectStore for S3ObjectStore {
         }
     }
 
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<super::ObjectEntry>> {
+        let mut request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(limit.clamp(1, 1000) as i32);
+        if let Some(after) = after {
+            request = request.start_after(after);
+        }
+        let page = request.send().await.map_err(|e| s3_error("list objects", e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                let modified = object.last_modified()?;
+                Some(super::ObjectEntry {
+                    key: object.key()?.to_owned(),
+                    bytes: object.size().unwrap_or(0).max(0) as u64,
+                    modified: chrono::DateTime::from_timestamp(modified.secs(), modified.subsec_nanos())?,
+                })
+            })
+            .collect())
+    }
+
     async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String> {
         let config = PresigningConfig::expires_in(expires_in)
             .map_err(|e| CoreError::Config(format!("presigned URL expiry: {e}")))?;
