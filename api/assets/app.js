@@ -301,6 +301,14 @@
         img.height = output.height;
       }
       img.addEventListener("load", () => this.el.classList.add("loaded"), { once: true });
+      img.addEventListener(
+        "error",
+        () => {
+          this.el.classList.add("broken");
+          this.q(".detail").textContent = "The thumbnail could not be displayed; try the download link.";
+        },
+        { once: true },
+      );
       img.src = link.thumbnail_url;
       const a = this.q(".download");
       a.href = link.thumbnail_url;

@@ -8,8 +8,7 @@ use reqwest::header;
 use thumbnail_api::config::AuthMode;
 
 const CSP_SELF: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:";
-const CSP_REST: &str =
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const CSP_REST: &str = "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 fn header_of<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
     response
@@ -45,18 +44,27 @@ async fn the_page_needs_no_credentials_and_sends_the_headers_of_a_public_page() 
         let response = app.client.get(app.url("/")).send().await.unwrap();
         assert_eq!(response.status(), 200, "{mode:?}");
         assert_eq!(header_of(&response, "content-type"), "text/html; charset=utf-8");
-        let csp = header_of(&response, "content-security-policy");
-        // The embedded store's links are this server's: its own origin is the image origin.
-        assert_eq!(csp, format!("{CSP_SELF} {}; {CSP_REST}", app.address), "{mode:?}");
+        let csp = header_of(&response, "content-security-policy").to_owned();
+        // The embedded store's links are on this server's PUBLIC_URL (http://localhost:PORT).
+        let public = app.state.objects.endpoint_url().to_owned();
+        assert!(public.starts_with("http://localhost:"), "{public}");
+        assert_eq!(csp, format!("{CSP_SELF} {public}; {CSP_REST}"), "{mode:?}");
         assert_eq!(header_of(&response, "x-content-type-options"), "nosniff");
         assert_eq!(header_of(&response, "referrer-policy"), "no-referrer");
         assert_eq!(header_of(&response, "cache-control"), "no-cache");
         let etag = header_of(&response, "etag").to_owned();
         let html = response.text().await.unwrap();
-        assert!(html.contains("<input id=\"files\" type=\"file\" multiple>"), "{html}");
+        assert!(
+            html.contains("<input id=\"files\" type=\"file\" multiple>"),
+            "{html}"
+        );
         if mode != AuthMode::None {
             let api = app.client.get(app.url("/api/v1/jobs/")).send().await.unwrap();
-            assert_eq!(api.status(), 401, "{mode:?}: the API itself still needs credentials");
+            assert_eq!(
+                api.status(),
+                401,
+                "{mode:?}: the API itself still needs credentials"
+            );
         }
         // Unchanged: 304, with the same headers.
         let again = app
@@ -75,19 +83,40 @@ async fn the_page_needs_no_credentials_and_sends_the_headers_of_a_public_page() 
 #[tokio::test]
 async fn the_html_has_no_inline_script_or_style() {
     let app = spawn_app_with(|_| {}).await;
-    let html = app.client.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    let html = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let lower = html.to_ascii_lowercase();
-    let scripts: Vec<&str> = lower.match_indices("<script").map(|(at, _)| &lower[at..]).collect();
+    let scripts: Vec<&str> = lower
+        .match_indices("<script")
+        .map(|(at, _)| &lower[at..])
+        .collect();
     assert_eq!(scripts.len(), 2, "{html}");
     for script in scripts {
         let tag = &script[..script.find('>').unwrap() + 1];
         assert!(tag.contains(" src=\"/assets/"), "a script without src: {tag}");
-        assert!(script[tag.len()..].starts_with("</script>"), "a script with inline code: {tag}");
+        assert!(
+            script[tag.len()..].starts_with("</script>"),
+            "a script with inline code: {tag}"
+        );
     }
     assert!(!lower.contains("<style"), "an inline style sheet");
     assert!(!lower.contains("style="), "an inline style attribute");
     assert!(!lower.contains("javascript:"), "a javascript: URL");
-    for handler in [" onclick=", " onload=", " onerror=", " onchange=", " onsubmit=", " ondrop="] {
+    for handler in [
+        " onclick=",
+        " onload=",
+        " onerror=",
+        " onchange=",
+        " onsubmit=",
+        " ondrop=",
+    ] {
         assert!(!lower.contains(handler), "an inline event handler: {handler}");
     }
 }
@@ -95,13 +124,24 @@ async fn the_html_has_no_inline_script_or_style() {
 #[tokio::test]
 async fn assets_are_cached_by_their_content_hash() {
     let app = spawn_app_with(|_| {}).await;
-    let html = app.client.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    let html = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let paths = asset_paths(&html);
     assert_eq!(paths.len(), 3, "{paths:?}");
     for path in &paths {
         // `/assets/app.<12 hex digits>.js`
         let version = path.split('.').nth(1).unwrap();
-        assert!(version.len() == 12 && version.bytes().all(|b| b.is_ascii_hexdigit()), "{path}");
+        assert!(
+            version.len() == 12 && version.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}"
+        );
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let expected_type = if path.ends_with(".js") {
@@ -110,7 +150,10 @@ async fn assets_are_cached_by_their_content_hash() {
             "text/css; charset=utf-8"
         };
         assert_eq!(header_of(&response, "content-type"), expected_type);
-        assert_eq!(header_of(&response, "cache-control"), "public, max-age=31536000, immutable");
+        assert_eq!(
+            header_of(&response, "cache-control"),
+            "public, max-age=31536000, immutable"
+        );
         assert_eq!(header_of(&response, "x-content-type-options"), "nosniff");
         assert_eq!(header_of(&response, "etag"), format!("\"{version}\""));
         let body = response.bytes().await.unwrap();
@@ -126,13 +169,24 @@ async fn assets_are_cached_by_their_content_hash() {
         assert!(again.bytes().await.unwrap().is_empty());
     }
     // The unversioned names, and anything else, are not assets.
-    for path in ["/assets/app.js", "/assets/../Cargo.toml", "/assets/nothing.000000000000.js"] {
+    for path in [
+        "/assets/app.js",
+        "/assets/../Cargo.toml",
+        "/assets/nothing.000000000000.js",
+    ] {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
     }
     // The page is not part of the API's description.
-    let document: serde_json::Value =
-        app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let document: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = document["paths"].as_object().unwrap();
     assert!(!paths.contains_key("/") && !paths.keys().any(|p| p.starts_with("/assets")));
 }

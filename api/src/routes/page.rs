@@ -8,8 +8,8 @@
 //! without inline script or style: images may come from this origin, `data:`/`blob:` URLs and the
 //! object store's public origin (where S3's presigned download links point).
 use crate::error::ApiError;
-use crate::state::SharedState;
 use crate::extract::Path;
+use crate::state::SharedState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -97,9 +97,10 @@ pub fn content_security_policy(image_origin: Option<&str>) -> String {
 
 /// Whether an `If-None-Match` value names `etag` (or is `*`).
 pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag
-    })
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
 fn quoted_etag(version: &str) -> HeaderValue {
@@ -140,7 +141,10 @@ impl Page {
     /// The headers of every answer: what a public page must say about itself.
     fn security_headers(&self, headers: &mut HeaderMap) {
         headers.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
-        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         headers.insert(
@@ -246,7 +250,11 @@ mod tests {
     fn the_html_names_only_versioned_assets() {
         let page = Page::new("http://127.0.0.1:8080");
         for asset in &page.assets {
-            assert!(page.html.contains(&format!("\"/assets/{}\"", asset.file)), "{}", asset.file);
+            assert!(
+                page.html.contains(&format!("\"/assets/{}\"", asset.file)),
+                "{}",
+                asset.file
+            );
         }
         for embedded in &ASSETS {
             assert!(!page.html.contains(&format!("\"/assets/{}\"", embedded.name)));
@@ -263,11 +271,17 @@ mod tests {
             origin_of("http://minio:9000/some/path").as_deref(),
             Some("http://minio:9000")
         );
-        assert_eq!(origin_of("https://cdn.example:443/").as_deref(), Some("https://cdn.example"));
+        assert_eq!(
+            origin_of("https://cdn.example:443/").as_deref(),
+            Some("https://cdn.example")
+        );
         assert_eq!(origin_of("file:///tmp"), None);
         assert_eq!(origin_of("not a url"), None);
         let csp = content_security_policy(Some("http://minio:9000"));
-        assert!(csp.contains("img-src 'self' data: blob: http://minio:9000;"), "{csp}");
+        assert!(
+            csp.contains("img-src 'self' data: blob: http://minio:9000;"),
+            "{csp}"
+        );
         assert!(csp.starts_with("default-src 'none'; script-src 'self'; style-src 'self';"));
         assert!(!csp.contains("unsafe"));
         assert!(content_security_policy(None).contains("img-src 'self' data: blob:;"));
