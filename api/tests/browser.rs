@@ -78,12 +78,11 @@ async fn start_chromedriver(log_name: &str) -> Chromedriver {
     let http = common::http_client();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = http.get(format!("{}/status", driver.url)).send().await {
-            if let Ok(status) = response.json::<Value>().await {
-                if status["value"]["ready"] == json!(true) {
-                    return driver;
-                }
-            }
+        if let Ok(response) = http.get(format!("{}/status", driver.url)).send().await
+            && let Ok(status) = response.json::<Value>().await
+            && status["value"]["ready"] == json!(true)
+        {
+            return driver;
         }
         assert!(Instant::now() < until, "chromedriver did not answer within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -216,10 +215,10 @@ async fn wait_for_final_cards(client: &Client, count: usize) -> Vec<Value> {
 async fn wait_displayed(client: &Client, selector: &str) {
     let until = Instant::now() + DEADLINE;
     loop {
-        if let Ok(element) = client.find(selector).await {
-            if element.is_displayed().await.unwrap_or(false) {
-                return;
-            }
+        if let Ok(element) = client.find(selector).await
+            && element.is_displayed().await.unwrap_or(false)
+        {
+            return;
         }
         assert!(
             Instant::now() < until,
