@@ -8,6 +8,7 @@ mod common;
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
+use base64::Engine;
 use common::{Stores, TestApp, fixture};
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -290,6 +291,54 @@ fn save_screenshot(png: &[u8], name: &str) -> PathBuf {
     path
 }
 
+/// The card's placeholder canvas holds exactly what the thumbhash crate (the encoder's, the
+/// reference's Rust port) decodes from the job's ThumbHash: the page's JavaScript port agrees.
+async fn placeholder_is_the_reference_decoding(client: &Client, app: &TestApp, id: &str) {
+    let job: Value = app
+        .client
+        .get(app.url(&format!("/api/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hash = job["placeholder"]["thumbhash"].as_str().expect("a ThumbHash");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(hash).unwrap();
+    let (w, h, expected) = thumbhash::thumb_hash_to_rgba(&bytes).expect("a valid ThumbHash");
+    let drawn = eval(
+        client,
+        &format!(
+            "const c = document.querySelector('#cards .card[data-job-id=\"{id}\"] canvas.placeholder');
+             return {{w: c.width, h: c.height,
+                      px: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)}};"
+        ),
+    )
+    .await;
+    assert_eq!(
+        (drawn["w"].as_u64(), drawn["h"].as_u64()),
+        (Some(w as u64), Some(h as u64))
+    );
+    let pixels: Vec<u8> = drawn["px"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(pixels.len(), expected.len());
+    // f64 in JavaScript, f32 in Rust: a channel may round one step apart, no more.
+    let worst = pixels
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 1,
+        "the page's ThumbHash decoding differs by {worst} from the reference"
+    );
+}
+
 /// Three files chosen, size 120x90: two thumbnails appear (over their placeholders, with
 /// download links), and the text file's card shows the API's 415 detail. Both with the embedded
 /// stores (images from this origin) and with PostgreSQL and S3 (images from the S3 server's
@@ -343,6 +392,10 @@ async fn upload_three_files(client: &Client, app: &TestApp, stores: Stores) {
         }
         let ext = if name.ends_with("jpg") { "jpg" } else { "png" };
         assert_eq!(c["download"], format!("photo-thumbnail.{ext}"));
+    }
+    for name in ["photo.jpg", "photo.png"] {
+        let id = card(&cards, name)["jobId"].as_str().unwrap().to_owned();
+        placeholder_is_the_reference_decoding(client, app, &id).await;
     }
     let text = card(&cards, "<img src=x onerror=alert(1)>.txt");
     assert_eq!(text["state"], "REFUSED", "{text:#?}");
