@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs exactly this, see .ci/run).
 #
-# Installs what is missing (PostgreSQL from Debian's packages), builds the S3 server
-# (testing/s3-server) and, when not cached, a real Kubernetes control plane (kube-apiserver and
+# Installs what is missing (PostgreSQL, Chromium and chromedriver from Debian's packages), builds
+# the S3 server (testing/s3-server) and, when not cached, a real Kubernetes control plane (kube-apiserver and
 # kube-controller-manager 1.20 from Debian's sources: scripts/lib/kube-control-plane.sh), starts a
 # throwaway PostgreSQL cluster, the S3 server and the control plane (with etcd) on free loopback
 # ports, runs every test of the workspace against them and the doctests, then the chart checks
@@ -113,6 +113,7 @@ svc_log "services state directory: $STATE"
 t0=$(svc_now)
 # apt is used here only, one after the other; the compile in the background needs none.
 svc_ensure_build_packages
+svc_ensure_browser
 svc_ensure_postgres
 kcp_prepare
 KCP_LOG="$STATE/kube-build.log"

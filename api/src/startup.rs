@@ -358,8 +358,8 @@ impl Application {
         })
     }
 
-    /// The routes: uploads, jobs and keys behind authentication; health, readiness and signed
-    /// downloads open; metrics and docs behind credentials when configured.
+    /// The routes: uploads, jobs and keys behind authentication; the upload page, health,
+    /// readiness and signed downloads open; metrics and docs behind credentials when configured.
     pub fn router(state: SharedState, pace: Pace) -> axum::Router {
         let metrics = state.metrics.clone();
         let auth = state.auth.clone();
@@ -381,6 +381,7 @@ impl Application {
             ));
         let open = body_limit(
             routes::files::router()
+                .merge(routes::page::router(state.objects.endpoint_url()))
                 .merge(routes::health::router())
                 .merge(routes::health::metrics_router(auth.clone())),
             SMALL_BODY_BYTES,

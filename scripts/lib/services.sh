@@ -37,6 +37,17 @@ svc_apt_install() {
         || svc_die "apt-get install $* failed"
 }
 
+# What the upload page's browser test (api/tests/browser.rs) drives: Debian's headless Chromium
+# and its chromedriver. Installed when either is missing.
+SVC_BROWSER_PACKAGES=(chromium chromium-driver)
+svc_ensure_browser() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+    local t0; t0=$(svc_now)
+    svc_log "the browser test needs Chromium and chromedriver: apt-get install ${SVC_BROWSER_PACKAGES[*]}"
+    svc_apt_install "${SVC_BROWSER_PACKAGES[@]}"
+    svc_log "Chromium and chromedriver installed in $(svc_since "$t0") s"
+}
+
 # The newest PostgreSQL server binaries directory, or nothing.
 # What the engine's C decoders need to build (HEIC/AVIF: libheif, vendored in libheif-sys and
 # built by cmake with a C++ compiler against Debian's libde265 and dav1d, found by pkg-config;

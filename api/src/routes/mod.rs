@@ -4,4 +4,5 @@ pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+pub mod page;
 pub mod thumbnails;
