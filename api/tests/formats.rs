@@ -83,10 +83,13 @@ async fn every_new_input_format_becomes_a_thumbnail_in_its_default_output() {
                     output["height"].as_u64().unwrap() as u32
                 )
             );
-            assert!(
-                decoded.width().max(decoded.height()) == 64,
-                "{name}: contain in 64x64"
-            );
+            // Small fixtures are not enlarged; the phone photo and the SVG (drawn at the box's
+            // size) fill the box.
+            let long = decoded.width().max(decoded.height());
+            assert!(long <= 64, "{name}: contain in 64x64, got {long}");
+            if name == "phone.heic" || name == "shapes.svg" {
+                assert_eq!(long, 64, "{name}");
+            }
         }
     }
     // The phone HEIC is portrait once its irot transform is applied (4032x3024 sensor).
