@@ -41,7 +41,7 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WebhookMetrics {
     /// Deliveries that reached a final state, by state (delivered, failed, disabled).
     pub deliveries: Family<OutcomeLabel, Counter>,
@@ -57,11 +57,19 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl WebhookMetrics {
     pub fn new() -> Self {
         WebhookMetrics {
+            deliveries: Family::default(),
+            attempts: Family::default(),
+            pending: Gauge::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
-            ..Default::default()
         }
     }
 
@@ -183,7 +191,7 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<&Refused> {
+fn refusal_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(refused) = e.downcast_ref::<Refused>() {
@@ -244,9 +252,6 @@ impl Dispatcher {
 
     /// One round: claim what is due and attempt it. Returns how many were claimed.
     async fn round(&self) -> usize {
-        if let Ok(n) = self.store.pending().await {
-            self.metrics.pending.set(n.min(i64::MAX as u64) as i64);
-        }
         // Long enough for an attempt and its record; a dispatcher that died lets go after it.
         let lease = self.settings.timeout + Duration::from_secs(5);
         let claimed = match self.store.claim_due(now(), lease, BATCH).await {
@@ -260,6 +265,9 @@ impl Dispatcher {
         futures::stream::iter(claimed)
             .for_each_concurrent(CONCURRENCY, |c| async move { self.deliver(c).await })
             .await;
+        if let Ok(pending) = self.store.pending().await {
+            self.metrics.pending.set(pending.min(i64::MAX as u64) as i64);
+        }
         n
     }
 
