@@ -336,7 +336,10 @@ pub struct WebhookArgs {
 impl std::fmt::Debug for WebhookArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookArgs")
-            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("webhook_timeout_seconds", &self.webhook_timeout_seconds)
             .field("webhook_retry_schedule", &self.webhook_retry_schedule)
             .field("webhook_allow_cidrs", &self.webhook_allow_cidrs)
@@ -351,7 +354,8 @@ impl WebhookArgs {
         use thumbnail_core::webhooks::{schedule::RetrySchedule, signature::Secrets, ssrf::AllowList};
         let schedule = RetrySchedule::parse(&self.webhook_retry_schedule)
             .map_err(|e| format!("WEBHOOK_RETRY_SCHEDULE: {e}"))?;
-        let allow = AllowList::parse(&self.webhook_allow_cidrs).map_err(|e| format!("WEBHOOK_ALLOW_CIDRS: {e}"))?;
+        let allow =
+            AllowList::parse(&self.webhook_allow_cidrs).map_err(|e| format!("WEBHOOK_ALLOW_CIDRS: {e}"))?;
         let Some(raw) = self.webhook_secret.as_deref().filter(|s| !s.trim().is_empty()) else {
             return Ok(None);
         };

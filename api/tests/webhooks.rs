@@ -57,7 +57,11 @@ struct Receiver {
     port: u16,
 }
 
-async fn receive(State(state): State<Arc<Mutex<ReceiverState>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let verified_with = [("old", SECRET), ("new", NEW_SECRET)]
         .into_iter()
         .filter(|(_, secret)| {
@@ -168,7 +172,12 @@ fn outcomes(delivery: &Value) -> Vec<(String, Value)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["outcome"].as_str().unwrap().to_owned(), a["status_code"].clone()))
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap().to_owned(),
+                a["status_code"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -187,7 +196,11 @@ async fn the_event_is_signed_and_verified_by_the_reference_library_on_both_store
         let job = app.wait_finished(&id, DEADLINE).await;
         assert_eq!(job["status"], "SUCCESS", "{job}");
         let delivery = wait_delivery(&app, &id, "delivered").await;
-        assert_eq!(outcomes(&delivery), [("delivered".to_owned(), Value::from(200))], "{stores:?}");
+        assert_eq!(
+            outcomes(&delivery),
+            [("delivered".to_owned(), Value::from(200))],
+            "{stores:?}"
+        );
         assert_eq!(delivery["event_type"], "thumbnail.job.succeeded");
         assert_eq!(delivery["url"], receiver.url());
         assert_eq!(delivery["attempts"][0]["error"], Value::Null);
@@ -195,7 +208,11 @@ async fn the_event_is_signed_and_verified_by_the_reference_library_on_both_store
         let received = receiver.received();
         assert_eq!(received.len(), 1);
         let got = &received[0];
-        assert_eq!(got.verified_with, ["old", "new"], "both secrets' signatures verify");
+        assert_eq!(
+            got.verified_with,
+            ["old", "new"],
+            "both secrets' signatures verify"
+        );
         assert_eq!(got.headers["webhook-id"], delivery["id"].as_str().unwrap());
         assert_eq!(got.headers["content-type"], "application/json");
         let signatures = got.headers["webhook-signature"].to_str().unwrap();
@@ -244,7 +261,10 @@ async fn a_failing_receiver_is_retried_until_it_answers_on_both_stores() {
             assert_eq!(got.verified_with, ["old"]);
         }
         let metrics = app.metrics().await;
-        assert!(metrics.contains("thumbnail_webhook_attempts_total{outcome=\"http_error\"} 2"), "{metrics}");
+        assert!(
+            metrics.contains("thumbnail_webhook_attempts_total{outcome=\"http_error\"} 2"),
+            "{metrics}"
+        );
         // The backlog gauge is re-read every round: it drops to 0 once the round that delivered ends.
         let until = Instant::now() + DEADLINE;
         loop {
@@ -272,8 +292,15 @@ async fn a_slow_receiver_times_out_and_the_schedule_ends_in_failure() {
     assert_eq!(attempts[0], ("timeout".to_owned(), Value::Null));
     assert_eq!(delivery["attempts"][0]["error"], "no answer within 1 s");
     let latency = delivery["attempts"][0]["latency_ms"].as_u64().unwrap();
-    assert!((1000..3000).contains(&latency), "cut at the timeout: {latency} ms");
-    assert!(attempts[1..].iter().all(|(o, code)| o == "http_error" && code == 500));
+    assert!(
+        (1000..3000).contains(&latency),
+        "cut at the timeout: {latency} ms"
+    );
+    assert!(
+        attempts[1..]
+            .iter()
+            .all(|(o, code)| o == "http_error" && code == 500)
+    );
     assert_eq!(delivery["next_attempt_at"], Value::Null);
     assert_eq!(delivery["last_error"], "HTTP 500");
     app.stop().await;
@@ -288,9 +315,15 @@ async fn redirects_are_not_followed_and_410_disables_the_target() {
     let disabled = upload_with_hook(&app, &gone.url()).await;
 
     let delivery = wait_delivery(&app, &redirected, "failed").await;
-    assert_eq!(outcomes(&delivery), vec![("redirect".to_owned(), Value::from(302)); 4]);
+    assert_eq!(
+        outcomes(&delivery),
+        vec![("redirect".to_owned(), Value::from(302)); 4]
+    );
     assert!(
-        delivery["attempts"][0]["error"].as_str().unwrap().contains("redirects are not followed"),
+        delivery["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("redirects are not followed"),
         "{delivery}"
     );
     assert_eq!(redirecting.state.lock().unwrap().elsewhere_visits, 0);
@@ -300,7 +333,10 @@ async fn redirects_are_not_followed_and_410_disables_the_target() {
     assert_eq!(delivery["next_attempt_at"], Value::Null);
     assert_eq!(gone.received().len(), 1);
     let metrics = app.metrics().await;
-    assert!(metrics.contains("thumbnail_webhook_deliveries_total{outcome=\"disabled\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("thumbnail_webhook_deliveries_total{outcome=\"disabled\"} 1"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -319,7 +355,11 @@ async fn internal_targets_are_refused_without_the_allow_list() {
     let named = upload_with_hook(&app, &format!("http://localhost:{}/hook", receiver.port)).await;
     for (id, host) in [(&literal, "127.0.0.1"), (&named, "localhost")] {
         let delivery = wait_delivery(&app, id, "failed").await;
-        assert_eq!(outcomes(&delivery), [("refused".to_owned(), Value::Null)], "{delivery}");
+        assert_eq!(
+            outcomes(&delivery),
+            [("refused".to_owned(), Value::Null)],
+            "{delivery}"
+        );
         let error = delivery["attempts"][0]["error"].as_str().unwrap();
         assert!(
             error.starts_with(&format!("refused: {host} is ")) && error.contains("loopback address"),
@@ -367,9 +407,19 @@ async fn a_pending_delivery_is_delivered_after_a_restart_on_both_stores() {
         let delivery = wait_delivery(&app, &id, "delivered").await;
         let attempts = outcomes(&delivery);
         assert!(attempts.len() >= 2, "{delivery}");
-        assert_eq!(attempts.last().unwrap(), &("delivered".to_owned(), Value::from(200)));
-        assert!(attempts[..attempts.len() - 1].iter().all(|(_, code)| code == 503), "{delivery}");
-        let ids: Vec<_> = receiver.received().iter().map(|r| r.headers["webhook-id"].clone()).collect();
+        assert_eq!(
+            attempts.last().unwrap(),
+            &("delivered".to_owned(), Value::from(200))
+        );
+        assert!(
+            attempts[..attempts.len() - 1].iter().all(|(_, code)| code == 503),
+            "{delivery}"
+        );
+        let ids: Vec<_> = receiver
+            .received()
+            .iter()
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect();
         assert!(ids.iter().all(|i| i == ids[0]), "one event, retried: {ids:?}");
         app.stop().await;
     }
@@ -379,8 +429,14 @@ async fn a_pending_delivery_is_delivered_after_a_restart_on_both_stores() {
 async fn webhook_urls_are_checked_at_upload() {
     let app = Stores::Embedded.spawn(webhooks_on).await;
     for (url, expected) in [
-        ("ftp://example.com/hook", "webhook_url: the scheme must be http or https, got 'ftp'"),
-        ("https://user:pw@example.com/hook", "webhook_url: credentials in the URL"),
+        (
+            "ftp://example.com/hook",
+            "webhook_url: the scheme must be http or https, got 'ftp'",
+        ),
+        (
+            "https://user:pw@example.com/hook",
+            "webhook_url: credentials in the URL",
+        ),
         ("/hook", "webhook_url: not an absolute URL"),
     ] {
         let form = Form::new()
@@ -392,11 +448,14 @@ async fn webhook_urls_are_checked_at_upload() {
     }
     // As a query parameter too.
     let form = Form::new().part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"));
-    let (status, detail) = common::detail(app.upload_form(form, "?webhook_url=gopher://example.com/").await).await;
+    let (status, detail) =
+        common::detail(app.upload_form(form, "?webhook_url=gopher://example.com/").await).await;
     assert_eq!(status, 400);
     assert!(detail.contains("got 'gopher'"), "{detail}");
     // A job without a webhook has no deliveries.
-    let id = app.accepted(app.upload(fixture("photo.jpg"), "p.jpg").await).await;
+    let id = app
+        .accepted(app.upload(fixture("photo.jpg"), "p.jpg").await)
+        .await;
     app.wait_finished(&id, DEADLINE).await;
     assert_eq!(deliveries(&app, &id).await["deliveries"], serde_json::json!([]));
     app.stop().await;
@@ -426,12 +485,24 @@ async fn deliveries_follow_the_jobs_owner_rules() {
     let form = Form::new()
         .part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"))
         .text("webhook_url", receiver.url());
-    let response = app.post_as(&alice, "/api/v1/thumbnails/").multipart(form).send().await.unwrap();
+    let response = app
+        .post_as(&alice, "/api/v1/thumbnails/")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     let id = app.accepted(response).await;
     let path = format!("/api/v1/jobs/{id}/deliveries");
     let until = Instant::now() + DEADLINE;
     loop {
-        let list: Value = app.get_as(&alice, &path).send().await.unwrap().json().await.unwrap();
+        let list: Value = app
+            .get_as(&alice, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if list["deliveries"][0]["state"] == "delivered" {
             break;
         }

@@ -139,9 +139,9 @@ impl AttemptResult {
         match self {
             AttemptResult::Delivered(_) => None,
             AttemptResult::Gone => Some("410 Gone: the target is disabled, no more attempts".into()),
-            AttemptResult::Status(code) if (300..400).contains(code) => {
-                Some(format!("HTTP {code}: redirects are not followed; answer 2xx at this URL"))
-            }
+            AttemptResult::Status(code) if (300..400).contains(code) => Some(format!(
+                "HTTP {code}: redirects are not followed; answer 2xx at this URL"
+            )),
             AttemptResult::Status(code) => Some(format!("HTTP {code}")),
             AttemptResult::Timeout => Some(format!("no answer within {} s", timeout.as_secs_f64())),
             AttemptResult::Refused(why) | AttemptResult::Unreachable(why) => Some(why.clone()),
@@ -164,7 +164,9 @@ pub fn decide(
         // A policy answer: retrying cannot change it.
         AttemptResult::Refused(_) => Next::Failed,
         _ => match schedule.next_delay(made, unit) {
-            Some(delay) => Next::Retry(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(7))),
+            Some(delay) => {
+                Next::Retry(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(7)))
+            }
             None => Next::Failed,
         },
     }
@@ -203,7 +205,11 @@ fn refusal_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Re
 }
 
 impl Dispatcher {
-    pub fn new(store: DynDeliveryStore, settings: Settings, metrics: Arc<WebhookMetrics>) -> crate::Result<Self> {
+    pub fn new(
+        store: DynDeliveryStore,
+        settings: Settings,
+        metrics: Arc<WebhookMetrics>,
+    ) -> crate::Result<Self> {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 allow: Arc::new(settings.allow.clone()),
@@ -277,7 +283,13 @@ impl Dispatcher {
         let result = self.attempt(&claimed).await;
         let latency = started.elapsed();
         let made = claimed.attempts + 1;
-        let next = decide(&result, made, &self.settings.schedule, rand::random::<f64>(), now());
+        let next = decide(
+            &result,
+            made,
+            &self.settings.schedule,
+            rand::random::<f64>(),
+            now(),
+        );
         let error = result.error(self.settings.timeout);
         let attempt = Attempt {
             attempt: made,
@@ -288,12 +300,19 @@ impl Dispatcher {
             error: error.clone(),
         };
         let outcome = result.outcome();
-        self.metrics.attempts.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.metrics
+            .attempts
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
         self.metrics
             .latency
             .get_or_create(&OutcomeLabel { outcome })
             .observe(latency.as_secs_f64());
-        match self.store.record(&claimed, &attempt, next, error.as_deref()).await {
+        match self
+            .store
+            .record(&claimed, &attempt, next, error.as_deref())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 warn!(delivery = %claimed.id, "webhook delivery lease lost before its attempt was recorded");
@@ -312,7 +331,10 @@ impl Dispatcher {
             Next::Disabled => Some("disabled"),
         };
         if let Some(state) = final_state {
-            self.metrics.deliveries.get_or_create(&OutcomeLabel { outcome: state }).inc();
+            self.metrics
+                .deliveries
+                .get_or_create(&OutcomeLabel { outcome: state })
+                .inc();
         }
         info!(
             delivery = %claimed.id, job_id = %claimed.job_id, attempt = made, outcome,
@@ -338,7 +360,10 @@ impl Dispatcher {
             return AttemptResult::Refused(refused.to_string());
         }
         let timestamp = now().timestamp();
-        let signature = self.settings.secrets.sign(&claimed.id, timestamp, claimed.payload.as_bytes());
+        let signature = self
+            .settings
+            .secrets
+            .sign(&claimed.id, timestamp, claimed.payload.as_bytes());
         let sent = self
             .client
             .post(url)
@@ -382,8 +407,14 @@ mod tests {
     #[test]
     fn outcomes_decide_the_next_step() {
         let schedule = RetrySchedule::parse("0s,5s,5m").unwrap();
-        assert_eq!(decide(&AttemptResult::Delivered(204), 1, &schedule, 0.5, at()), Next::Delivered);
-        assert_eq!(decide(&AttemptResult::Gone, 1, &schedule, 0.5, at()), Next::Disabled);
+        assert_eq!(
+            decide(&AttemptResult::Delivered(204), 1, &schedule, 0.5, at()),
+            Next::Delivered
+        );
+        assert_eq!(
+            decide(&AttemptResult::Gone, 1, &schedule, 0.5, at()),
+            Next::Disabled
+        );
         assert_eq!(
             decide(&AttemptResult::Refused("no".into()), 1, &schedule, 0.5, at()),
             Next::Failed
@@ -406,16 +437,27 @@ mod tests {
             Next::Retry(at() + chrono::Duration::minutes(5))
         );
         // The schedule used up: the delivery fails.
-        assert_eq!(decide(&AttemptResult::Status(500), 3, &schedule, 0.5, at()), Next::Failed);
+        assert_eq!(
+            decide(&AttemptResult::Status(500), 3, &schedule, 0.5, at()),
+            Next::Failed
+        );
     }
 
     #[test]
     fn records_say_what_happened() {
         let timeout = Duration::from_secs(2);
         assert_eq!(AttemptResult::Status(302).outcome(), "redirect");
-        assert!(AttemptResult::Status(302).error(timeout).unwrap().contains("not followed"));
+        assert!(
+            AttemptResult::Status(302)
+                .error(timeout)
+                .unwrap()
+                .contains("not followed")
+        );
         assert_eq!(AttemptResult::Status(500).outcome(), "http_error");
-        assert_eq!(AttemptResult::Timeout.error(timeout).unwrap(), "no answer within 2 s");
+        assert_eq!(
+            AttemptResult::Timeout.error(timeout).unwrap(),
+            "no answer within 2 s"
+        );
         assert_eq!(AttemptResult::Gone.status_code(), Some(410));
         assert_eq!(AttemptResult::Timeout.status_code(), None);
         assert_eq!(AttemptResult::Delivered(200).error(timeout), None);

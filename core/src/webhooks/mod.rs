@@ -44,15 +44,20 @@ pub fn validate_url(raw: &str) -> std::result::Result<String, String> {
     }
     let url = url::Url::parse(raw).map_err(|e| format!("not an absolute URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("the scheme must be http or https, got '{}'", url.scheme()));
+        return Err(format!(
+            "the scheme must be http or https, got '{}'",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials in the URL (user:password@) are not accepted; the payload is \
+        return Err(
+            "credentials in the URL (user:password@) are not accepted; the payload is \
                     signed with WEBHOOK_SECRET, verify that instead"
-            .into());
+                .into(),
+        );
     }
     if url.fragment().is_some() {
         return Err("a fragment (#...) is never sent to a server; remove it".into());
@@ -256,7 +261,13 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
     /// Record `attempt` of `claimed` and move it to `next`, releasing the lease; false (nothing
     /// written) when the lease was lost to another dispatcher.
-    async fn record(&self, claimed: &Claimed, attempt: &Attempt, next: Next, error: Option<&str>) -> Result<bool>;
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        attempt: &Attempt,
+        next: Next,
+        error: Option<&str>,
+    ) -> Result<bool>;
 
     /// The deliveries of a job with their attempts, oldest first.
     async fn of_job(&self, job_id: Uuid) -> Result<Vec<Delivery>>;
@@ -283,15 +294,42 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert_eq!(validate_url("https://example.com/hook?t=1").unwrap(), "https://example.com/hook?t=1");
+        assert_eq!(
+            validate_url("https://example.com/hook?t=1").unwrap(),
+            "https://example.com/hook?t=1"
+        );
         assert_eq!(validate_url("http://Example.COM").unwrap(), "http://example.com/");
-        assert!(validate_url("ftp://example.com/").unwrap_err().contains("http or https, got 'ftp'"));
-        assert!(validate_url("example.com/hook").unwrap_err().contains("not an absolute URL"));
-        assert!(validate_url("https://user:pw@example.com/").unwrap_err().contains("credentials"));
-        assert!(validate_url("https://user@example.com/").unwrap_err().contains("credentials"));
-        assert!(validate_url("https://example.com/#x").unwrap_err().contains("fragment"));
+        assert!(
+            validate_url("ftp://example.com/")
+                .unwrap_err()
+                .contains("http or https, got 'ftp'")
+        );
+        assert!(
+            validate_url("example.com/hook")
+                .unwrap_err()
+                .contains("not an absolute URL")
+        );
+        assert!(
+            validate_url("https://user:pw@example.com/")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            validate_url("https://user@example.com/")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            validate_url("https://example.com/#x")
+                .unwrap_err()
+                .contains("fragment")
+        );
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
-        assert!(validate_url(&long).unwrap_err().contains("at most 1024 characters"));
+        assert!(
+            validate_url(&long)
+                .unwrap_err()
+                .contains("at most 1024 characters")
+        );
     }
 
     #[test]
@@ -339,7 +377,10 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&failed.payload).unwrap();
         assert_eq!(body["data"]["status"], "FAILURE");
         assert_eq!(body["data"]["result"], serde_json::Value::Null);
-        assert_eq!(body["data"]["error"], serde_json::json!({"reason": "corrupt", "message": "bad"}));
+        assert_eq!(
+            body["data"]["error"],
+            serde_json::json!({"reason": "corrupt", "message": "bad"})
+        );
         assert_ne!(ok.id, failed.id);
     }
 }

@@ -55,7 +55,13 @@ impl DeliveryStore for PostgresDeliveryStore {
             .collect()
     }
 
-    async fn record(&self, claimed: &Claimed, attempt: &Attempt, next: Next, error: Option<&str>) -> Result<bool> {
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        attempt: &Attempt,
+        next: Next,
+        error: Option<&str>,
+    ) -> Result<bool> {
         let (state, next_at, finished_at) = super::columns_of(next, attempt.at);
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(

@@ -31,7 +31,9 @@ impl RetrySchedule {
             return Err("the schedule needs at least one delay (e.g. 0s,5s,5m)".into());
         }
         if delays[0] != Duration::ZERO {
-            return Err("the first attempt is made as soon as the job ends: start the schedule with 0".into());
+            return Err(
+                "the first attempt is made as soon as the job ends: start the schedule with 0".into(),
+            );
         }
         if delays.len() > 50 {
             return Err(format!("at most 50 attempts, got {}", delays.len()));
@@ -110,7 +112,10 @@ mod tests {
         // Out-of-range inputs are clamped, never outside the band.
         assert_eq!(schedule.next_delay(1, 7.0), Some(Duration::from_secs(12)));
         // Immediately stays immediately.
-        assert_eq!(RetrySchedule::parse("0").unwrap().next_delay(0, 0.9), Some(Duration::ZERO));
+        assert_eq!(
+            RetrySchedule::parse("0").unwrap().next_delay(0, 0.9),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
@@ -121,9 +126,21 @@ mod tests {
         assert_eq!(schedule.next_delay(2, 0.5), Some(Duration::from_millis(1500)));
         assert_eq!(schedule.next_delay(4, 0.5), Some(Duration::from_secs(3600)));
         assert!(RetrySchedule::parse("").unwrap_err().contains("at least one"));
-        assert!(RetrySchedule::parse("5s,1m").unwrap_err().contains("start the schedule with 0"));
-        assert!(RetrySchedule::parse("5d").unwrap_err().contains("unknown unit 'd'"));
-        assert!(RetrySchedule::parse("soon").unwrap_err().contains("expected a number"));
+        assert!(
+            RetrySchedule::parse("5s,1m")
+                .unwrap_err()
+                .contains("start the schedule with 0")
+        );
+        assert!(
+            RetrySchedule::parse("5d")
+                .unwrap_err()
+                .contains("unknown unit 'd'")
+        );
+        assert!(
+            RetrySchedule::parse("soon")
+                .unwrap_err()
+                .contains("expected a number")
+        );
         assert!(RetrySchedule::parse("0,200h").unwrap_err().contains("7 days"));
     }
 }

@@ -91,7 +91,14 @@ mod tests {
         )
         .unwrap();
         let header = both.sign("msg_1", 10, b"{}");
-        assert_eq!(header, format!("{} {}", new.sign("msg_1", 10, b"{}"), old.sign("msg_1", 10, b"{}")));
+        assert_eq!(
+            header,
+            format!(
+                "{} {}",
+                new.sign("msg_1", 10, b"{}"),
+                old.sign("msg_1", 10, b"{}")
+            )
+        );
     }
 
     #[test]
@@ -100,7 +107,11 @@ mod tests {
         assert_eq!(err, "secret 2 does not start with 'whsec_'");
         assert!(!err.contains("hunter2"));
         assert!(Secrets::parse("whsec_!!!").unwrap_err().contains("not base64"));
-        assert!(Secrets::parse("whsec_c2hvcnQ=").unwrap_err().contains("at least 16"));
+        assert!(
+            Secrets::parse("whsec_c2hvcnQ=")
+                .unwrap_err()
+                .contains("at least 16")
+        );
         assert!(Secrets::parse(" , ").unwrap_err().contains("no secret"));
         let secrets = Secrets::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(format!("{secrets:?}"), "Secrets(1 redacted)");

@@ -71,7 +71,13 @@ impl DeliveryStore for SqliteDeliveryStore {
             .collect()
     }
 
-    async fn record(&self, claimed: &Claimed, attempt: &Attempt, next: Next, error: Option<&str>) -> Result<bool> {
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        attempt: &Attempt,
+        next: Next,
+        error: Option<&str>,
+    ) -> Result<bool> {
         let (state, next_at, finished_at) = super::columns_of(next, attempt.at);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let moved = sqlx::query(
@@ -130,7 +136,8 @@ impl DeliveryStore for SqliteDeliveryStore {
             .map(|a| {
                 Ok(Attempt {
                     attempt: a.try_get::<i64, _>("attempt")? as u32,
-                    at: from_micros(Some(a.try_get("at")?)).ok_or_else(|| corrupt("attempt time", "out of range"))?,
+                    at: from_micros(Some(a.try_get("at")?))
+                        .ok_or_else(|| corrupt("attempt time", "out of range"))?,
                     status_code: a.try_get::<Option<i64>, _>("status_code")?.map(|c| c as u16),
                     latency_ms: a.try_get::<i64, _>("latency_ms")?.max(0) as u64,
                     outcome: a.try_get("outcome")?,

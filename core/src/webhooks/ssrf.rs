@@ -49,7 +49,11 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix)
+    };
     (u128::from(ip) & mask) == (u128::from(net) & mask)
 }
 
@@ -81,11 +85,19 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return forbidden_v4(v4);
     }
     const RANGES: &[(Ipv6Addr, u32, &str)] = &[
-        (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "unique local (private)"),
+        (
+            Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+            7,
+            "unique local (private)",
+        ),
         (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
         (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, "site-local"),
         (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
-        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "documentation"),
+        (
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+            32,
+            "documentation",
+        ),
         (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "documentation"),
         (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "discard-only"),
     ];
@@ -292,7 +304,11 @@ mod tests {
         assert!(check("h", ip("::1"), &allow).is_err());
         assert_eq!(AllowList::parse("").unwrap(), AllowList::default());
         assert!(AllowList::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
-        assert!(AllowList::parse("intranet").unwrap_err().contains("not an IP network"));
+        assert!(
+            AllowList::parse("intranet")
+                .unwrap_err()
+                .contains("not an IP network")
+        );
     }
 
     #[test]
@@ -301,6 +317,9 @@ mod tests {
         let public: SocketAddr = "93.184.216.34:0".parse().unwrap();
         let private: SocketAddr = "10.0.0.1:0".parse().unwrap();
         assert_eq!(permitted("h", vec![private, public], &allow), Ok(vec![public]));
-        assert_eq!(permitted("h", vec![private], &allow).unwrap_err().reason, "private");
+        assert_eq!(
+            permitted("h", vec![private], &allow).unwrap_err().reason,
+            "private"
+        );
     }
 }
