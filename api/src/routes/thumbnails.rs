@@ -696,8 +696,10 @@ pub async fn create_thumbnail(
         &state,
         owner,
         options,
-        retention,
-        webhook_url,
+        Lifecycle {
+            retention,
+            webhook_url,
+        },
         &form.upload,
         &probe,
         &rate_headers,
@@ -723,14 +725,19 @@ pub async fn create_thumbnail(
     Ok(accepted(id, rate_headers))
 }
 
+/// What happens to the job after it runs: how long it is kept, whom to tell that it ended.
+struct Lifecycle {
+    retention: Option<std::time::Duration>,
+    webhook_url: Option<String>,
+}
+
 /// Steps "store" and "launch": the original, then the row (admitted under the quotas), then the
 /// hand-off to whoever runs it. A failure undoes what was stored before it.
 async fn store_and_launch(
     state: &SharedState,
     owner: Option<String>,
     options: ThumbnailOptions,
-    retention: Option<std::time::Duration>,
-    webhook_url: Option<String>,
+    lifecycle: Lifecycle,
     upload: &Upload,
     probe: &ProbeInfo,
     rate_headers: &HeaderMap,
@@ -754,7 +761,7 @@ async fn store_and_launch(
             state
                 .sweeper
                 .policy
-                .expiry(thumbnail_core::model::now(), retention),
+                .expiry(thumbnail_core::model::now(), lifecycle.retention),
         ),
         id,
         owner,
@@ -765,7 +772,7 @@ async fn store_and_launch(
         source_height: probe.height,
         source_bytes: upload.size(),
         outputs: vec![OutputSpec::default_output(options)],
-        webhook_url,
+        webhook_url: lifecycle.webhook_url,
     };
     let job = match state.jobs.admit(&new_job, &state.quotas.caps).await {
         Ok(Ok(job)) => job,
