@@ -515,3 +515,49 @@ async fn deliveries_follow_the_jobs_owner_rules() {
     assert_eq!(response.status(), 401);
     app.stop().await;
 }
+
+/// Kubernetes mode: the operator finishes jobs through the job store's mirror, in its own
+/// process. The outbox row comes with that finish, and the API's dispatcher delivers it.
+#[tokio::test]
+async fn a_job_finished_by_another_process_is_delivered_by_the_api() {
+    use thumbnail_core::jobstore::{JobMirror, JobStore, Mirrored, Outcome, PostgresJobStore, mirror};
+    use thumbnail_core::model::JobStatus;
+    let pg = fresh_postgres_url().await;
+    let receiver = Receiver::start(vec![]).await;
+    let app = start_on(Stores::PostgresS3, tempfile::tempdir().unwrap().keep(), &pg).await;
+    // The operator's view of the same database.
+    let operator = PostgresJobStore::connect(&pg, 2).await.unwrap();
+    let mut job = thumbnail_core::testsupport::sample_job(None);
+    job.webhook_url = Some(receiver.url());
+    operator.create(&job).await.unwrap();
+    let state = JobMirror {
+        id: job.id,
+        status: JobStatus::Failure,
+        attempts: 1,
+        outcome: Some(Outcome::Failure(thumbnail_core::model::JobError {
+            reason: "DeadlineExceeded".into(),
+            message: "the render took too long".into(),
+        })),
+    };
+    assert!(matches!(
+        mirror(&operator, None, &state).await.unwrap(),
+        Mirrored::Written(_)
+    ));
+    let id = job.id.to_string();
+    let delivery = wait_delivery(&app, &id, "delivered").await;
+    assert_eq!(delivery["event_type"], "thumbnail.job.failed");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].verified_with, ["old"]);
+    assert_eq!(received[0].body["data"]["job_id"], id);
+    assert_eq!(received[0].body["data"]["status"], "FAILURE");
+    assert_eq!(received[0].body["data"]["result"], Value::Null);
+    assert_eq!(received[0].body["data"]["error"]["reason"], "DeadlineExceeded");
+    // Mirroring the same state again changes nothing: still one delivery.
+    assert!(matches!(
+        mirror(&operator, None, &state).await.unwrap(),
+        Mirrored::Unchanged(_)
+    ));
+    assert_eq!(deliveries(&app, &id).await["deliveries"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
