@@ -561,3 +561,75 @@ async fn a_job_finished_by_another_process_is_delivered_by_the_api() {
     assert_eq!(deliveries(&app, &id).await["deliveries"].as_array().unwrap().len(), 1);
     app.stop().await;
 }
+
+/// Several replicas: concurrent claims never take the same delivery, a claimed delivery is not
+/// claimed again while its lease runs, and is once the lease ran out (its dispatcher died).
+#[tokio::test]
+async fn replicas_claim_each_delivery_once_per_lease_on_both_stores() {
+    use std::collections::HashSet;
+    use thumbnail_core::jobstore::{JobStore, Outcome};
+    use thumbnail_core::model::now;
+    use thumbnail_core::webhooks;
+    for stores in Stores::BOTH {
+        let url = match stores {
+            Stores::PostgresS3 => fresh_postgres_url().await,
+            Stores::Embedded => {
+                let dir = tempfile::tempdir().unwrap().keep();
+                format!("sqlite://{}", dir.join("jobs.db").display())
+            }
+        };
+        let jobs = thumbnail_core::jobstore::connect(&url, 4).await.unwrap();
+        let mut ids = HashSet::new();
+        for _ in 0..10 {
+            let mut job = thumbnail_core::testsupport::sample_job(None);
+            job.webhook_url = Some("https://example.com/hook".into());
+            jobs.create(&job).await.unwrap();
+            let started = jobs.start(job.id).await.unwrap().unwrap();
+            assert!(jobs.finish(job.id, started.attempts, &Outcome::Success(vec![])).await.unwrap());
+            ids.insert(job.id);
+        }
+        // A job without a URL gets no delivery.
+        let plain = thumbnail_core::testsupport::sample_job(None);
+        jobs.create(&plain).await.unwrap();
+        jobs.start(plain.id).await.unwrap().unwrap();
+        assert!(jobs.finish(plain.id, 1, &Outcome::Success(vec![])).await.unwrap());
+
+        let a = webhooks::connect(&url, 2).await.unwrap();
+        let b = webhooks::connect(&url, 2).await.unwrap();
+        assert_eq!(a.pending().await.unwrap(), 10, "{stores:?}");
+        let lease = Duration::from_millis(300);
+        let (got_a, got_b) = tokio::join!(a.claim_due(now(), lease, 7), b.claim_due(now(), lease, 7));
+        let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
+        let claimed_a: HashSet<_> = got_a.iter().map(|c| c.job_id).collect();
+        let claimed_b: HashSet<_> = got_b.iter().map(|c| c.job_id).collect();
+        assert!(claimed_a.is_disjoint(&claimed_b), "{stores:?}: both claimed one delivery");
+        assert_eq!(claimed_a.len() + claimed_b.len(), 10, "{stores:?}");
+        assert!(claimed_a.union(&claimed_b).all(|id| ids.contains(id)));
+        // Leased: nobody else gets them.
+        assert!(a.claim_due(now(), lease, 100).await.unwrap().is_empty());
+        assert!(webhooks::connect(&url, 1).await.unwrap().of_job(plain.id).await.unwrap().is_empty());
+        // The lease runs out: claimable again (a dispatcher that died mid-attempt).
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let again = b.claim_due(now(), lease, 100).await.unwrap();
+            if !again.is_empty() {
+                assert_eq!(again.len(), 10, "{stores:?}");
+                break;
+            }
+            assert!(Instant::now() < until);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A stale claimer (its lease taken over) cannot record.
+        let stale = &got_a[0];
+        let attempt = webhooks::Attempt {
+            attempt: 1,
+            at: now(),
+            status_code: Some(200),
+            latency_ms: 1,
+            outcome: "delivered".into(),
+            error: None,
+        };
+        assert!(!a.record(stale, &attempt, webhooks::Next::Delivered, None).await.unwrap(), "{stores:?}");
+        assert_eq!(a.pending().await.unwrap(), 10);
+    }
+}
