@@ -558,7 +558,13 @@ async fn a_job_finished_by_another_process_is_delivered_by_the_api() {
         mirror(&operator, None, &state).await.unwrap(),
         Mirrored::Unchanged(_)
     ));
-    assert_eq!(deliveries(&app, &id).await["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        deliveries(&app, &id).await["deliveries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     app.stop().await;
 }
 
@@ -567,7 +573,7 @@ async fn a_job_finished_by_another_process_is_delivered_by_the_api() {
 #[tokio::test]
 async fn replicas_claim_each_delivery_once_per_lease_on_both_stores() {
     use std::collections::HashSet;
-    use thumbnail_core::jobstore::{JobStore, Outcome};
+    use thumbnail_core::jobstore::Outcome;
     use thumbnail_core::model::now;
     use thumbnail_core::webhooks;
     for stores in Stores::BOTH {
@@ -585,7 +591,11 @@ async fn replicas_claim_each_delivery_once_per_lease_on_both_stores() {
             job.webhook_url = Some("https://example.com/hook".into());
             jobs.create(&job).await.unwrap();
             let started = jobs.start(job.id).await.unwrap().unwrap();
-            assert!(jobs.finish(job.id, started.attempts, &Outcome::Success(vec![])).await.unwrap());
+            assert!(
+                jobs.finish(job.id, started.attempts, &Outcome::Success(vec![]))
+                    .await
+                    .unwrap()
+            );
             ids.insert(job.id);
         }
         // A job without a URL gets no delivery.
@@ -602,12 +612,23 @@ async fn replicas_claim_each_delivery_once_per_lease_on_both_stores() {
         let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
         let claimed_a: HashSet<_> = got_a.iter().map(|c| c.job_id).collect();
         let claimed_b: HashSet<_> = got_b.iter().map(|c| c.job_id).collect();
-        assert!(claimed_a.is_disjoint(&claimed_b), "{stores:?}: both claimed one delivery");
+        assert!(
+            claimed_a.is_disjoint(&claimed_b),
+            "{stores:?}: both claimed one delivery"
+        );
         assert_eq!(claimed_a.len() + claimed_b.len(), 10, "{stores:?}");
         assert!(claimed_a.union(&claimed_b).all(|id| ids.contains(id)));
         // Leased: nobody else gets them.
         assert!(a.claim_due(now(), lease, 100).await.unwrap().is_empty());
-        assert!(webhooks::connect(&url, 1).await.unwrap().of_job(plain.id).await.unwrap().is_empty());
+        assert!(
+            webhooks::connect(&url, 1)
+                .await
+                .unwrap()
+                .of_job(plain.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // The lease runs out: claimable again (a dispatcher that died mid-attempt).
         let until = Instant::now() + DEADLINE;
         loop {
@@ -629,7 +650,12 @@ async fn replicas_claim_each_delivery_once_per_lease_on_both_stores() {
             outcome: "delivered".into(),
             error: None,
         };
-        assert!(!a.record(stale, &attempt, webhooks::Next::Delivered, None).await.unwrap(), "{stores:?}");
+        assert!(
+            !a.record(stale, &attempt, webhooks::Next::Delivered, None)
+                .await
+                .unwrap(),
+            "{stores:?}"
+        );
         assert_eq!(a.pending().await.unwrap(), 10);
     }
 }
