@@ -250,16 +250,22 @@ impl Dispatcher {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.settings.poll) => {}
-                // Lagged or closed both just mean "look now".
-                _ = finished.recv() => {}
+                // Lagged means "look now"; closed (no more announcements) falls back to polling.
+                received = finished.recv() => {
+                    if matches!(received, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        tokio::time::sleep(self.settings.poll).await;
+                    }
+                }
             }
         }
     }
 
     /// One round: claim what is due and attempt it. Returns how many were claimed.
     async fn round(&self) -> usize {
-        // Long enough for an attempt and its record; a dispatcher that died lets go after it.
-        let lease = self.settings.timeout + Duration::from_secs(5);
+        // Long enough for every attempt of the round (a batch, CONCURRENCY at a time, each at
+        // most the timeout) and its record; a dispatcher that died lets go after it.
+        let waves = BATCH.div_ceil(CONCURRENCY as u32);
+        let lease = self.settings.timeout * waves + Duration::from_secs(5);
         let claimed = match self.store.claim_due(now(), lease, BATCH).await {
             Ok(claimed) => claimed,
             Err(error) => {
