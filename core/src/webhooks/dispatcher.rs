@@ -230,8 +230,9 @@ impl Dispatcher {
         })
     }
 
-    /// Deliver until `stop` is cancelled. An attempt cut short by the stop is attempted again
-    /// once its lease runs out (here after a restart, or by another replica).
+    /// Deliver until `stop` is cancelled. Attempts under way when it is finish (each within the
+    /// timeout) and are recorded; claimed ones not started yet are given back. A dispatcher
+    /// killed mid-attempt leaves its claims to run out their lease, then be attempted again.
     pub async fn run(self: Arc<Self>, events: JobEvents, stop: CancellationToken) {
         let mut finished = events.subscribe();
         info!(
@@ -240,10 +241,10 @@ impl Dispatcher {
             "webhook dispatcher started"
         );
         loop {
-            let claimed = tokio::select! {
-                _ = stop.cancelled() => return,
-                round = self.round() => round,
-            };
+            if stop.is_cancelled() {
+                return;
+            }
+            let claimed = self.round(&stop).await;
             if claimed == BATCH as usize {
                 continue;
             }
@@ -261,7 +262,7 @@ impl Dispatcher {
     }
 
     /// One round: claim what is due and attempt it. Returns how many were claimed.
-    async fn round(&self) -> usize {
+    async fn round(&self, stop: &CancellationToken) -> usize {
         // Long enough for every attempt of the round (a batch, CONCURRENCY at a time, each at
         // most the timeout) and its record; a dispatcher that died lets go after it.
         let waves = BATCH.div_ceil(CONCURRENCY as u32);
@@ -275,7 +276,13 @@ impl Dispatcher {
         };
         let n = claimed.len();
         futures::stream::iter(claimed)
-            .for_each_concurrent(CONCURRENCY, |c| async move { self.deliver(c).await })
+            .for_each_concurrent(CONCURRENCY, |c| async move {
+                if !stop.is_cancelled() {
+                    self.deliver(c).await;
+                } else if let Err(error) = self.store.release(&c).await {
+                    warn!(delivery = %c.id, %error, "cannot give back a webhook claim; its lease runs out");
+                }
+            })
             .await;
         if let Ok(pending) = self.store.pending().await {
             self.metrics.pending.set(pending.min(i64::MAX as u64) as i64);

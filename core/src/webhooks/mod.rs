@@ -269,6 +269,10 @@ pub trait DeliveryStore: Send + Sync + 'static {
         error: Option<&str>,
     ) -> Result<bool>;
 
+    /// Give a claim back unattempted (the dispatcher is stopping), so that it need not wait for
+    /// its lease to run out.
+    async fn release(&self, claimed: &Claimed) -> Result<()>;
+
     /// The deliveries of a job with their attempts, oldest first.
     async fn of_job(&self, job_id: Uuid) -> Result<Vec<Delivery>>;
 

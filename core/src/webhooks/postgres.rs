@@ -98,6 +98,18 @@ impl DeliveryStore for PostgresDeliveryStore {
         Ok(true)
     }
 
+    async fn release(&self, claimed: &Claimed) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET lease_token = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(&claimed.id)
+        .bind(claimed.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn of_job(&self, job_id: Uuid) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(
             "SELECT id, event_type, url, state, created_at, next_attempt_at, finished_at, last_error \

@@ -114,6 +114,18 @@ impl DeliveryStore for SqliteDeliveryStore {
         Ok(true)
     }
 
+    async fn release(&self, claimed: &Claimed) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET lease_token = NULL, lease_until = NULL \
+             WHERE id = ? AND lease_token = ?",
+        )
+        .bind(&claimed.id)
+        .bind(claimed.token.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn of_job(&self, job_id: Uuid) -> Result<Vec<Delivery>> {
         let rows = sqlx::query(
             "SELECT id, event_type, url, state, created_at, next_attempt_at, finished_at, last_error \
