@@ -53,8 +53,8 @@ pub struct AttemptView {
     /// The receiver's HTTP status; null when no answer came.
     pub status_code: Option<u16>,
     pub latency_ms: u64,
-    /// delivered, gone (410), redirect (3xx, not followed), http_error, timeout, connect_error,
-    /// refused (SSRF rule) or error.
+    /// delivered, gone (410), redirect (3xx, not followed), http_error, timeout, connect_error
+    /// (no answer: connection refused or reset, DNS, TLS) or refused (SSRF rule).
     pub outcome: String,
     pub error: Option<String>,
 }

@@ -199,8 +199,7 @@ pub struct Attempt {
     /// The HTTP status of the answer; `None` when none came (timeout, refused, connection error).
     pub status_code: Option<u16>,
     pub latency_ms: u64,
-    /// `delivered`, `gone`, `redirect`, `http_error`, `timeout`, `connect_error`, `refused` or
-    /// `error`.
+    /// `delivered`, `gone`, `redirect`, `http_error`, `timeout`, `connect_error` or `refused`.
     pub outcome: String,
     pub error: Option<String>,
 }
