@@ -314,6 +314,67 @@ pub struct ApiConfig {
     pub quotas: QuotaArgs,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Completion webhooks (see README "Webhooks").
+#[derive(Clone, Args)]
+pub struct WebhookArgs {
+    /// Signing secret of completion webhooks: `whsec_` and base64 (Standard Webhooks). Several,
+    /// separated by spaces or commas, during a rotation (each signs; the new one first). Unset:
+    /// uploads naming a `webhook_url` are refused and nothing is delivered.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Per-attempt timeout of a webhook delivery, in seconds.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_seconds: u64,
+    /// Delays of the delivery attempts (ms, s, m, h), the first one 0 (as soon as the job ends),
+    /// each later one after the previous attempt failed; its length is the number of attempts.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", default_value = thumbnail_core::webhooks::schedule::DEFAULT_SCHEDULE)]
+    pub webhook_retry_schedule: String,
+    /// Networks webhooks may reach although they are internal (loopback, private, link-local,
+    /// ...), comma-separated, e.g. `10.20.0.0/16`. Empty: only public addresses.
+    #[arg(long, env = "WEBHOOK_ALLOW_CIDRS", default_value = "")]
+    pub webhook_allow_cidrs: String,
+}
+
+// By hand: the secret is never printed.
+impl std::fmt::Debug for WebhookArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookArgs")
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_timeout_seconds", &self.webhook_timeout_seconds)
+            .field("webhook_retry_schedule", &self.webhook_retry_schedule)
+            .field("webhook_allow_cidrs", &self.webhook_allow_cidrs)
+            .finish()
+    }
+}
+
+impl WebhookArgs {
+    /// The dispatcher's settings; `None` when no secret is configured (webhooks off).
+    /// Errors name the variable, never the secret.
+    pub fn settings(&self) -> Result<Option<thumbnail_core::webhooks::dispatcher::Settings>, String> {
+        use thumbnail_core::webhooks::{schedule::RetrySchedule, signature::Secrets, ssrf::AllowList};
+        let schedule = RetrySchedule::parse(&self.webhook_retry_schedule)
+            .map_err(|e| format!("WEBHOOK_RETRY_SCHEDULE: {e}"))?;
+        let allow =
+            AllowList::parse(&self.webhook_allow_cidrs).map_err(|e| format!("WEBHOOK_ALLOW_CIDRS: {e}"))?;
+        let Some(raw) = self.webhook_secret.as_deref().filter(|s| !s.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let secrets = Secrets::parse(raw).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+        Ok(Some(thumbnail_core::webhooks::dispatcher::Settings {
+            secrets,
+            schedule,
+            timeout: Duration::from_secs(self.webhook_timeout_seconds),
+            allow,
+            poll: Duration::from_millis(500),
+        }))
+    }
 }
 
 impl ApiConfig {
@@ -424,6 +485,12 @@ impl ApiConfig {
             max_attempts: 5,
         };
         config.long_poll_recheck_milliseconds = 250;
+        config.webhooks = WebhookArgs {
+            webhook_secret: None,
+            webhook_timeout_seconds: 15,
+            webhook_retry_schedule: thumbnail_core::webhooks::schedule::DEFAULT_SCHEDULE.into(),
+            webhook_allow_cidrs: String::new(),
+        };
         config
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use thumbnail_core::metrics::JobMetrics;
 use thumbnail_core::retention::RetentionMetrics;
+use thumbnail_core::webhooks::dispatcher::WebhookMetrics;
 
 /// Label values come from fixed sets, so that no request can create new series: the method
 /// is one of the standard ones or `other`, the route a route template or `unmatched`, the status
@@ -70,6 +71,8 @@ pub struct ApiMetrics {
     pub jobs: Family<StatusLabels, Gauge>,
     pub job: Arc<JobMetrics>,
     pub retention: Arc<RetentionMetrics>,
+    /// Webhook deliveries, attempts and backlog (the dispatcher's).
+    pub webhooks: Arc<WebhookMetrics>,
 }
 
 impl ApiMetrics {
@@ -105,6 +108,8 @@ impl ApiMetrics {
         job.register(&mut registry);
         let retention = Arc::new(RetentionMetrics::default());
         retention.register(&mut registry);
+        let webhooks = Arc::new(WebhookMetrics::new());
+        webhooks.register(&mut registry);
         ApiMetrics {
             registry,
             requests,
@@ -114,6 +119,7 @@ impl ApiMetrics {
             jobs,
             job,
             retention,
+            webhooks,
         }
     }
 

@@ -8,7 +8,7 @@
 //! chart's default).
 use crate::config::AuthMode;
 use crate::error::ErrorBody;
-use crate::routes::{events, files, health, jobs, keys, thumbnails};
+use crate::routes::{deliveries, events, files, health, jobs, keys, thumbnails};
 use crate::views;
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
@@ -29,6 +29,7 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
         jobs::get_job,
         jobs::delete_job,
         events::job_events,
+        deliveries::list_deliveries,
         jobs::list_jobs,
         jobs::get_thumbnail,
         keys::create_key,
@@ -61,6 +62,10 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
         thumbnails::UploadForm,
         thumbnails::FitName,
         thumbnails::FormatName,
+        deliveries::DeliveryList,
+        deliveries::DeliveryView,
+        deliveries::AttemptView,
+        deliveries::DeliveryStateName,
     )),
     tags(
         (name = "thumbnails", description = "Uploads"),

@@ -26,6 +26,7 @@ use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
 use thumbnail_core::retention::Sweeper;
 use thumbnail_core::runner::Runner;
 use thumbnail_core::signing::LinkSigner;
+use thumbnail_core::webhooks::{self, dispatcher::Dispatcher};
 use thumbnail_core::worker::{AttemptPolicy, CpuPool, Worker};
 use thumbnail_core::{CoreError, Result};
 use tokio::net::TcpListener;
@@ -79,6 +80,8 @@ pub struct Application {
     _relay: Option<DropGuard>,
     /// Stops the rate limiter's pruning.
     _prune: DropGuard,
+    /// Stops the webhook dispatcher (when WEBHOOK_SECRET is set).
+    _webhooks: Option<DropGuard>,
     port: u16,
     public_url: String,
     grace: Duration,
@@ -170,6 +173,8 @@ impl Application {
             with_startup_retries("database", startup, || jobstore::connect(&db_url, max_conn)).await?;
         let key_store = apikeys::connect(&db_url, max_conn.clamp(1, 4)).await?;
         let idempotency = thumbnail_core::idempotency::connect(&db_url, max_conn.clamp(1, 4)).await?;
+        let deliveries = webhooks::connect(&db_url, max_conn.clamp(1, 4)).await?;
+        let webhook_settings = config.webhooks.settings().map_err(CoreError::Config)?;
         let job_events = JobEvents::new();
         let jobs = NotifyingJobStore::wrap(jobs, job_events.clone());
         // On PostgreSQL, jobs finished by other processes (the operator, other replicas) wake
@@ -310,6 +315,8 @@ impl Application {
             keep_alive_timeout: Duration::from_secs(config.edge.keep_alive_timeout_seconds.max(1)),
             idempotency_ttl: chrono::Duration::seconds(i64::from(config.idempotency_key_ttl_seconds)),
             trusted_proxy_hops: config.quotas.trusted_proxy_hops,
+            deliveries: deliveries.clone(),
+            webhooks_enabled: webhook_settings.is_some(),
         });
         let pace = Pace {
             deadline: Duration::from_secs(config.edge.upload_timeout_seconds.max(1)),
@@ -331,6 +338,17 @@ impl Application {
             });
         }
         tokio::spawn(sweeper.run(prune.clone()));
+        // Deliveries are sent by every replica that has the secret (one at a time each, by
+        // lease), also those of jobs the operator finished.
+        let webhooks = match webhook_settings {
+            Some(settings) => {
+                let dispatcher = Arc::new(Dispatcher::new(deliveries, settings, metrics.webhooks.clone())?);
+                let stop = CancellationToken::new();
+                tokio::spawn(dispatcher.run(state.job_events.clone(), stop.clone()));
+                Some(stop.drop_guard())
+            }
+            None => None,
+        };
         info!(
             port,
             public_url = %public_url,
@@ -346,6 +364,7 @@ impl Application {
             runner,
             _relay: relay,
             _prune: prune.drop_guard(),
+            _webhooks: webhooks,
             port,
             public_url,
             grace: config.shutdown_grace(),
@@ -368,7 +387,9 @@ impl Application {
             .max_input_bytes
             .saturating_add(routes::thumbnails::FORM_OVERHEAD_BYTES);
         let mode = auth.authenticator.mode();
-        let mut small = routes::jobs::router().merge(routes::events::router());
+        let mut small = routes::jobs::router()
+            .merge(routes::events::router())
+            .merge(routes::deliveries::router());
         if mode == AuthMode::ApiKey {
             small = small.merge(routes::keys::router());
         }

@@ -94,6 +94,10 @@ pub struct AppState {
     pub keep_alive_timeout: Duration,
     /// TRUSTED_PROXY_HOPS: how the client address is found.
     pub trusted_proxy_hops: usize,
+    /// Webhook deliveries and their attempts (in the job store's database).
+    pub deliveries: thumbnail_core::webhooks::DynDeliveryStore,
+    /// Whether WEBHOOK_SECRET is set: uploads may name a `webhook_url` only then.
+    pub webhooks_enabled: bool,
 }
 
 pub type SharedState = Arc<AppState>;

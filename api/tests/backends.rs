@@ -169,6 +169,7 @@ async fn a_job_retries_while_s3_is_down_and_completes_when_it_returns() {
         .jobs
         .create(&NewJob {
             expires_at: None,
+            webhook_url: None,
             id,
             owner: None,
             source_bucket: s3.bucket.clone(),

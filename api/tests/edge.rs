@@ -382,6 +382,7 @@ async fn long_polls_are_capped_per_caller() {
         .jobs
         .create(&NewJob {
             expires_at: None,
+            webhook_url: None,
             id,
             owner: None,
             source_bucket: "local".into(),

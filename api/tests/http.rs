@@ -18,6 +18,7 @@ async fn never_queued_job(app: &common::TestApp) -> uuid::Uuid {
         .jobs
         .create(&NewJob {
             expires_at: None,
+            webhook_url: None,
             id,
             owner: None,
             source_bucket: "local".into(),
@@ -641,6 +642,7 @@ async fn a_job_in_flight_at_a_crash_completes_after_restart() {
         .jobs
         .create(&NewJob {
             expires_at: None,
+            webhook_url: None,
             id,
             owner: Some("crash-test".into()),
             source_bucket: "local".into(),

@@ -25,6 +25,7 @@ async fn unqueued_job(app: &TestApp, owner: &str, bytes: u64) -> uuid::Uuid {
         .jobs
         .create(&NewJob {
             expires_at: None,
+            webhook_url: None,
             id,
             owner: Some(owner.into()),
             source_bucket: "local".into(),

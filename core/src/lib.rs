@@ -19,6 +19,7 @@ pub mod settings;
 pub mod signing;
 #[cfg(feature = "test-support")]
 pub mod testsupport;
+pub mod webhooks;
 pub mod worker;
 
 pub use error::{CoreError, Result};

@@ -122,6 +122,9 @@ pub struct NewJob {
     /// When the job's original, thumbnails and row are deleted; `None`: the retention default,
     /// applied by the next sweep (see `thumbnail_core::retention`).
     pub expires_at: Option<DateTime<Utc>>,
+    /// Where to POST the signed completion event (see `thumbnail_core::webhooks`); checked by
+    /// the API ([`crate::webhooks::validate_url`]).
+    pub webhook_url: Option<String>,
 }
 
 /// A job as stored.

@@ -270,6 +270,7 @@ pub fn new_job(
 ) -> NewJob {
     NewJob {
         expires_at: None,
+        webhook_url: None,
         id,
         owner: tj.spec.owner.clone(),
         source_bucket: tj.spec.source_bucket(default_bucket).to_owned(),

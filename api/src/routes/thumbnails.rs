@@ -91,6 +91,11 @@ pub struct OptionParams {
     /// 1 to MAX_RETENTION_SECONDS (30 days unless configured; default RETENTION_SECONDS).
     #[param(value_type = Option<u64>, minimum = 1, maximum = 2592000)]
     pub retention_seconds: Option<String>,
+    /// Where to POST the signed completion event when the job ends (Standard Webhooks; see
+    /// GET /api/v1/jobs/{job_id}/deliveries): an http or https URL without credentials, at most
+    /// 1024 characters. Needs WEBHOOK_SECRET on the server.
+    #[param(max_length = 1024)]
+    pub webhook_url: Option<String>,
 }
 
 /// How the image fills the box.
@@ -164,10 +169,13 @@ pub struct UploadForm {
     owner: String,
     #[schema(minimum = 1, maximum = 2592000, required = false)]
     retention_seconds: u64,
+    /// Where to POST the signed completion event (see the query parameter).
+    #[schema(max_length = 1024, required = false)]
+    webhook_url: String,
 }
 
 /// The form fields a request may send (a file in `image`, text in the others).
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 12] = [
     "image",
     "width",
     "height",
@@ -179,6 +187,7 @@ pub const FIELDS: [&str; 11] = [
     "animated",
     "owner",
     "retention_seconds",
+    "webhook_url",
 ];
 
 /// An integer field in `range`: only an optional `-` and digits, as the OpenAPI document
@@ -216,6 +225,23 @@ pub fn retention(
     integer(fields, "retention_seconds", 1..=max)
         .map_err(|e| ApiError::Invalid(format!("{e} (MAX_RETENTION_SECONDS)")))
         .map(|seconds| seconds.map(|s| std::time::Duration::from_secs(s as u64)))
+}
+
+/// The upload's `webhook_url`, checked ([`thumbnail_core::webhooks::validate_url`]); `None`
+/// when not sent. Refused (400) while the server has no WEBHOOK_SECRET to sign with. Pure.
+pub fn webhook_url(fields: &HashMap<String, String>, enabled: bool) -> ApiResult<Option<String>> {
+    let Some(raw) = fields.get("webhook_url") else {
+        return Ok(None);
+    };
+    let url = thumbnail_core::webhooks::validate_url(raw)
+        .map_err(|e| ApiError::BadRequest(format!("webhook_url: {e}")))?;
+    if !enabled {
+        return Err(ApiError::BadRequest(
+            "webhook_url: this server sends no webhooks (WEBHOOK_SECRET is not set); poll the job instead"
+                .into(),
+        ));
+    }
+    Ok(Some(url))
 }
 
 /// `true` or `false`, exactly. Pure.
@@ -490,6 +516,7 @@ async fn receive_form(
         ("animated", &query.animated),
         ("owner", &query.owner),
         ("retention_seconds", &query.retention_seconds),
+        ("webhook_url", &query.webhook_url),
     ] {
         if let Some(v) = value {
             fields.insert(name.to_owned(), v.clone());
@@ -498,6 +525,7 @@ async fn receive_form(
     // Each query parameter must be valid, also when a form field takes its place.
     parse_options(&fields)?;
     retention(&fields, state.sweeper.policy.max)?;
+    webhook_url(&fields, state.webhooks_enabled)?;
     if let Some(owner) = &query.owner {
         validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
     }
@@ -639,6 +667,7 @@ pub async fn create_thumbnail(
     }
     let owner = principal.owner_for_new_job(requested_owner)?;
     let retention = retention(&form.fields, state.sweeper.policy.max)?;
+    let webhook_url = webhook_url(&form.fields, state.webhooks_enabled)?;
     let probe = probe_upload(&form.upload, &state.limits).await?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let options = requested.for_input(accept, &probe);
@@ -667,7 +696,10 @@ pub async fn create_thumbnail(
         &state,
         owner,
         options,
-        retention,
+        Lifecycle {
+            retention,
+            webhook_url,
+        },
         &form.upload,
         &probe,
         &rate_headers,
@@ -693,13 +725,19 @@ pub async fn create_thumbnail(
     Ok(accepted(id, rate_headers))
 }
 
+/// What happens to the job after it runs: how long it is kept, whom to tell that it ended.
+struct Lifecycle {
+    retention: Option<std::time::Duration>,
+    webhook_url: Option<String>,
+}
+
 /// Steps "store" and "launch": the original, then the row (admitted under the quotas), then the
 /// hand-off to whoever runs it. A failure undoes what was stored before it.
 async fn store_and_launch(
     state: &SharedState,
     owner: Option<String>,
     options: ThumbnailOptions,
-    retention: Option<std::time::Duration>,
+    lifecycle: Lifecycle,
     upload: &Upload,
     probe: &ProbeInfo,
     rate_headers: &HeaderMap,
@@ -723,7 +761,7 @@ async fn store_and_launch(
             state
                 .sweeper
                 .policy
-                .expiry(thumbnail_core::model::now(), retention),
+                .expiry(thumbnail_core::model::now(), lifecycle.retention),
         ),
         id,
         owner,
@@ -734,6 +772,7 @@ async fn store_and_launch(
         source_height: probe.height,
         source_bytes: upload.size(),
         outputs: vec![OutputSpec::default_output(options)],
+        webhook_url: lifecycle.webhook_url,
     };
     let job = match state.jobs.admit(&new_job, &state.quotas.caps).await {
         Ok(Ok(job)) => job,

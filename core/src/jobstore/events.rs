@@ -173,6 +173,7 @@ mod tests {
         let id = Uuid::new_v4();
         let new = NewJob {
             expires_at: None,
+            webhook_url: None,
             id,
             owner: None,
             source_bucket: "uploads".into(),

@@ -180,8 +180,8 @@ fn list_query<'a>(prefix: &str, query: &'a ListQuery) -> QueryBuilder<'a, Postgr
 async fn insert_job<'c>(executor: impl Executor<'c, Database = Postgres>, job: &NewJob) -> Result<JobRecord> {
     let sql = format!(
         "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-         source_height, source_bytes, outputs_requested, created_at, expires_at) \
-         VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+         source_height, source_bytes, outputs_requested, created_at, expires_at, webhook_url) \
+         VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(job.id)
@@ -195,6 +195,7 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Postgres>, job: &
         .bind(Json(&job.outputs))
         .bind(now())
         .bind(job.expires_at)
+        .bind(&job.webhook_url)
         .fetch_one(executor)
         .await?;
     row_to_record(&row)
@@ -333,24 +334,36 @@ impl JobStore for PostgresJobStore {
             Outcome::Success(outputs) => (JobStatus::Success, outputs, None, None),
             Outcome::Failure(err) => (JobStatus::Failure, &empty, Some(&err.reason), Some(&err.message)),
         };
+        let finished_at = now();
+        let event = crate::webhooks::event_for(id, outcome, finished_at);
         // The notification goes out when the update commits, to every process listening (see
-        // `relay_finished_jobs`); no row updated, no notification.
+        // `relay_finished_jobs`); no row updated, no notification. The job's webhook delivery
+        // (when it has a URL) is written by the same statement, whichever process finishes it
+        // (an API replica, the operator's mirror): no finished job is left without it.
         let landed = sqlx::query(
             "WITH finished AS (\
                UPDATE jobs SET status = $1, outputs = $2, error_reason = $3, error_message = $4, \
                finished_at = $5, output_bytes = $9, version = version + 1 \
-               WHERE id = $6 AND attempts = $7 AND status IN ('PENDING', 'STARTED') RETURNING id) \
+               WHERE id = $6 AND attempts = $7 AND status IN ('PENDING', 'STARTED') \
+               RETURNING id, webhook_url), \
+             outbox AS (\
+               INSERT INTO webhook_deliveries (id, job_id, event_type, url, payload, state, created_at, \
+               next_attempt_at) SELECT $10, id, $11, webhook_url, $12, 'pending', $5, $5 FROM finished \
+               WHERE webhook_url IS NOT NULL ON CONFLICT DO NOTHING) \
              SELECT pg_notify($8, id::text) FROM finished",
         )
         .bind(status.as_str())
         .bind(Json(outputs))
         .bind(reason)
         .bind(message)
-        .bind(now())
+        .bind(finished_at)
         .bind(id)
         .bind(attempt as i32)
         .bind(FINISHED_CHANNEL)
         .bind(outcome.output_bytes() as i64)
+        .bind(&event.id)
+        .bind(event.event_type)
+        .bind(&event.payload)
         .fetch_all(&self.pool)
         .await?;
         Ok(landed.len() == 1)

@@ -101,8 +101,8 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Sqlite>, job: &Ne
     let requested = serde_json::to_string(&job.outputs).map_err(|e| CoreError::Internal(e.to_string()))?;
     let sql = format!(
         "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-         source_height, source_bytes, outputs_requested, created_at, expires_at) \
-         VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+         source_height, source_bytes, outputs_requested, created_at, expires_at, webhook_url) \
+         VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(job.id.to_string())
@@ -116,6 +116,7 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Sqlite>, job: &Ne
         .bind(requested)
         .bind(micros(now()))
         .bind(job.expires_at.map(micros))
+        .bind(&job.webhook_url)
         .fetch_one(executor)
         .await?;
     row_to_record(&row)
@@ -278,6 +279,11 @@ impl JobStore for SqliteJobStore {
                 Some(err.message.clone()),
             ),
         };
+        let finished_at = now();
+        // The job's webhook delivery (when it has a URL) is written in the same transaction as
+        // the finish: no finished job is ever left without it.
+        let event = crate::webhooks::event_for(id, outcome, finished_at);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE jobs SET status = ?, outputs = ?, output_bytes = ?, error_reason = ?, \
              error_message = ?, finished_at = ?, version = version + 1 \
@@ -288,12 +294,30 @@ impl JobStore for SqliteJobStore {
         .bind(outcome.output_bytes() as i64)
         .bind(reason)
         .bind(message)
-        .bind(micros(now()))
+        .bind(micros(finished_at))
         .bind(id.to_string())
         .bind(i64::from(attempt))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, job_id, event_type, url, payload, state, created_at, \
+             next_attempt_at) SELECT ?, id, ?, webhook_url, ?, 'pending', ?, ? FROM jobs \
+             WHERE id = ? AND webhook_url IS NOT NULL ON CONFLICT DO NOTHING",
+        )
+        .bind(&event.id)
+        .bind(event.event_type)
+        .bind(&event.payload)
+        .bind(micros(event.created_at))
+        .bind(micros(event.created_at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn unfinished(&self, limit: u32) -> Result<Vec<Uuid>> {

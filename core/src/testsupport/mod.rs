@@ -281,6 +281,7 @@ pub fn sample_job(owner: Option<&str>) -> NewJob {
     let id = Uuid::new_v4();
     NewJob {
         expires_at: None,
+        webhook_url: None,
         id,
         owner: owner.map(str::to_owned),
         source_bucket: "uploads".to_owned(),
