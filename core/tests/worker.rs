@@ -50,7 +50,7 @@ async fn a_handed_off_original_is_rendered_without_reading_the_store() {
     let stored = objects.get(&outputs[0].key).await.unwrap();
     let again = thumbnail_core::engine::render(
         &photo(),
-        &sample_job(None).outputs_requested[0].options,
+        &sample_job(None).outputs[0].options,
         &Default::default(),
     )
     .unwrap();
