@@ -444,14 +444,14 @@ async fn webhook_urls_are_checked_at_upload() {
             .part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"))
             .text("webhook_url", url.to_owned());
         let (status, detail) = common::detail(app.upload_form(form, "").await).await;
-        assert_eq!(status, 400, "{url}: {detail}");
+        assert_eq!(status, 422, "{url}: {detail}");
         assert!(detail.starts_with(expected), "{url}: {detail}");
     }
     // As a query parameter too.
     let form = Form::new().part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"));
     let (status, detail) =
         common::detail(app.upload_form(form, "?webhook_url=gopher://example.com/").await).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     assert!(detail.contains("got 'gopher'"), "{detail}");
     // A job without a webhook has no deliveries.
     let id = app
@@ -467,7 +467,7 @@ async fn webhook_urls_are_checked_at_upload() {
         .part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"))
         .text("webhook_url", "https://example.com/hook");
     let (status, detail) = common::detail(app.upload_form(form, "").await).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     assert!(detail.contains("WEBHOOK_SECRET is not set"), "{detail}");
     app.stop().await;
 }

@@ -76,13 +76,8 @@ pub(crate) fn of_pixels(
                 }
             }
             let n = ((x1 - x0) * (y1 - y0)) as u64;
-            let mean = |s: u64| {
-                if sum[3] == 0 {
-                    0
-                } else {
-                    ((s + sum[3] / 2) / sum[3]) as u8
-                }
-            };
+            // A fully transparent box has no colour: black, alpha 0.
+            let mean = |s: u64| (s + sum[3] / 2).checked_div(sum[3]).unwrap_or(0) as u8;
             let (c0, c1, c2) = (mean(sum[0]), mean(sum[1]), mean(sum[2]));
             let rgb = if ycbcr {
                 jpeg::ycc_to_rgb(c0, c1, c2)

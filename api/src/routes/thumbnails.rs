@@ -228,15 +228,16 @@ pub fn retention(
 }
 
 /// The upload's `webhook_url`, checked ([`thumbnail_core::webhooks::validate_url`]); `None`
-/// when not sent. Refused (400) while the server has no WEBHOOK_SECRET to sign with. Pure.
+/// when not sent. Refused (422, like every other option) while the server has no WEBHOOK_SECRET
+/// to sign with. Pure.
 pub fn webhook_url(fields: &HashMap<String, String>, enabled: bool) -> ApiResult<Option<String>> {
     let Some(raw) = fields.get("webhook_url") else {
         return Ok(None);
     };
     let url = thumbnail_core::webhooks::validate_url(raw)
-        .map_err(|e| ApiError::BadRequest(format!("webhook_url: {e}")))?;
+        .map_err(|e| ApiError::Invalid(format!("webhook_url: {e}")))?;
     if !enabled {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Invalid(
             "webhook_url: this server sends no webhooks (WEBHOOK_SECRET is not set); poll the job instead"
                 .into(),
         ));
