@@ -261,32 +261,11 @@ async fn keys(args: KeysArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
-        _ = term => tracing::info!("SIGTERM received; shutting down"),
-    }
-}
-
 async fn serve(config: ApiConfig, log: LogArgs) -> anyhow::Result<()> {
     telemetry::init(&log);
+    let stopped = thumbnail_core::shutdown::shutdown_signal("shutting down");
     let app = Application::build(config).await.context("starting the API")?;
-    app.run_until_stopped(shutdown_signal()).await?;
+    app.run_until_stopped(stopped).await?;
     Ok(())
 }
 

@@ -388,11 +388,12 @@ async fn keys_made_on_the_command_line_work_until_revoked() {
 async fn auth_mode_none_on_a_public_address_logs_a_warning() {
     use std::io::{BufRead, BufReader};
     let data_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // Port 0: the kernel picks a free port when the API binds, so no other test can take it
+    // between choosing and binding (a free_port() race once failed this test in CI).
     let mut child = Command::new(env!("CARGO_BIN_EXE_thumbnail-api"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["--host", "0.0.0.0", "--port", &port.to_string(), "--data-dir"])
+        .args(["--host", "0.0.0.0", "--port", "0", "--data-dir"])
         .arg(data_dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -400,15 +401,26 @@ async fn auth_mode_none_on_a_public_address_logs_a_warning() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
-    let mut warned = false;
+    let (mut warned, mut ready) = (false, false);
+    let mut seen = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
         warned |= line.contains("AUTH_MODE=none on a non-loopback address");
-        if line.contains("thumbnail API ready") {
+        ready = line.contains("thumbnail API ready");
+        seen.push(line);
+        if ready {
             break;
         }
     }
-    assert!(warned, "no warning before the API was ready");
+    let log = seen.join("\n");
+    assert!(ready, "the API never became ready:\n{log}");
+    assert!(warned, "no warning before the API was ready:\n{log}");
     sigterm(&child);
-    assert!(wait_exit(&mut child).success());
+    let status = wait_exit(&mut child);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        status.success(),
+        "{status} after SIGTERM:\n{log}\n{}",
+        rest.join("\n")
+    );
 }

@@ -16,6 +16,7 @@ pub mod placeholder;
 pub mod retention;
 pub mod runner;
 pub mod settings;
+pub mod shutdown;
 pub mod signing;
 #[cfg(feature = "test-support")]
 pub mod testsupport;

@@ -50,29 +50,11 @@ pub fn init_logging(args: &LogArgs) {
     args.init();
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
-        _ = term => tracing::info!("SIGTERM received; shutting down (running renders finish first)"),
-    }
-}
-
 async fn run(config: OperatorConfig) -> anyhow::Result<Stopped> {
     init_logging(&config.log);
+    let stopped = thumbnail_core::shutdown::shutdown_signal("shutting down (running renders finish first)");
     let operator = Operator::build(config).await.context("starting the operator")?;
-    operator.run(shutdown_signal()).await
+    operator.run(stopped).await
 }
 
 pub fn main() -> ExitCode {
