@@ -9,6 +9,7 @@
 use crate::container::Facts;
 use crate::pipeline::Raster;
 use crate::{EngineError, ImageFormat, Limits};
+use std::sync::OnceLock;
 use libheif_rs::{
     ColorPrimaries, ColorSpace, DecodingOptions, HeifContext, ImageHandle, ItemId, LibHeif, RgbChroma,
     SecurityLimits, TransferCharacteristics,
@@ -48,9 +49,19 @@ fn context<'a>(
     Ok(ctx)
 }
 
+/// The process's libheif handle. libheif initialises itself (registers its decoders, looks for
+/// plugins) whenever its reference count goes from 0 to 1, and tears everything down at 0; a
+/// handle per call paid that on every job: 5.2 of the 5.6 ms a 96x64 HEIC took, 5.8 of AVIF's 7.2.
+/// One handle that lives as long as the process keeps the count above 0. A static because it is
+/// the C library's own process-wide state, not ours.
+fn libheif() -> &'static LibHeif {
+    static LIBHEIF: OnceLock<LibHeif> = OnceLock::new();
+    LIBHEIF.get_or_init(LibHeif::new)
+}
+
 /// Header facts: the primary image's displayed size, alpha, bit depth; the thumbnails' sizes.
 pub(crate) fn read_header(bytes: &[u8], format: ImageFormat) -> Result<Facts, EngineError> {
-    let _lib = LibHeif::new();
+    libheif();
     let ctx = context(bytes, None, format)?;
     let primary = ctx.primary_image_handle().map_err(|e| corrupt(format, e))?;
     let (width, height) = (primary.width(), primary.height());
@@ -103,7 +114,7 @@ pub(crate) fn decode(
     limits: &Limits,
     format: ImageFormat,
 ) -> Result<(Raster, Option<Vec<u8>>), EngineError> {
-    let lib = LibHeif::new();
+    let lib = libheif();
     let ctx = context(bytes, Some(limits), format)?;
     let primary = ctx.primary_image_handle().map_err(|e| corrupt(format, e))?;
     let item = pick(primary, need);
@@ -175,7 +186,7 @@ pub(crate) fn chosen_size(
     need: (u32, u32),
     format: ImageFormat,
 ) -> Result<(u32, u32), EngineError> {
-    let _lib = LibHeif::new();
+    libheif();
     let ctx = context(bytes, None, format)?;
     let primary = ctx.primary_image_handle().map_err(|e| corrupt(format, e))?;
     let item = pick(primary, need);
