@@ -287,6 +287,13 @@ pub struct ApiConfig {
     /// How old an object without a job row must be before the orphan scan deletes it.
     #[arg(long, env = "ORPHAN_GRACE_SECONDS", default_value_t = 3600)]
     pub orphan_grace_seconds: u64,
+    /// Most images in one batch upload (`POST /api/v1/batches/`).
+    #[arg(long, env = "MAX_BATCH_IMAGES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_batch_images: u32,
+    /// Most bytes of images in one batch upload, all images together (each is also bounded by
+    /// MAX_UPLOAD_BYTES). Bounds the spool space one request can take.
+    #[arg(long, env = "MAX_BATCH_BYTES", default_value_t = 512 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_bytes: u64,
     /// How long an `Idempotency-Key` of an upload is kept: a repeat within this time answers with
     /// the first request's job.
     #[arg(long, env = "IDEMPOTENCY_KEY_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(1..))]

@@ -21,6 +21,10 @@ use uuid::Uuid;
 /// `--field-selector spec.owner=NAME`).
 pub const LABEL_OWNER: &str = "thumbnailer.dev/owner";
 
+/// The label that carries a job's batch (`POST /api/v1/batches/`), so that
+/// `kubectl get tj -l thumbnailer.dev/batch=ID` shows a batch's jobs.
+pub const LABEL_BATCH: &str = "thumbnailer.dev/batch";
+
 /// The owner as a label value (at most 63 characters of `[A-Za-z0-9._-]`, starting and ending
 /// with a letter or digit). An owner that already is one is used as it is; any other is
 /// sanitised (other characters become `_`, the ends trimmed, shortened) and followed by `-` and
@@ -169,6 +173,9 @@ impl KubernetesLauncher {
         if let Some(owner) = &job.owner {
             labels.insert(LABEL_OWNER.to_owned(), owner_label_value(owner));
         }
+        if let Some(batch) = job.batch_id {
+            labels.insert(LABEL_BATCH.to_owned(), batch.to_string());
+        }
         tj.metadata = ObjectMeta {
             name: Some(Self::resource_name(job.id)),
             labels: Some(labels),
@@ -223,6 +230,7 @@ mod tests {
     #[test]
     fn resource_carries_the_job() {
         let id = Uuid::new_v4();
+        let batch = Uuid::new_v4();
         let job = JobRecord {
             id,
             status: JobStatus::Pending,
@@ -252,6 +260,7 @@ mod tests {
             finished_at: None,
             expires_at: None,
             purged_at: None,
+            batch_id: Some(batch),
         };
         let settings = ResourceSettings {
             ttl_seconds_after_finished: Some(3600),
@@ -265,6 +274,7 @@ mod tests {
         assert_eq!(tj.spec.job_id.as_deref(), Some(id.to_string().as_str()));
         assert_eq!(tj.spec.owner.as_deref(), Some("alice"));
         assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_OWNER], "alice");
+        assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_BATCH], batch.to_string());
         assert_eq!(tj.spec.source.key, job.source_key);
         let o = &tj.spec.outputs[0];
         assert_eq!(

@@ -8,7 +8,7 @@
 //! chart's default).
 use crate::config::AuthMode;
 use crate::error::ErrorBody;
-use crate::routes::{deliveries, events, files, health, jobs, keys, thumbnails};
+use crate::routes::{batches, deliveries, events, files, health, jobs, keys, thumbnails};
 use crate::views;
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
@@ -26,6 +26,9 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
     ),
     paths(
         thumbnails::create_thumbnail,
+        batches::create_batch,
+        batches::get_batch,
+        batches::batch_events,
         jobs::get_job,
         jobs::delete_job,
         events::job_events,
@@ -62,6 +65,12 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
         thumbnails::UploadForm,
         thumbnails::FitName,
         thumbnails::FormatName,
+        batches::BatchForm,
+        batches::BatchAccepted,
+        batches::BatchEntryView,
+        batches::BatchView,
+        batches::BatchJobView,
+        batches::ProgressView,
         deliveries::DeliveryList,
         deliveries::DeliveryView,
         deliveries::AttemptView,
@@ -69,6 +78,7 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, RefOr, ResponseBuilder};
     )),
     tags(
         (name = "thumbnails", description = "Uploads"),
+        (name = "batches", description = "Many images in one upload"),
         (name = "jobs", description = "Job status and results"),
         (name = "keys", description = "API keys (admins; served with AUTH_MODE=api-key only)"),
         (name = "files", description = "Signed downloads (embedded default)"),

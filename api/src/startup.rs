@@ -303,6 +303,10 @@ impl Application {
             url_expiry: config.url_expiry(),
             spool_dir: data_dir.join("spool"),
             in_memory_upload_bytes: config.in_memory_upload_bytes,
+            batches: crate::state::BatchLimits {
+                max_images: config.max_batch_images as usize,
+                max_bytes: config.max_batch_bytes,
+            },
             metrics: metrics.clone(),
             key_store,
             auth,
@@ -342,7 +346,7 @@ impl Application {
         // lease), also those of jobs the operator finished.
         let webhooks = match webhook_settings {
             Some(settings) => {
-                let dispatcher = Arc::new(Dispatcher::new(deliveries, settings, metrics.webhooks.clone())?);
+                let dispatcher = Arc::new(Dispatcher::new(deliveries, settings, metrics.webhooks.clone())?.with_batches(state.jobs.clone()));
                 let stop = CancellationToken::new();
                 tokio::spawn(dispatcher.run(state.job_events.clone(), stop.clone()));
                 Some(stop.drop_guard())
@@ -387,14 +391,20 @@ impl Application {
             .max_input_bytes
             .saturating_add(routes::thumbnails::FORM_OVERHEAD_BYTES);
         let mode = auth.authenticator.mode();
+        // A batch's body: its images, and the framing and options of each part.
+        let batch_max = state.batches.max_bytes.saturating_add(
+            (state.batches.max_images as u64 + 1).saturating_mul(routes::thumbnails::FORM_OVERHEAD_BYTES),
+        );
         let mut small = routes::jobs::router()
+            .merge(routes::batches::router())
             .merge(routes::events::router())
             .merge(routes::deliveries::router());
         if mode == AuthMode::ApiKey {
             small = small.merge(routes::keys::router());
         }
         let protected = axum::Router::new()
-            .merge(body_limit(routes::thumbnails::router(pace), upload_max))
+            .merge(body_limit(routes::thumbnails::router(pace.clone()), upload_max))
+            .merge(body_limit(routes::batches::upload_router(pace), batch_max))
             .merge(body_limit(small, SMALL_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(
                 auth.clone(),

@@ -98,6 +98,15 @@ pub struct AppState {
     pub deliveries: thumbnail_core::webhooks::DynDeliveryStore,
     /// Whether WEBHOOK_SECRET is set: uploads may name a `webhook_url` only then.
     pub webhooks_enabled: bool,
+    /// MAX_BATCH_IMAGES and MAX_BATCH_BYTES.
+    pub batches: BatchLimits,
+}
+
+/// What one batch upload may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_images: usize,
+    pub max_bytes: u64,
 }
 
 pub type SharedState = Arc<AppState>;

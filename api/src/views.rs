@@ -131,6 +131,9 @@ pub struct JobView {
     /// When the job's original, thumbnails, links and record are deleted (RETENTION_SECONDS, or
     /// the upload's `retention_seconds`); after it the job answers 410 Gone for a while, then 404.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The batch it was uploaded in (`POST /api/v1/batches/`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
 }
 
 impl JobView {
@@ -207,6 +210,7 @@ impl JobView {
                 .collect(),
             placeholder,
             expires_at: job.expires_at,
+            batch_id: job.batch_id,
         }
     }
 }

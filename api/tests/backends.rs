@@ -179,6 +179,7 @@ async fn a_job_retries_while_s3_is_down_and_completes_when_it_returns() {
             source_height: 150,
             source_bytes: 1,
             outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+            batch: None,
         })
         .await
         .unwrap();

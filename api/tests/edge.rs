@@ -394,6 +394,7 @@ async fn long_polls_are_capped_per_caller() {
             outputs: vec![OutputSpec::default_output(
                 thumbnail_engine::ThumbnailOptions::default(),
             )],
+            batch: None,
         })
         .await
         .unwrap();

@@ -28,6 +28,7 @@ async fn never_queued_job(app: &common::TestApp) -> uuid::Uuid {
             source_height: 10,
             source_bytes: 10,
             outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+            batch: None,
         })
         .await
         .unwrap();
@@ -652,6 +653,7 @@ async fn a_job_in_flight_at_a_crash_completes_after_restart() {
             source_height: 150,
             source_bytes: 1,
             outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+            batch: None,
         })
         .await
         .unwrap();

@@ -35,6 +35,7 @@ async fn unqueued_job(app: &TestApp, owner: &str, bytes: u64) -> uuid::Uuid {
             source_height: 10,
             source_bytes: bytes,
             outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+            batch: None,
         })
         .await
         .unwrap();

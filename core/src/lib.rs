@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apikeys;
+pub mod batches;
 pub mod error;
 pub mod handoff;
 pub mod idempotency;

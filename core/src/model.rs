@@ -125,6 +125,16 @@ pub struct NewJob {
     /// Where to POST the signed completion event (see `thumbnail_core::webhooks`); checked by
     /// the API ([`crate::webhooks::validate_url`]).
     pub webhook_url: Option<String>,
+    /// The batch it was uploaded in, and its place there (see `crate::batches`).
+    pub batch: Option<BatchSlot>,
+}
+
+/// A job's place in its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSlot {
+    pub batch_id: Uuid,
+    /// The image's position in the upload, from 0.
+    pub index: u32,
 }
 
 /// A job as stored.
@@ -157,6 +167,9 @@ pub struct JobRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// When the sweeper deleted its images: the row is then a tombstone, answered 410 Gone.
     pub purged_at: Option<DateTime<Utc>>,
+    /// The batch it was uploaded in, if any.
+    #[serde(default)]
+    pub batch_id: Option<Uuid>,
 }
 
 impl JobRecord {

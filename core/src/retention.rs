@@ -235,6 +235,8 @@ impl Sweeper {
                 break;
             }
         }
+        // Batches answer 410 from their expiry and go with their jobs' tombstones.
+        self.jobs.delete_expired_batches(now - grace).await?;
         self.metrics.rows_deleted.inc_by(report.rows_deleted);
         if let Some(keys) = &self.idempotency {
             report.keys_deleted = keys.purge_expired(now).await?;
@@ -411,6 +413,7 @@ mod tests {
             finished_at: None,
             expires_at: None,
             purged_at: None,
+            batch_id: None,
         };
         assert_eq!(
             objects_of(&job, &keys, "b"),

@@ -288,6 +288,7 @@ pub fn new_job(
                 options: engine_options(o),
             })
             .collect(),
+        batch: None,
     }
 }
 

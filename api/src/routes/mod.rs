@@ -1,4 +1,5 @@
 //! HTTP routes, one module per area, each with its own `router()`.
+pub mod batches;
 pub mod deliveries;
 pub mod events;
 pub mod files;

@@ -342,7 +342,7 @@ pub fn parse_options(fields: &HashMap<String, String>) -> ApiResult<RequestedOpt
 
 /// The uploaded file: in memory (small requests) or spooled to a temporary file with its first
 /// bytes in memory.
-enum Upload {
+pub(crate) enum Upload {
     Memory(Bytes),
     Spooled {
         file: tempfile::NamedTempFile,
@@ -352,7 +352,7 @@ enum Upload {
 }
 
 impl Upload {
-    fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         match self {
             Upload::Memory(b) => b.len() as u64,
             Upload::Spooled { size, .. } => *size,
@@ -364,7 +364,7 @@ impl Upload {
 /// which bounds the file's), else to a spool file. Either way the size cap is enforced while
 /// reading.
 /// `hash`: also take the file's SHA-256 while it streams (for an `Idempotency-Key`).
-async fn receive(
+pub(crate) async fn receive(
     state: &SharedState,
     mut field: Field<'_>,
     max: u64,
@@ -421,7 +421,7 @@ async fn receive(
     Ok(Upload::Spooled { file, head, size })
 }
 
-fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     if let Some(slow) = too_slow(&err) {
         return ApiError::Timeout(slow.to_string());
     }
@@ -437,7 +437,7 @@ fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
 /// Probe the header from the bytes kept in memory; when the header is longer than those (huge
 /// EXIF or ICC segments before the frame header), read the whole spooled file, which the size cap
 /// bounds.
-async fn probe_upload(upload: &Upload, limits: &Limits) -> ApiResult<ProbeInfo> {
+pub(crate) async fn probe_upload(upload: &Upload, limits: &Limits) -> ApiResult<ProbeInfo> {
     // The size was checked while streaming; the probe only sees a prefix.
     let probe_limits = Limits {
         max_input_bytes: u64::MAX,
@@ -463,7 +463,7 @@ async fn probe_upload(upload: &Upload, limits: &Limits) -> ApiResult<ProbeInfo> 
 
 /// A text field, read while it streams and refused once it is longer than [`MAX_TEXT_FIELD`]
 /// (its remaining bytes are never read).
-async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
+pub(crate) async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
     let mut text = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if text.len() + chunk.len() > MAX_TEXT_FIELD {
@@ -482,6 +482,36 @@ struct Form {
     upload: Upload,
     /// The file's SHA-256, when asked for.
     file_sha256: Option<[u8; 32]>,
+}
+
+/// The options sent as query parameters, each checked (also when a form field will take its
+/// place).
+pub(crate) fn query_fields(state: &SharedState, query: &OptionParams) -> ApiResult<HashMap<String, String>> {
+    let mut fields: HashMap<String, String> = HashMap::new();
+    for (name, value) in [
+        ("width", &query.width),
+        ("height", &query.height),
+        ("fit", &query.fit),
+        ("format", &query.format),
+        ("quality", &query.quality),
+        ("upscale", &query.upscale),
+        ("gravity", &query.gravity),
+        ("animated", &query.animated),
+        ("owner", &query.owner),
+        ("retention_seconds", &query.retention_seconds),
+        ("webhook_url", &query.webhook_url),
+    ] {
+        if let Some(v) = value {
+            fields.insert(name.to_owned(), v.clone());
+        }
+    }
+    parse_options(&fields)?;
+    retention(&fields, state.sweeper.policy.max)?;
+    webhook_url(&fields, state.webhooks_enabled)?;
+    if let Some(owner) = &query.owner {
+        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
+    }
+    Ok(fields)
 }
 
 /// Step "receive": read the multipart body, capping every field while it streams.
@@ -505,31 +535,7 @@ async fn receive_form(
             e.body_text()
         ))
     })?;
-    let mut fields: HashMap<String, String> = HashMap::new();
-    for (name, value) in [
-        ("width", &query.width),
-        ("height", &query.height),
-        ("fit", &query.fit),
-        ("format", &query.format),
-        ("quality", &query.quality),
-        ("upscale", &query.upscale),
-        ("gravity", &query.gravity),
-        ("animated", &query.animated),
-        ("owner", &query.owner),
-        ("retention_seconds", &query.retention_seconds),
-        ("webhook_url", &query.webhook_url),
-    ] {
-        if let Some(v) = value {
-            fields.insert(name.to_owned(), v.clone());
-        }
-    }
-    // Each query parameter must be valid, also when a form field takes its place.
-    parse_options(&fields)?;
-    retention(&fields, state.sweeper.policy.max)?;
-    webhook_url(&fields, state.webhooks_enabled)?;
-    if let Some(owner) = &query.owner {
-        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
-    }
+    let mut fields = query_fields(state, query)?;
     let mut upload: Option<Upload> = None;
     let mut hash = hash_file.then(Sha256::new);
     let mut form_fields: Vec<String> = Vec::new();
@@ -593,7 +599,7 @@ async fn receive_form(
 }
 
 /// Step "limit": the caller's upload rate, and a quota refusal of the last second.
-fn limit(state: &SharedState, principal: &Principal, client: ClientAddr) -> ApiResult<HeaderMap> {
+pub(crate) fn limit(state: &SharedState, principal: &Principal, client: ClientAddr) -> ApiResult<HeaderMap> {
     let key = match principal.owner.as_deref() {
         Some(owner) => RateKey::Owner(owner),
         None => RateKey::Client(client.0),
@@ -605,7 +611,7 @@ fn limit(state: &SharedState, principal: &Principal, client: ClientAddr) -> ApiR
     Ok(headers)
 }
 
-fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
+pub(crate) fn with_headers(mut err: ApiError, extra: &HeaderMap) -> ApiError {
     if let ApiError::Limited(hit) = &mut err {
         hit.headers.extend(extra.clone());
     }
@@ -700,6 +706,7 @@ pub async fn create_thumbnail(
         Lifecycle {
             retention,
             webhook_url,
+            batch: None,
         },
         &form.upload,
         &probe,
@@ -727,14 +734,16 @@ pub async fn create_thumbnail(
 }
 
 /// What happens to the job after it runs: how long it is kept, whom to tell that it ended.
-struct Lifecycle {
-    retention: Option<std::time::Duration>,
-    webhook_url: Option<String>,
+pub(crate) struct Lifecycle {
+    pub(crate) retention: Option<std::time::Duration>,
+    pub(crate) webhook_url: Option<String>,
+    /// The batch the image came in, and its place there.
+    pub(crate) batch: Option<thumbnail_core::model::BatchSlot>,
 }
 
 /// Steps "store" and "launch": the original, then the row (admitted under the quotas), then the
 /// hand-off to whoever runs it. A failure undoes what was stored before it.
-async fn store_and_launch(
+pub(crate) async fn store_and_launch(
     state: &SharedState,
     owner: Option<String>,
     options: ThumbnailOptions,
@@ -774,6 +783,7 @@ async fn store_and_launch(
         source_bytes: upload.size(),
         outputs: vec![OutputSpec::default_output(options)],
         webhook_url: lifecycle.webhook_url,
+        batch: lifecycle.batch,
     };
     let job = match state.jobs.admit(&new_job, &state.quotas.caps).await {
         Ok(Ok(job)) => job,

@@ -6,6 +6,7 @@
 //! notifications lost while that connection was down.
 use super::{Binding, Caps, DynJobStore, JobStore, Outcome, OwnerUsage, Refusal, ResourceRef, RowBinding};
 use crate::Result;
+use crate::batches::{BatchRecord, NewBatch};
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -143,6 +144,22 @@ impl JobStore for NotifyingJobStore {
         self.inner.expire_now(id, now).await
     }
 
+    async fn create_batch(&self, batch: &NewBatch) -> Result<()> {
+        self.inner.create_batch(batch).await
+    }
+
+    async fn get_batch(&self, id: Uuid) -> Result<Option<BatchRecord>> {
+        self.inner.get_batch(id).await
+    }
+
+    async fn batch_jobs(&self, id: Uuid) -> Result<Vec<JobRecord>> {
+        self.inner.batch_jobs(id).await
+    }
+
+    async fn delete_expired_batches(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.inner.delete_expired_batches(before).await
+    }
+
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {
         self.inner.count_by_status().await
     }
@@ -183,6 +200,7 @@ mod tests {
             source_height: 480,
             source_bytes: 1234,
             outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+            batch: None,
         };
         let job = store.create(&new).await.unwrap();
         let started = store.start(job.id).await.unwrap().unwrap();

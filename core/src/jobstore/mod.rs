@@ -3,6 +3,7 @@
 //! Every state change is conditional: `start` only moves an unfinished job, and `finish` only
 //! lands when the attempt it belongs to is still the current one, so a stale or duplicate writer
 //! can never overwrite a newer state, and a finished job never goes back to running.
+use crate::batches::{BatchRecord, NewBatch};
 use crate::model::{JobError, JobOutput, JobRecord, JobStatus, ListQuery, NewJob};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
@@ -144,6 +145,18 @@ pub trait JobStore: Send + Sync + 'static {
     /// Let a finished job expire now (an early delete by its owner). False when the job is
     /// unknown, unfinished or already purged.
     async fn expire_now(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Store a batch once every entry is answered (its jobs exist already, so that a batch is
+    /// never seen complete before its jobs are).
+    async fn create_batch(&self, batch: &NewBatch) -> Result<()>;
+
+    async fn get_batch(&self, id: Uuid) -> Result<Option<BatchRecord>>;
+
+    /// The batch's jobs still in the store (purged ones included), in upload order.
+    async fn batch_jobs(&self, id: Uuid) -> Result<Vec<JobRecord>>;
+
+    /// Retention: remove batches that expired at or before `before` (their jobs go on their own).
+    async fn delete_expired_batches(&self, before: DateTime<Utc>) -> Result<u64>;
 
     /// Number of jobs per status, for metrics.
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>>;

@@ -1,6 +1,7 @@
 //! The production job store: PostgreSQL, migrations embedded and applied at start-up.
 use super::JobEvents;
 use super::{Caps, JobStore, Outcome, OwnerUsage, Refusal, migrate_error, status_from_db};
+use crate::batches::{BatchRecord, NewBatch};
 use crate::model::{JobError, JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::runner::retry_delay;
 use crate::{CoreError, Result};
@@ -75,7 +76,7 @@ pub async fn relay_finished_jobs(url: String, events: JobEvents, stop: Cancellat
 
 const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
     source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
-    dependency_retries, version, created_at, started_at, finished_at, expires_at, purged_at";
+    dependency_retries, version, created_at, started_at, finished_at, expires_at, purged_at, batch_id";
 
 impl PostgresJobStore {
     /// Connect and apply migrations. Fails fast when the server is unreachable; callers that
@@ -150,6 +151,7 @@ fn row_to_record(row: &PgRow) -> Result<JobRecord> {
         finished_at: row.try_get("finished_at")?,
         expires_at: row.try_get("expires_at")?,
         purged_at: row.try_get("purged_at")?,
+        batch_id: row.try_get("batch_id")?,
     })
 }
 
@@ -180,8 +182,9 @@ fn list_query<'a>(prefix: &str, query: &'a ListQuery) -> QueryBuilder<'a, Postgr
 async fn insert_job<'c>(executor: impl Executor<'c, Database = Postgres>, job: &NewJob) -> Result<JobRecord> {
     let sql = format!(
         "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-         source_height, source_bytes, outputs_requested, created_at, expires_at, webhook_url) \
-         VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+         source_height, source_bytes, outputs_requested, created_at, expires_at, webhook_url, batch_id, \
+         batch_index) \
+         VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(job.id)
@@ -196,6 +199,8 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Postgres>, job: &
         .bind(now())
         .bind(job.expires_at)
         .bind(&job.webhook_url)
+        .bind(job.batch.map(|b| b.batch_id))
+        .bind(job.batch.map(|b| b.index as i32))
         .fetch_one(executor)
         .await?;
     row_to_record(&row)
@@ -482,6 +487,59 @@ impl JobStore for PostgresJobStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_batch(&self, batch: &NewBatch) -> Result<()> {
+        
+        sqlx::query(
+            "INSERT INTO batches (id, owner, created_at, expires_at, entries, webhook_url) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(batch.id)
+        .bind(&batch.owner)
+        .bind(batch.created_at)
+        .bind(batch.expires_at)
+        .bind(Json(&batch.entries))
+        .bind(&batch.webhook_url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_batch(&self, id: Uuid) -> Result<Option<BatchRecord>> {
+        let row = sqlx::query(
+            "SELECT id, owner, created_at, expires_at, entries, webhook_url, notified_at FROM batches WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let entries: Json<Vec<crate::batches::BatchEntry>> = row.try_get("entries")?;
+        Ok(Some(BatchRecord {
+            id,
+            owner: row.try_get("owner")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            entries: entries.0,
+            webhook_url: row.try_get("webhook_url")?,
+            notified_at: row.try_get("notified_at")?,
+        }))
+    }
+
+    async fn batch_jobs(&self, id: Uuid) -> Result<Vec<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE batch_id = $1 ORDER BY batch_index");
+        let rows = sqlx::query(&sql)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn delete_expired_batches(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM batches WHERE expires_at <= $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {

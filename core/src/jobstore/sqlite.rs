@@ -1,5 +1,6 @@
 //! The embedded default's job store: one SQLite file in the data directory, WAL mode.
 use super::{Caps, JobStore, Outcome, OwnerUsage, Refusal, migrate_error, status_from_db};
+use crate::batches::{BatchRecord, NewBatch};
 use crate::model::{JobRecord, JobStatus, ListQuery, NewJob, now};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ pub struct SqliteJobStore {
 
 const COLUMNS: &str = "id, status, owner, source_bucket, source_key, source_format, source_width, \
     source_height, source_bytes, outputs_requested, outputs, error_reason, error_message, attempts, \
-    dependency_retries, version, created_at, started_at, finished_at, expires_at, purged_at";
+    dependency_retries, version, created_at, started_at, finished_at, expires_at, purged_at, batch_id";
 
 /// A pool on the SQLite file `url` (WAL mode), for the job store and the key store.
 pub(crate) async fn open_pool(url: &str, max_connections: u32) -> Result<SqlitePool> {
@@ -93,6 +94,10 @@ fn row_to_record(row: &SqliteRow) -> Result<JobRecord> {
         finished_at: from_micros(row.try_get("finished_at")?),
         expires_at: from_micros(row.try_get("expires_at")?),
         purged_at: from_micros(row.try_get("purged_at")?),
+        batch_id: row
+            .try_get::<Option<String>, _>("batch_id")?
+            .map(|id| Uuid::parse_str(&id).map_err(|e| corrupt("batch id", e)))
+            .transpose()?,
     })
 }
 
@@ -101,8 +106,9 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Sqlite>, job: &Ne
     let requested = serde_json::to_string(&job.outputs).map_err(|e| CoreError::Internal(e.to_string()))?;
     let sql = format!(
         "INSERT INTO jobs (id, status, owner, source_bucket, source_key, source_format, source_width, \
-         source_height, source_bytes, outputs_requested, created_at, expires_at, webhook_url) \
-         VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+         source_height, source_bytes, outputs_requested, created_at, expires_at, webhook_url, batch_id, \
+         batch_index) \
+         VALUES (?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(job.id.to_string())
@@ -117,6 +123,8 @@ async fn insert_job<'c>(executor: impl Executor<'c, Database = Sqlite>, job: &Ne
         .bind(micros(now()))
         .bind(job.expires_at.map(micros))
         .bind(&job.webhook_url)
+        .bind(job.batch.map(|b| b.batch_id.to_string()))
+        .bind(job.batch.map(|b| i64::from(b.index)))
         .fetch_one(executor)
         .await?;
     row_to_record(&row)
@@ -446,6 +454,61 @@ impl JobStore for SqliteJobStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_batch(&self, batch: &NewBatch) -> Result<()> {
+        let entries = serde_json::to_string(&batch.entries).map_err(|e| CoreError::Internal(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO batches (id, owner, created_at, expires_at, entries, webhook_url) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(batch.id.to_string())
+        .bind(&batch.owner)
+        .bind(micros(batch.created_at))
+        .bind(micros(batch.expires_at))
+        .bind(entries)
+        .bind(&batch.webhook_url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_batch(&self, id: Uuid) -> Result<Option<BatchRecord>> {
+        let row = sqlx::query(
+            "SELECT id, owner, created_at, expires_at, entries, webhook_url, notified_at FROM batches WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let entries: String = row.try_get("entries")?;
+        Ok(Some(BatchRecord {
+            id,
+            owner: row.try_get("owner")?,
+            created_at: from_micros(Some(row.try_get("created_at")?))
+                .ok_or_else(|| corrupt("batch created_at", "out of range"))?,
+            expires_at: from_micros(Some(row.try_get("expires_at")?))
+                .ok_or_else(|| corrupt("batch expires_at", "out of range"))?,
+            entries: serde_json::from_str(&entries).map_err(|e| corrupt("batch entries", e))?,
+            webhook_url: row.try_get("webhook_url")?,
+            notified_at: from_micros(row.try_get("notified_at")?),
+        }))
+    }
+
+    async fn batch_jobs(&self, id: Uuid) -> Result<Vec<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE batch_id = ? ORDER BY batch_index");
+        let rows = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    async fn delete_expired_batches(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM batches WHERE expires_at <= ?")
+            .bind(micros(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>> {

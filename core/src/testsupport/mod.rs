@@ -291,5 +291,6 @@ pub fn sample_job(owner: Option<&str>) -> NewJob {
         source_height: 3000,
         source_bytes: 2_345_678,
         outputs: vec![OutputSpec::default_output(ThumbnailOptions::default())],
+        batch: None,
     }
 }

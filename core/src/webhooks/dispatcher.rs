@@ -174,6 +174,8 @@ pub fn decide(
 
 pub struct Dispatcher {
     store: DynDeliveryStore,
+    /// Where batches are read, to write their completion events ([`Dispatcher::with_batches`]).
+    jobs: Option<crate::jobstore::DynJobStore>,
     client: reqwest::Client,
     settings: Settings,
     metrics: Arc<WebhookMetrics>,
@@ -224,10 +226,38 @@ impl Dispatcher {
             .map_err(|e| crate::CoreError::Config(format!("webhook HTTP client: {e}")))?;
         Ok(Dispatcher {
             store,
+            jobs: None,
             client,
             settings,
             metrics,
         })
+    }
+
+    /// Also write the completion event of every batch with a webhook URL once its last job
+    /// finishes (read from `jobs`), before each round.
+    pub fn with_batches(mut self, jobs: crate::jobstore::DynJobStore) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
+    /// Write the events of batches that completed since the last round. At most once per
+    /// batch, whichever replica gets there first; a failure is retried at the next round.
+    async fn enqueue_batch_events(&self, jobs: &crate::jobstore::DynJobStore) -> crate::Result<()> {
+        for id in self.store.batches_to_notify(BATCH).await? {
+            let Some(batch) = jobs.get_batch(id).await? else {
+                continue;
+            };
+            let members = jobs.batch_jobs(id).await?;
+            // Deliveries belong to a job: one still in the store (the first, usually).
+            let (Some(url), Some(anchor)) = (batch.webhook_url.as_deref(), members.first().map(|j| j.id)) else {
+                continue;
+            };
+            let event = crate::batches::batch_event(&batch, &members, now());
+            if self.store.enqueue_batch_event(id, anchor, url, &event).await? {
+                info!(batch_id = %id, delivery = %event.id, "batch completed; its webhook is queued");
+            }
+        }
+        Ok(())
     }
 
     /// Deliver until `stop` is cancelled. Attempts under way when it is finish (each within the
@@ -263,6 +293,11 @@ impl Dispatcher {
 
     /// One round: claim what is due and attempt it. Returns how many were claimed.
     async fn round(&self, stop: &CancellationToken) -> usize {
+        if let Some(jobs) = &self.jobs
+            && let Err(error) = self.enqueue_batch_events(jobs).await
+        {
+            warn!(%error, "cannot queue the webhooks of completed batches; retrying at the next round");
+        }
         // Long enough for every attempt of the round (a batch, CONCURRENCY at a time, each at
         // most the timeout) and its record; a dispatcher that died lets go after it.
         let waves = BATCH.div_ceil(CONCURRENCY as u32);

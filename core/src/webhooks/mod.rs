@@ -277,6 +277,22 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
     /// Deliveries not delivered, failed or disabled yet (the backlog).
     async fn pending(&self) -> Result<u64>;
+
+    /// Up to `limit` batches with a webhook URL, not notified yet, none of whose jobs is
+    /// unfinished (a finished job never becomes unfinished again, so once listed a batch stays
+    /// complete).
+    async fn batches_to_notify(&self, limit: u32) -> Result<Vec<Uuid>>;
+
+    /// Write batch `batch_id`'s completion `event` for `url` into the outbox, attached to
+    /// `anchor_job` (one of its jobs), and mark the batch notified, in one transaction; false
+    /// when another dispatcher did it first.
+    async fn enqueue_batch_event(
+        &self,
+        batch_id: Uuid,
+        anchor_job: Uuid,
+        url: &str,
+        event: &OutboxEvent,
+    ) -> Result<bool>;
 }
 
 pub type DynDeliveryStore = Arc<dyn DeliveryStore>;

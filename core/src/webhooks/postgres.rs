@@ -2,7 +2,7 @@
 //! with `FOR UPDATE SKIP LOCKED` (concurrent claimers take other rows instead of waiting) and
 //! leases them, so one replica at a time attempts a delivery; a lease that runs out (a replica
 //! that died mid-attempt) lets another claim it again.
-use super::{Attempt, Claimed, Delivery, DeliveryState, DeliveryStore, Next};
+use super::{Attempt, Claimed, Delivery, DeliveryState, DeliveryStore, Next, OutboxEvent};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -161,5 +161,49 @@ impl DeliveryStore for PostgresDeliveryStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn batches_to_notify(&self, limit: u32) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT b.id FROM batches b WHERE b.webhook_url IS NOT NULL AND b.notified_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id \
+             AND j.status IN ('PENDING', 'STARTED')) ORDER BY b.created_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn enqueue_batch_event(
+        &self,
+        batch_id: Uuid,
+        anchor_job: Uuid,
+        url: &str,
+        event: &OutboxEvent,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query("UPDATE batches SET notified_at = $1 WHERE id = $2 AND notified_at IS NULL")
+            .bind(event.created_at)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?;
+        if marked.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, job_id, event_type, url, payload, state, created_at, \
+             next_attempt_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&event.id)
+        .bind(anchor_job)
+        .bind(event.event_type)
+        .bind(url)
+        .bind(&event.payload)
+        .bind(event.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

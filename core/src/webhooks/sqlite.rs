@@ -1,7 +1,7 @@
 //! The outbox on SQLite: one process per file, so a claim is one `UPDATE ... RETURNING` (SQLite
 //! serialises writers); the lease still protects a restart that finds a claim of the process
 //! before it.
-use super::{Attempt, Claimed, Delivery, DeliveryState, DeliveryStore, Next};
+use super::{Attempt, Claimed, Delivery, DeliveryState, DeliveryStore, Next, OutboxEvent};
 use crate::{CoreError, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -179,5 +179,53 @@ impl DeliveryStore for SqliteDeliveryStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn batches_to_notify(&self, limit: u32) -> Result<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT b.id FROM batches b WHERE b.webhook_url IS NOT NULL AND b.notified_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id \
+             AND j.status IN ('PENDING', 'STARTED')) ORDER BY b.created_at LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| Uuid::parse_str(id).map_err(|e| corrupt("batch id", e)))
+            .collect()
+    }
+
+    async fn enqueue_batch_event(
+        &self,
+        batch_id: Uuid,
+        anchor_job: Uuid,
+        url: &str,
+        event: &OutboxEvent,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let marked = sqlx::query("UPDATE batches SET notified_at = ? WHERE id = ? AND notified_at IS NULL")
+            .bind(micros(event.created_at))
+            .bind(batch_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if marked.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, job_id, event_type, url, payload, state, created_at, \
+             next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&event.id)
+        .bind(anchor_job.to_string())
+        .bind(event.event_type)
+        .bind(url)
+        .bind(&event.payload)
+        .bind(micros(event.created_at))
+        .bind(micros(event.created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
