@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(tj.spec.job_id.as_deref(), Some(id.to_string().as_str()));
         assert_eq!(tj.spec.owner.as_deref(), Some("alice"));
         assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_OWNER], "alice");
-        assert_eq!(tj.metadata.labels.as_ref().unwrap()[LABEL_BATCH], batch.to_string());
+        assert_eq!(
+            tj.metadata.labels.as_ref().unwrap()[LABEL_BATCH],
+            batch.to_string()
+        );
         assert_eq!(tj.spec.source.key, job.source_key);
         let o = &tj.spec.outputs[0];
         assert_eq!(

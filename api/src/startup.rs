@@ -346,7 +346,10 @@ impl Application {
         // lease), also those of jobs the operator finished.
         let webhooks = match webhook_settings {
             Some(settings) => {
-                let dispatcher = Arc::new(Dispatcher::new(deliveries, settings, metrics.webhooks.clone())?.with_batches(state.jobs.clone()));
+                let dispatcher = Arc::new(
+                    Dispatcher::new(deliveries, settings, metrics.webhooks.clone())?
+                        .with_batches(state.jobs.clone()),
+                );
                 let stop = CancellationToken::new();
                 tokio::spawn(dispatcher.run(state.job_events.clone(), stop.clone()));
                 Some(stop.drop_guard())
@@ -403,7 +406,7 @@ impl Application {
             small = small.merge(routes::keys::router());
         }
         let protected = axum::Router::new()
-            .merge(body_limit(routes::thumbnails::router(pace.clone()), upload_max))
+            .merge(body_limit(routes::thumbnails::router(pace), upload_max))
             .merge(body_limit(routes::batches::upload_router(pace), batch_max))
             .merge(body_limit(small, SMALL_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(

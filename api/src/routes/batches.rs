@@ -323,7 +323,9 @@ async fn receive_batch(
             }
             let text = read_text(field, &name).await?;
             if form_fields.contains(&name) {
-                return Err(ApiError::Invalid(format!("{name}: the field was sent more than once")));
+                return Err(ApiError::Invalid(format!(
+                    "{name}: the field was sent more than once"
+                )));
             }
             form_fields.push(name.clone());
             fields.insert(name, text);
@@ -334,7 +336,11 @@ async fn receive_batch(
             "image: field required (one or more files in multipart fields 'image')".into(),
         ));
     }
-    Ok(BatchUpload { fields, images, bytes })
+    Ok(BatchUpload {
+        fields,
+        images,
+        bytes,
+    })
 }
 
 /// Step "store and launch" for one image: probe, then store and launch as a single upload
@@ -382,7 +388,11 @@ async fn launch_one(
             Upload::Memory(_) => "memory",
             Upload::Spooled { .. } => "spool",
         };
-        state.metrics.uploads.get_or_create(&BufferLabels { buffered }).inc();
+        state
+            .metrics
+            .uploads
+            .get_or_create(&BufferLabels { buffered })
+            .inc();
         ApiResult::Ok(id)
     }
     .await;
@@ -426,7 +436,10 @@ struct ImageJob {
 #[utoipa::path(
     post, path = "/api/v1/batches/", tag = "batches",
     params(OptionParams),
-    request_body(content((BatchForm = "multipart/form-data"))),
+    request_body(content(
+        (BatchForm = "multipart/form-data",
+         encoding(("image" = (content_type = "image/jpeg, image/png, image/webp, image/gif, image/heic, image/avif, image/jxl, image/tiff, image/bmp, image/x-icon, image/svg+xml"))))
+    )),
     responses(
         (status = 202, description = "Accepted: one entry per image (a job, or why the image was refused)", body = BatchAccepted,
          headers(("Location" = String, description = "URL of the batch"))),
@@ -507,7 +520,12 @@ pub async fn create_batch(
         warn!(%batch_id, error = %err, "the batch's jobs were accepted but the batch could not be recorded");
         return Err(err.into());
     }
-    info!(images = entries.len(), accepted, bytes = form.bytes, "batch accepted");
+    info!(
+        images = entries.len(),
+        accepted,
+        bytes = form.bytes,
+        "batch accepted"
+    );
     Ok(accepted_response(batch_id, &entries, rate_headers))
 }
 
@@ -559,7 +577,9 @@ async fn load_batch(state: &SharedState, principal: &Principal, raw: &str) -> Ap
     if batch.expires_at <= thumbnail_core::model::now() {
         return Err(ApiError::Gone(format!(
             "batch '{id}' expired at {}; its images and links are deleted",
-            batch.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            batch
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )));
     }
     Ok(batch)
@@ -632,13 +652,17 @@ impl FollowBatch {
         for job in jobs {
             if job.purged_at.is_none() && self.sent.get(&job.id) != Some(&job.status) {
                 self.sent.insert(job.id, job.status);
-                self.queue.push_back(json_event("job", &JobView::new(job, endpoint)));
+                self.queue
+                    .push_back(json_event("job", &JobView::new(job, endpoint)));
             }
         }
         let p = progress(&self.batch.entries, jobs);
         if p.is_done() {
             self.done = true;
-            self.queue.push_back(json_event("progress", &BatchView::new(&self.batch, jobs, endpoint)));
+            self.queue.push_back(json_event(
+                "progress",
+                &BatchView::new(&self.batch, jobs, endpoint),
+            ));
         }
     }
 
@@ -754,7 +778,14 @@ mod tests {
 
     #[test]
     fn a_refused_entry_answers_as_a_single_upload_would() {
-        for (status, expected) in [(413, 413), (415, 415), (422, 422), (429, 429), (503, 503), (500, 500)] {
+        for (status, expected) in [
+            (413, 413),
+            (415, 415),
+            (422, 422),
+            (429, 429),
+            (503, 503),
+            (500, 500),
+        ] {
             let entry = BatchEntry::refused(0, None, status, "why".into());
             assert_eq!(entry_error(&entry).status().as_u16(), expected);
         }

@@ -64,7 +64,8 @@ pub struct AttemptView {
 pub struct DeliveryView {
     /// The `webhook-id` header of every attempt (the same on retries: dedupe by it).
     pub id: String,
-    /// `thumbnail.job.succeeded` or `thumbnail.job.failed`.
+    /// `thumbnail.job.succeeded`, `thumbnail.job.failed`, or (on a batch's first job)
+    /// `thumbnail.batch.completed`.
     pub event_type: String,
     pub url: String,
     pub state: DeliveryStateName,

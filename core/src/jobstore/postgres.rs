@@ -490,7 +490,6 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn create_batch(&self, batch: &NewBatch) -> Result<()> {
-        
         sqlx::query(
             "INSERT INTO batches (id, owner, created_at, expires_at, entries, webhook_url) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -527,10 +526,7 @@ impl JobStore for PostgresJobStore {
 
     async fn batch_jobs(&self, id: Uuid) -> Result<Vec<JobRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE batch_id = $1 ORDER BY batch_index");
-        let rows = sqlx::query(&sql)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
         rows.iter().map(row_to_record).collect()
     }
 

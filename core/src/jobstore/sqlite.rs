@@ -457,7 +457,8 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn create_batch(&self, batch: &NewBatch) -> Result<()> {
-        let entries = serde_json::to_string(&batch.entries).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let entries =
+            serde_json::to_string(&batch.entries).map_err(|e| CoreError::Internal(e.to_string()))?;
         sqlx::query(
             "INSERT INTO batches (id, owner, created_at, expires_at, entries, webhook_url) VALUES (?, ?, ?, ?, ?, ?)",
         )

@@ -249,7 +249,8 @@ impl Dispatcher {
             };
             let members = jobs.batch_jobs(id).await?;
             // Deliveries belong to a job: one still in the store (the first, usually).
-            let (Some(url), Some(anchor)) = (batch.webhook_url.as_deref(), members.first().map(|j| j.id)) else {
+            let (Some(url), Some(anchor)) = (batch.webhook_url.as_deref(), members.first().map(|j| j.id))
+            else {
                 continue;
             };
             let event = crate::batches::batch_event(&batch, &members, now());
