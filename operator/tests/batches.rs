@@ -1,0 +1,132 @@
+//! Batches in Kubernetes mode against the real API server: every accepted image of a batch
+//! becomes a ThumbnailJob labelled with the batch, so the real `kubectl get tj -l
+//! thumbnailer.dev/batch=ID` shows exactly the batch's jobs, and the operator's work brings the
+//! batch's progress to N/M in the REST API.
+mod common;
+
+use common::*;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use std::time::Duration;
+use thumbnail_api::Application;
+use thumbnail_api::config::{ApiConfig, JobRunnerKind};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The API in Kubernetes mode against this world's API server, database and bucket.
+fn api_config(world: &World, data_dir: &std::path::Path) -> ApiConfig {
+    let mut config = ApiConfig::for_tests(data_dir);
+    config.store.database_url = Some(world.database_url.clone());
+    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
+    config.store.s3_region = world.s3.s3_region.clone();
+    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
+    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
+    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
+    config.job_runner = JobRunnerKind::Kubernetes;
+    config.kube_namespace = world.ns.clone();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() {
+    let world = World::new().await;
+    let operator = world.operator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = Application::build_with_kube_client(api_config(&world, dir.path()), Some(world.api_client()))
+        .await
+        .expect("the API starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let server = tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    let mut form = Form::new().text("width", "32").text("owner", "alice");
+    for i in 0..5 {
+        form = form.part(
+            "image",
+            Part::bytes(fixture("photo.jpg")).file_name(format!("p{i}.jpg")),
+        );
+    }
+    form = form.part(
+        "image",
+        Part::bytes(b"not an image".to_vec()).file_name("bad.txt"),
+    );
+    let response = http
+        .post(format!("{base}/api/v1/batches/"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    let batch = body["batch_id"].as_str().unwrap().to_owned();
+    let mut job_ids: Vec<String> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["job_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(job_ids.len(), 5, "{body}");
+    assert_eq!(body["entries"][5]["status"], 415, "{body}");
+
+    // The real kubectl finds the batch's resources, and only them, by its label.
+    let selector = format!("thumbnailer.dev/batch={batch}");
+    let (ok, out, err) = world.cluster.kubectl(
+        &[
+            "get",
+            "tj",
+            "-n",
+            &world.ns,
+            "-l",
+            &selector,
+            "-o",
+            "jsonpath={.items[*].spec.jobId}",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let mut listed: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+    listed.sort();
+    job_ids.sort();
+    assert_eq!(listed, job_ids);
+    let (ok, out, _) = world.cluster.kubectl(
+        &[
+            "get",
+            "tj",
+            "-n",
+            &world.ns,
+            "-l",
+            "thumbnailer.dev/batch=00000000-0000-0000-0000-000000000000",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(ok && out.trim().is_empty(), "{out}");
+
+    // The operator renders them; the batch's progress comes from the rows it updates.
+    let done = eventually("the batch to complete", WAIT, || async {
+        let v: Value = http
+            .get(format!("{base}/api/v1/batches/{batch}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["progress"]["done"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(done["progress"]["summary"], "5/5", "{done}");
+    assert_eq!(done["progress"]["succeeded"], 5, "{done}");
+    assert_eq!(done["progress"]["refused"], 1, "{done}");
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
+}
