@@ -347,21 +347,15 @@ async fn receive_batch(
 /// does. Its failure is its entry's.
 async fn launch_one(
     state: &SharedState,
-    principal: &Principal,
-    client: ClientAddr,
     job: &ImageJob,
     index: u32,
     image: &ReceivedImage,
+    rate_refusal: Option<ApiError>,
 ) -> BatchEntry {
     let result = async {
         let upload = image.upload.as_ref().map_err(clone_error)?;
-        // The first image took the request's token; each further one takes its own.
-        if index > 0 {
-            let key = match principal.owner.as_deref() {
-                Some(owner) => RateKey::Owner(owner),
-                None => RateKey::Client(client.0),
-            };
-            state.rate.check(key)?;
+        if let Some(refusal) = rate_refusal {
+            return Err(refusal);
         }
         let probe = probe_upload(upload, &state.limits).await?;
         let options = job.requested.for_input(job.accept.as_deref(), &probe);
@@ -490,17 +484,44 @@ pub async fn create_batch(
             .map(str::to_owned),
     };
     let job = std::sync::Arc::new(job);
-    let principal = std::sync::Arc::new(principal);
+
+    // The request took one token of the caller's rate; each further image takes its own, and
+    // one refused fails its own entry. The answer's RateLimit headers are the last token's.
+    let mut rate_headers = rate_headers;
+    let mut covered = false;
+    let mut rate_refusals = Vec::with_capacity(form.images.len());
+    for image in &form.images {
+        let refusal = if image.upload.is_err() {
+            None
+        } else if !covered {
+            covered = true;
+            None
+        } else {
+            let key = match principal.owner.as_deref() {
+                Some(owner) => RateKey::Owner(owner),
+                None => RateKey::Client(client.0),
+            };
+            match state.rate.check(key) {
+                Ok(headers) => {
+                    rate_headers = headers;
+                    None
+                }
+                Err(err) => Some(err),
+            }
+        };
+        rate_refusals.push(refusal);
+    }
 
     // Store and launch, a few at a time, keeping the upload's order.
-    let entries: Vec<BatchEntry> = futures::stream::iter(form.images.into_iter().enumerate())
-        .map(|(index, image)| {
-            let (state, principal, job) = (state.clone(), principal.clone(), job.clone());
-            async move { launch_one(&state, &principal, client, &job, index as u32, &image).await }
-        })
-        .buffered(LAUNCH_CONCURRENCY)
-        .collect()
-        .await;
+    let entries: Vec<BatchEntry> =
+        futures::stream::iter(form.images.into_iter().zip(rate_refusals).enumerate())
+            .map(|(index, (image, refusal))| {
+                let (state, job) = (state.clone(), job.clone());
+                async move { launch_one(&state, &job, index as u32, &image, refusal).await }
+            })
+            .buffered(LAUNCH_CONCURRENCY)
+            .collect()
+            .await;
     let accepted = entries.iter().filter(|e| e.job_id.is_some()).count() as u32;
     if accepted == 0 {
         return Err(with_headers(entry_error(&entries[0]), &rate_headers));
