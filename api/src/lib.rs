@@ -18,5 +18,6 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod views;
+pub mod webhook_status;
 
 pub use startup::Application;

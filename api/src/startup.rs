@@ -211,6 +211,8 @@ impl Application {
         let metrics = Arc::new(ApiMetrics::new());
         let limits = config.limits.limits();
         let keys = KeyLayout::new(&config.store.s3_key_prefix);
+        // Kubernetes mode also shows each webhook attempt on the job's ThumbnailJob.
+        let mut delivery_observer: Option<Arc<dyn thumbnail_core::webhooks::DeliveryObserver>> = None;
         let (launcher, runner): (Arc<dyn JobLauncher>, Option<Runner>) = match config.job_runner {
             JobRunnerKind::Embedded => {
                 let workers = config.worker_count();
@@ -261,6 +263,10 @@ impl Application {
                         .then(|| config.kube_ttl_seconds_after_finished.min(i32::MAX as u32) as i32),
                     active_deadline_seconds: Some(i64::from(config.kube_active_deadline_seconds.max(1))),
                 };
+                delivery_observer = Some(Arc::new(crate::webhook_status::WebhookStatusWriter::new(
+                    client.clone(),
+                    &config.kube_namespace,
+                )));
                 let launcher =
                     KubernetesLauncher::new(client, &config.kube_namespace, settings, jobs.clone());
                 (Arc::new(launcher), None)
@@ -346,10 +352,12 @@ impl Application {
         // lease), also those of jobs the operator finished.
         let webhooks = match webhook_settings {
             Some(settings) => {
-                let dispatcher = Arc::new(
-                    Dispatcher::new(deliveries, settings, metrics.webhooks.clone())?
-                        .with_batches(state.jobs.clone()),
-                );
+                let dispatcher = Dispatcher::new(deliveries, settings, metrics.webhooks.clone())?
+                    .with_batches(state.jobs.clone());
+                let dispatcher = Arc::new(match delivery_observer {
+                    Some(observer) => dispatcher.with_observer(observer),
+                    None => dispatcher,
+                });
                 let stop = CancellationToken::new();
                 tokio::spawn(dispatcher.run(state.job_events.clone(), stop.clone()));
                 Some(stop.drop_guard())

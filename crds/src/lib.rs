@@ -20,7 +20,8 @@ use kube::CustomResourceExt;
 pub use types::{
     DEFAULT_BACKOFF_LIMIT, DEFAULT_OUTPUT_NAME, DEFAULT_OUTPUT_SIZE, DEFAULT_QUALITY, Execution, Executor,
     Fit, Gravity, ImageFormat, MAX_BACKOFF_LIMIT, MAX_DIMENSION, MAX_OUTPUTS, OutputSpec, OutputStatus,
-    Phase, SourceRef, ThumbnailJob, ThumbnailJobSpec, ThumbnailJobStatus,
+    Phase, SourceRef, ThumbnailJob, ThumbnailJobSpec, ThumbnailJobStatus, WebhookAttemptStatus,
+    WebhookStatus,
 };
 pub use validate::SpecError;
 

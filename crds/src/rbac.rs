@@ -144,12 +144,22 @@ const OPERATOR: &[Permission] = &[
     },
 ];
 
-const API: &[Permission] = &[Permission {
-    api_group: GROUP,
-    resource: "thumbnailjobs",
-    verbs: &["create", "get", "list", "delete"],
-    scope: Scope::Workload,
-}];
+const API: &[Permission] = &[
+    Permission {
+        api_group: GROUP,
+        resource: "thumbnailjobs",
+        verbs: &["create", "get", "list", "delete"],
+        scope: Scope::Workload,
+    },
+    // The completion webhook's delivery on the job's status (`status.webhook`, its own field
+    // manager).
+    Permission {
+        api_group: GROUP,
+        resource: "thumbnailjobs/status",
+        verbs: &["patch"],
+        scope: Scope::Workload,
+    },
+];
 
 /// The permissions `component` needs, and nothing more.
 pub fn permissions(component: Component) -> &'static [Permission] {

@@ -343,7 +343,8 @@ impl Phase {
     }
 }
 
-/// Observed state of a `ThumbnailJob`, written by the operator only (status subresource).
+/// Observed state of a `ThumbnailJob`, written by the operator (status subresource); the API
+/// writes `webhook` only, with its own field manager.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ThumbnailJobStatus {
@@ -390,6 +391,44 @@ pub struct ThumbnailJobStatus {
     /// claimant no longer holds the Lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<String>,
+    /// The completion webhook of a job uploaded through the API with a `webhook_url`: its
+    /// delivery's state and last attempt (written by the API; every attempt is listed by
+    /// `GET /api/v1/jobs/{id}/deliveries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStatus>,
+}
+
+/// Where a job's completion webhook stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    /// The `webhook-id` header of its attempts.
+    pub delivery_id: String,
+    /// `thumbnail.job.succeeded`, `thumbnail.job.failed` or `thumbnail.batch.completed`.
+    pub event_type: String,
+    /// pending, delivered, failed or disabled.
+    pub state: String,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// When the next attempt is due, while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    pub last_attempt: WebhookAttemptStatus,
+}
+
+/// One webhook attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAttemptStatus {
+    pub time: Time,
+    /// The HTTP status of the answer; absent when none came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+    pub latency_ms: i64,
+    /// delivered, gone, redirect, http_error, timeout, refused or connect_error.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One object written by a job.

@@ -176,6 +176,8 @@ pub struct Dispatcher {
     store: DynDeliveryStore,
     /// Where batches are read, to write their completion events ([`Dispatcher::with_batches`]).
     jobs: Option<crate::jobstore::DynJobStore>,
+    /// Told of every recorded attempt ([`Dispatcher::with_observer`]).
+    observer: Option<Arc<dyn super::DeliveryObserver>>,
     client: reqwest::Client,
     settings: Settings,
     metrics: Arc<WebhookMetrics>,
@@ -206,6 +208,14 @@ fn refusal_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Re
     None
 }
 
+/// The `type` of an event payload (the outbox keeps it in the body the signature covers).
+fn event_type_of(payload: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 impl Dispatcher {
     pub fn new(
         store: DynDeliveryStore,
@@ -227,6 +237,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             store,
             jobs: None,
+            observer: None,
             client,
             settings,
             metrics,
@@ -237,6 +248,12 @@ impl Dispatcher {
     /// finishes (read from `jobs`), before each round.
     pub fn with_batches(mut self, jobs: crate::jobstore::DynJobStore) -> Self {
         self.jobs = Some(jobs);
+        self
+    }
+
+    /// Tell `observer` of every attempt once it is recorded.
+    pub fn with_observer(mut self, observer: Arc<dyn super::DeliveryObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -390,6 +407,19 @@ impl Dispatcher {
             status = attempt.status_code, latency_ms = attempt.latency_ms, final_state,
             "webhook attempt"
         );
+        if let Some(observer) = &self.observer {
+            let (state, next_attempt_at, _) = super::columns_of(next, at);
+            let report = super::DeliveryReport {
+                job_id: claimed.job_id,
+                delivery_id: claimed.id.clone(),
+                event_type: event_type_of(&claimed.payload),
+                state,
+                attempts: made,
+                next_attempt_at,
+                last_attempt: attempt,
+            };
+            observer.attempted(&report).await;
+        }
     }
 
     async fn attempt(&self, claimed: &Claimed) -> AttemptResult {

@@ -297,6 +297,27 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
 pub type DynDeliveryStore = Arc<dyn DeliveryStore>;
 
+/// Where a delivery stands after an attempt, for [`DeliveryObserver`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub job_id: Uuid,
+    /// The `webhook-id`.
+    pub delivery_id: String,
+    pub event_type: String,
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt: Attempt,
+}
+
+/// Told of every recorded attempt (after the job store has it), e.g. to show it on the job's
+/// ThumbnailJob. Best effort: the job store stays the record.
+#[async_trait]
+pub trait DeliveryObserver: Send + Sync + 'static {
+    async fn attempted(&self, report: &DeliveryReport);
+}
+
 /// The delivery store on the job store's database (its migrations applied by the job store).
 pub async fn connect(url: &str, max_connections: u32) -> Result<DynDeliveryStore> {
     if url.starts_with("sqlite:") {

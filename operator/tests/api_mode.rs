@@ -1,12 +1,14 @@
-//! Batches in Kubernetes mode against the real API server: every accepted image of a batch
-//! becomes a ThumbnailJob labelled with the batch, so the real `kubectl get tj -l
-//! thumbnailer.dev/batch=ID` shows exactly the batch's jobs, and the operator's work brings the
-//! batch's progress to N/M in the REST API.
+//! The API's batches and webhooks in Kubernetes mode, against the real API server: every
+//! accepted image of a batch becomes a ThumbnailJob labelled with the batch, so the real `kubectl
+//! get tj -l thumbnailer.dev/batch=ID` shows exactly the batch's jobs, and the operator's work
+//! brings the batch's progress to N/M in the REST API; a job's webhook attempts are shown on its
+//! ThumbnailJob's status next to what the operator writes there.
 mod common;
 
 use common::*;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thumbnail_api::Application;
 use thumbnail_api::config::{ApiConfig, JobRunnerKind};
@@ -125,6 +127,99 @@ async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() 
     assert_eq!(done["progress"]["summary"], "5/5", "{done}");
     assert_eq!(done["progress"]["succeeded"], 5, "{done}");
     assert_eq!(done["progress"]["refused"], 1, "{done}");
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
+}
+
+/// A receiver that answers 500 once, then 200, and counts what it got.
+async fn start_receiver() -> (u16, Arc<Mutex<u32>>) {
+    let got = Arc::new(Mutex::new(0u32));
+    let state = got.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let state = state.clone();
+            async move {
+                let mut n = state.lock().unwrap();
+                *n += 1;
+                if *n == 1 {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (port, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_attempts_are_shown_on_the_thumbnailjob() {
+    let world = World::new().await;
+    let operator = world.operator().await;
+    let (port, got) = start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = api_config(&world, dir.path());
+    config.webhooks.webhook_secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+    config.webhooks.webhook_retry_schedule = "0,200ms,200ms".into();
+    config.webhooks.webhook_allow_cidrs = "127.0.0.0/8".into();
+    let app = Application::build_with_kube_client(config, Some(world.api_client()))
+        .await
+        .expect("the API starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let server = tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let form = Form::new()
+        .part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"))
+        .text("webhook_url", format!("http://127.0.0.1:{port}/hook"));
+    let response = http
+        .post(format!("{base}/api/v1/thumbnails/"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    let name = format!("tj-{id}");
+
+    // The operator's status and the API's `status.webhook` side by side: a 500, then delivered.
+    let tj = eventually("the delivery on the ThumbnailJob", WAIT, || async {
+        let tj = world.tj(&name).await?;
+        let webhook = tj.status.as_ref()?.webhook.as_ref()?;
+        (webhook.state == "delivered").then_some(tj)
+    })
+    .await;
+    let status = tj.status.unwrap();
+    assert_eq!(status.phase, Some(thumbnail_crds::Phase::Succeeded));
+    let webhook = status.webhook.unwrap();
+    assert_eq!(webhook.event_type, "thumbnail.job.succeeded");
+    assert_eq!(webhook.attempts, 2);
+    assert_eq!(webhook.last_attempt.status_code, Some(200));
+    assert_eq!(webhook.last_attempt.outcome, "delivered");
+    assert!(webhook.next_attempt_time.is_none());
+    assert_eq!(*got.lock().unwrap(), 2);
+    // The same attempts as the REST API lists.
+    let list: Value = http
+        .get(format!("{base}/api/v1/jobs/{id}/deliveries"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["deliveries"][0]["id"], webhook.delivery_id.as_str());
+    assert_eq!(list["deliveries"][0]["attempts"].as_array().unwrap().len(), 2);
 
     stop.cancel();
     server.await.unwrap().unwrap();
