@@ -201,6 +201,10 @@ async fn webhook_attempts_are_shown_on_the_thumbnailjob() {
     })
     .await;
     let status = tj.status.unwrap();
+    println!(
+        "status.webhook: {}",
+        serde_json::to_string(&status.webhook).unwrap()
+    );
     assert_eq!(status.phase, Some(thumbnail_crds::Phase::Succeeded));
     let webhook = status.webhook.unwrap();
     assert_eq!(webhook.event_type, "thumbnail.job.succeeded");
