@@ -80,6 +80,9 @@ pub enum KeysCommand {
         /// A label for people.
         #[arg(long)]
         name: Option<String>,
+        /// Default `webhook_url` of the uploads made with the key (an upload's own wins).
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
     /// List keys (never their secrets), newest first.
     List {
@@ -200,6 +203,7 @@ async fn keys(args: KeysArgs) -> anyhow::Result<()> {
             scopes,
             expires,
             name,
+            webhook_url,
         } => {
             apikeys::validate_owner(&owner).map_err(|e| anyhow::anyhow!("--owner: {e}"))?;
             let scopes = if scopes.is_empty() {
@@ -213,7 +217,13 @@ async fn keys(args: KeysArgs) -> anyhow::Result<()> {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--expires: {e}"))?
                 .map(|d| now + d);
-            let generated = apikeys::generate(&owner, scopes, name, expires_at);
+            let webhook_url = webhook_url
+                .as_deref()
+                .map(thumbnail_core::webhooks::validate_url)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--webhook-url: {e}"))?;
+            let mut generated = apikeys::generate(&owner, scopes, name, expires_at);
+            generated.record.webhook_url = webhook_url;
             store.insert(&generated.record).await.context("storing the key")?;
             eprintln!(
                 "created key {} for owner '{}' with scopes: {}{}; it is shown only now:",

@@ -259,6 +259,8 @@ pub struct KeyView {
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Where uploads made with this key send their completion event unless they name their own.
+    pub webhook_url: Option<String>,
 }
 
 impl KeyView {
@@ -273,6 +275,7 @@ impl KeyView {
             last_used_at: key.last_used_at,
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
+            webhook_url: key.webhook_url.clone(),
         }
     }
 }
@@ -322,4 +325,8 @@ pub struct NewKey {
     /// Lifetime in whole seconds (1 to 100 years); default: no expiry.
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 3_153_600_000_u64)]
     pub expires_in_seconds: Option<serde_json::Number>,
+    /// Default `webhook_url` of the uploads made with the key (an upload's own wins): an http or
+    /// https URL without credentials, at most 1024 characters. Needs WEBHOOK_SECRET on the server.
+    #[schema(max_length = 1024)]
+    pub webhook_url: Option<String>,
 }

@@ -660,3 +660,70 @@ async fn replicas_claim_each_delivery_once_per_lease_on_both_stores() {
         assert_eq!(a.pending().await.unwrap(), 10);
     }
 }
+
+/// A key's default `webhook_url` is used by the uploads made with it that name none; an
+/// upload's own wins; a bad default is refused when the key is made.
+#[tokio::test]
+async fn a_keys_default_webhook_url_applies_unless_the_upload_names_one() {
+    let by_default = Receiver::start(vec![]).await;
+    let named = Receiver::start(vec![]).await;
+    let app = Stores::Embedded
+        .spawn(|c| {
+            webhooks_on(c);
+            c.auth.auth_mode = AuthMode::ApiKey;
+        })
+        .await;
+    let admin = app.create_key("root", &[Scope::Admin]).await;
+    let bad = app
+        .post_as(&admin, "/api/v1/keys")
+        .json(&serde_json::json!({"owner": "alice", "webhook_url": "ftp://example.com/x"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, detail) = common::detail(bad).await;
+    assert_eq!(status, 422, "{detail}");
+    assert!(
+        detail.starts_with("webhook_url: the scheme must be http or https"),
+        "{detail}"
+    );
+    let created: Value = app
+        .post_as(&admin, "/api/v1/keys")
+        .json(&serde_json::json!({"owner": "alice", "webhook_url": by_default.url()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        created["webhook_url"],
+        by_default.url().as_str(),
+        "{created}"
+    );
+    let key = created["key"].as_str().unwrap().to_owned();
+
+    let first = app.accepted(app.upload_as(&key, "").await).await;
+    let form = Form::new()
+        .part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"))
+        .text("webhook_url", named.url());
+    let second = app
+        .accepted(
+            app.post_as(&key, "/api/v1/thumbnails/")
+                .multipart(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+    let until = Instant::now() + DEADLINE;
+    while by_default.received().is_empty() || named.received().is_empty() {
+        assert!(Instant::now() < until, "both receivers should have an event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (a, b) = (by_default.received(), named.received());
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(a[0].body["data"]["job_id"], first.as_str());
+    assert_eq!(b[0].body["data"]["job_id"], second.as_str());
+    assert_eq!(a[0].verified_with, ["old"]);
+    app.stop().await;
+}

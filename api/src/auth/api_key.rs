@@ -119,6 +119,7 @@ impl ApiKeyAuth {
             owner: Some(key.owner),
             scopes: key.scopes,
             credential: Credential::ApiKey { id: key.id },
+            default_webhook_url: key.webhook_url,
         })
     }
 

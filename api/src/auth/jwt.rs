@@ -164,6 +164,7 @@ impl JwtAuth {
             owner: Some(owner),
             scopes,
             credential: Credential::Token,
+            default_webhook_url: None,
         })
     }
 

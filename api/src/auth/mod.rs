@@ -36,6 +36,8 @@ pub struct Principal {
     pub owner: Option<String>,
     pub scopes: Scopes,
     pub credential: Credential,
+    /// The key's default `webhook_url`, for uploads that name none.
+    pub default_webhook_url: Option<String>,
 }
 
 impl Principal {
@@ -46,6 +48,7 @@ impl Principal {
             owner: None,
             scopes: Scopes::default_for_keys(),
             credential: Credential::Anonymous,
+            default_webhook_url: None,
         }
     }
 
@@ -299,6 +302,7 @@ mod tests {
             owner: Some(owner.into()),
             scopes: Scopes::of(scopes),
             credential: Credential::ApiKey { id: "x".into() },
+            default_webhook_url: None,
         }
     }
 

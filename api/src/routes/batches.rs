@@ -469,7 +469,8 @@ pub async fn create_batch(
     }
     let owner = principal.owner_for_new_job(requested_owner)?;
     let retention = retention(&form.fields, state.sweeper.policy.max)?;
-    let batch_webhook = webhook_url(&form.fields, state.webhooks_enabled)?;
+    let batch_webhook = webhook_url(&form.fields, state.webhooks_enabled)?
+        .or_else(|| crate::routes::thumbnails::default_webhook(&state, &principal));
     let batch_id = Uuid::new_v4();
     tracing::Span::current().record("batch_id", tracing::field::display(batch_id));
     let created_at = thumbnail_core::model::now();

@@ -103,7 +103,15 @@ pub async fn create_key(
                 })?,
         ),
     };
-    let generated = apikeys::generate(&request.owner, scopes, request.name.clone(), expires_at);
+    let webhook_url = match &request.webhook_url {
+        None => None,
+        Some(raw) => {
+            let fields = std::collections::HashMap::from([("webhook_url".to_owned(), raw.clone())]);
+            crate::routes::thumbnails::webhook_url(&fields, state.webhooks_enabled)?
+        }
+    };
+    let mut generated = apikeys::generate(&request.owner, scopes, request.name.clone(), expires_at);
+    generated.record.webhook_url = webhook_url;
     state.key_store.insert(&generated.record).await?;
     info!(key_id = %generated.record.id, owner = %request.owner, scopes = %scopes, "API key created");
     let body = CreatedKey {

@@ -245,6 +245,14 @@ pub fn webhook_url(fields: &HashMap<String, String>, enabled: bool) -> ApiResult
     Ok(Some(url))
 }
 
+/// The caller's key's default `webhook_url`, while the server sends webhooks.
+pub(crate) fn default_webhook(state: &SharedState, principal: &Principal) -> Option<String> {
+    principal
+        .default_webhook_url
+        .clone()
+        .filter(|_| state.webhooks_enabled)
+}
+
 /// `true` or `false`, exactly. Pure.
 fn boolean(fields: &HashMap<String, String>, name: &'static str) -> ApiResult<Option<bool>> {
     match fields.get(name).map(String::as_str) {
@@ -674,7 +682,8 @@ pub async fn create_thumbnail(
     }
     let owner = principal.owner_for_new_job(requested_owner)?;
     let retention = retention(&form.fields, state.sweeper.policy.max)?;
-    let webhook_url = webhook_url(&form.fields, state.webhooks_enabled)?;
+    let webhook_url =
+        webhook_url(&form.fields, state.webhooks_enabled)?.or_else(|| default_webhook(&state, &principal));
     let probe = probe_upload(&form.upload, &state.limits).await?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let options = requested.for_input(accept, &probe);

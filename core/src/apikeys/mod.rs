@@ -175,6 +175,9 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Where uploads made with this key send their completion event unless they name their own
+    /// `webhook_url`.
+    pub webhook_url: Option<String>,
 }
 
 impl fmt::Debug for ApiKeyRecord {
@@ -287,6 +290,7 @@ pub fn generate(
         last_used_at: None,
         expires_at,
         revoked_at: None,
+        webhook_url: None,
     };
     GeneratedKey { key, record }
 }
@@ -305,6 +309,7 @@ pub fn record_of(key: &str, owner: &str, scopes: Scopes, name: Option<String>) -
         last_used_at: None,
         expires_at: None,
         revoked_at: None,
+        webhook_url: None,
     })
 }
 

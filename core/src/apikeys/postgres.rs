@@ -11,8 +11,8 @@ pub struct PostgresKeyStore {
     pool: PgPool,
 }
 
-const COLUMNS: &str =
-    "id, secret_hash, owner, scopes, name, created_at, last_used_at, expires_at, revoked_at";
+const COLUMNS: &str = "id, secret_hash, owner, scopes, name, created_at, last_used_at, expires_at, revoked_at, \
+    webhook_url";
 
 impl PostgresKeyStore {
     /// A lazily connecting pool on the (already migrated) database at `url`.
@@ -39,13 +39,14 @@ fn row_to_key(row: &PgRow) -> Result<ApiKeyRecord> {
         last_used_at: row.try_get("last_used_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        webhook_url: row.try_get("webhook_url")?,
     })
 }
 
 impl PostgresKeyStore {
     async fn insert_with(&self, on_conflict: &str, key: &ApiKeyRecord) -> Result<u64> {
         let sql = format!(
-            "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) {on_conflict}"
+            "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) {on_conflict}"
         );
         let done = sqlx::query(&sql)
             .bind(&key.id)
@@ -57,6 +58,7 @@ impl PostgresKeyStore {
             .bind(key.last_used_at)
             .bind(key.expires_at)
             .bind(key.revoked_at)
+            .bind(&key.webhook_url)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())

@@ -10,8 +10,8 @@ pub struct SqliteKeyStore {
     pool: SqlitePool,
 }
 
-const COLUMNS: &str =
-    "id, secret_hash, owner, scopes, name, created_at, last_used_at, expires_at, revoked_at";
+const COLUMNS: &str = "id, secret_hash, owner, scopes, name, created_at, last_used_at, expires_at, revoked_at, \
+    webhook_url";
 
 impl SqliteKeyStore {
     /// Open the (already migrated) database at `url`.
@@ -49,12 +49,13 @@ fn row_to_key(row: &SqliteRow) -> Result<ApiKeyRecord> {
         last_used_at: time(row, "last_used_at")?,
         expires_at: time(row, "expires_at")?,
         revoked_at: time(row, "revoked_at")?,
+        webhook_url: row.try_get("webhook_url")?,
     })
 }
 
 impl SqliteKeyStore {
     async fn insert_with(&self, verb: &str, key: &ApiKeyRecord) -> Result<u64> {
-        let sql = format!("{verb} INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        let sql = format!("{verb} INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         let done = sqlx::query(&sql)
             .bind(&key.id)
             .bind(key.secret_hash.as_slice())
@@ -65,6 +66,7 @@ impl SqliteKeyStore {
             .bind(key.last_used_at.map(micros))
             .bind(key.expires_at.map(micros))
             .bind(key.revoked_at.map(micros))
+            .bind(&key.webhook_url)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
