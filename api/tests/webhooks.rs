@@ -695,11 +695,7 @@ async fn a_keys_default_webhook_url_applies_unless_the_upload_names_one() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        created["webhook_url"],
-        by_default.url().as_str(),
-        "{created}"
-    );
+    assert_eq!(created["webhook_url"], by_default.url().as_str(), "{created}");
     let key = created["key"].as_str().unwrap().to_owned();
 
     let first = app.accepted(app.upload_as(&key, "").await).await;

@@ -747,21 +747,7 @@ pub async fn batch_events(
     Path(batch_id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     principal.require(Scope::Read)?;
-    let caller = match principal.owner.as_deref() {
-        Some(owner) => RateKey::Owner(owner),
-        None => RateKey::Client(client.0),
-    };
-    let slot = state.waiters.enter(caller).ok_or_else(|| {
-        ApiError::limited(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many event streams and long-polls open for this caller (at most {}); close one first",
-                crate::limits::MAX_WAITS_PER_CALLER
-            ),
-            Duration::from_secs(5),
-            HeaderMap::new(),
-        )
-    })?;
+    let slot = crate::routes::events::stream_slot(&state, &principal, client)?;
     // Subscribed before the first read, so a finish right after it is not missed.
     let finished = state.job_events.subscribe();
     let batch = load_batch(&state, &principal, &batch_id).await?;

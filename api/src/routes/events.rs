@@ -130,6 +130,30 @@ impl Follow {
     }
 }
 
+/// One of the caller's long-poll places, held for an event stream's life (429 when all are
+/// taken).
+pub(crate) fn stream_slot(
+    state: &SharedState,
+    principal: &Principal,
+    client: ClientAddr,
+) -> ApiResult<WaitSlot> {
+    let caller = match principal.owner.as_deref() {
+        Some(owner) => RateKey::Owner(owner),
+        None => RateKey::Client(client.0),
+    };
+    state.waiters.enter(caller).ok_or_else(|| {
+        ApiError::limited(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many event streams and long-polls open for this caller (at most {}); close one first",
+                crate::limits::MAX_WAITS_PER_CALLER
+            ),
+            Duration::from_secs(5),
+            HeaderMap::new(),
+        )
+    })
+}
+
 /// Follow a job live: server-sent events, one `status` event per status change (PENDING,
 /// STARTED, then SUCCESS or FAILURE), each carrying the job as `GET /api/v1/jobs/{job_id}` shows
 /// it; the stream closes after the final one. Comments keep the connection alive meanwhile.
@@ -154,21 +178,7 @@ pub async fn job_events(
     Path(job_id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     principal.require(Scope::Read)?;
-    let caller = match principal.owner.as_deref() {
-        Some(owner) => RateKey::Owner(owner),
-        None => RateKey::Client(client.0),
-    };
-    let slot = state.waiters.enter(caller).ok_or_else(|| {
-        ApiError::limited(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many event streams and long-polls open for this caller (at most {}); close one first",
-                crate::limits::MAX_WAITS_PER_CALLER
-            ),
-            Duration::from_secs(5),
-            HeaderMap::new(),
-        )
-    })?;
+    let slot = stream_slot(&state, &principal, client)?;
     // Subscribed before the first read, so a finish right after it is not missed.
     let finished = state.job_events.subscribe();
     let job = load(&state, &principal, &job_id).await?;
