@@ -578,7 +578,12 @@ mod tests {
         // The next sweep finishes it: reaped again (idempotent), objects gone, then the mark.
         let second = sweeper.sweep(now).await.unwrap();
         assert_eq!(
-            (second.failed, second.jobs_purged, second.objects_deleted, second.bytes_deleted),
+            (
+                second.failed,
+                second.jobs_purged,
+                second.objects_deleted,
+                second.bytes_deleted
+            ),
             (0, 1, 2, 5)
         );
         assert_eq!(second.backlog, 0);
