@@ -9,11 +9,11 @@
 use crate::container::Facts;
 use crate::pipeline::Raster;
 use crate::{EngineError, ImageFormat, Limits};
-use std::sync::OnceLock;
 use libheif_rs::{
     ColorPrimaries, ColorSpace, DecodingOptions, HeifContext, ImageHandle, ItemId, LibHeif, RgbChroma,
     SecurityLimits, TransferCharacteristics,
 };
+use std::sync::OnceLock;
 
 fn corrupt(format: ImageFormat, err: impl std::fmt::Display) -> EngineError {
     EngineError::Corrupt {
