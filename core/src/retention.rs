@@ -516,6 +516,7 @@ mod tests {
             outputs: vec![OutputSpec::default_output(Default::default())],
             expires_at: None,
             webhook_url: None,
+            batch: None,
         };
         jobs.create(&new).await.unwrap();
         let started = jobs.start(id).await.unwrap().unwrap();
