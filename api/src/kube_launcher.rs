@@ -4,10 +4,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::JobLauncher;
 use async_trait::async_trait;
 use kube::ResourceExt;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use std::collections::BTreeMap;
-use thumbnail_core::jobstore::{DynJobStore, ResourceRef};
+use thumbnail_core::CoreError;
+use thumbnail_core::jobstore::{DynJobStore, ResourceRef, RowBinding};
 use thumbnail_core::model::JobRecord;
+use thumbnail_core::retention::ResourceReaper;
 use thumbnail_crds::{
     DEFAULT_BACKOFF_LIMIT, Execution, Fit, Gravity, ImageFormat, LABEL_JOB_ID, OutputSpec, SourceRef,
     ThumbnailJob, ThumbnailJobSpec,
@@ -218,6 +220,87 @@ impl JobLauncher for KubernetesLauncher {
 
     fn name(&self) -> &'static str {
         "kubernetes"
+    }
+}
+
+/// Retention and early deletes in Kubernetes mode: deletes an expiring job's ThumbnailJob, so that
+/// the operator's finalizer stops and deletes its render Job (and deletes its thumbnails, which
+/// the sweeper deletes too). The deletion is not awaited: a ThumbnailJob waiting for its
+/// finalizer (the operator down) is deleted when the operator is back, and the sweeper need not
+/// wait for it.
+pub struct ThumbnailJobReaper {
+    client: kube::Client,
+    /// Where this API creates its ThumbnailJobs (for rows no resource has bound).
+    namespace: String,
+    jobs: DynJobStore,
+}
+
+impl ThumbnailJobReaper {
+    pub fn new(client: kube::Client, namespace: &str, jobs: DynJobStore) -> Self {
+        ThumbnailJobReaper {
+            client,
+            namespace: namespace.to_owned(),
+            jobs,
+        }
+    }
+}
+
+/// Delete the ThumbnailJob `name` in `namespace` if it still is the one with `uid` (a resource
+/// made later under the same name is left alone). Gone already: done.
+pub async fn delete_thumbnailjob(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<(), kube::Error> {
+    let api: Api<ThumbnailJob> = Api::namespaced(client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        // 404: gone already; 409: the uid precondition failed, so this name is another resource.
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait]
+impl ResourceReaper for ThumbnailJobReaper {
+    async fn reap(&self, job: &JobRecord) -> thumbnail_core::Result<()> {
+        let failed = |e: kube::Error| {
+            warn!(job_id = %job.id, error = %e, "could not delete the ThumbnailJob of an expiring job");
+            CoreError::Cluster(e.to_string())
+        };
+        let target = match self.jobs.resource_binding(job.id).await? {
+            RowBinding::BoundTo(resource) => Some(resource),
+            // The launcher could not bind the row and no operator has seen the resource yet:
+            // the resource this API created for it, if it names this job.
+            RowBinding::Unbound | RowBinding::NoRow => {
+                let api: Api<ThumbnailJob> = Api::namespaced(self.client.clone(), &self.namespace);
+                let name = KubernetesLauncher::resource_name(job.id);
+                api.get_opt(&name)
+                    .await
+                    .map_err(failed)?
+                    .filter(|tj| tj.spec.job_id.as_deref() == Some(job.id.to_string().as_str()))
+                    .map(|tj| ResourceRef {
+                        namespace: self.namespace.clone(),
+                        name,
+                        uid: tj.metadata.uid.unwrap_or_default(),
+                    })
+            }
+        };
+        if let Some(resource) = target {
+            delete_thumbnailjob(&self.client, &resource.namespace, &resource.name, &resource.uid)
+                .await
+                .map_err(failed)?;
+            info!(job_id = %job.id, namespace = %resource.namespace, name = %resource.name, "ThumbnailJob of an expiring job deleted");
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::auth::{self, AuthState, Authenticator};
 use crate::config::{ApiConfig, AuthMode, JobRunnerKind};
 use crate::error::ApiError;
-use crate::kube_launcher::KubernetesLauncher;
+use crate::kube_launcher::{KubernetesLauncher, ThumbnailJobReaper};
 use crate::limits::{Quotas, UploadRate};
 use crate::metrics::{ApiMetrics, track};
 use crate::pacing::Pace;
@@ -23,7 +23,7 @@ use thumbnail_core::handoff::OriginalHandoff;
 use thumbnail_core::jobstore::{self, DynJobStore, JobEvents, NotifyingJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, LocalObjectStore, S3ObjectStore};
-use thumbnail_core::retention::Sweeper;
+use thumbnail_core::retention::{DynReaper, Sweeper};
 use thumbnail_core::runner::Runner;
 use thumbnail_core::signing::LinkSigner;
 use thumbnail_core::webhooks::{self, dispatcher::Dispatcher};
@@ -142,6 +142,10 @@ async fn not_found() -> impl IntoResponse {
     )
 }
 
+/// How jobs run: the launcher, the embedded runner (if any), and what deletes an expiring job's
+/// resources outside the stores (Kubernetes mode).
+type Launch = (Arc<dyn JobLauncher>, Option<Runner>, Option<DynReaper>);
+
 impl Application {
     pub async fn build(config: ApiConfig) -> Result<Self> {
         Self::build_with_kube_client(config, None).await
@@ -213,7 +217,8 @@ impl Application {
         let keys = KeyLayout::new(&config.store.s3_key_prefix);
         // Kubernetes mode also shows each webhook attempt on the job's ThumbnailJob.
         let mut delivery_observer: Option<Arc<dyn thumbnail_core::webhooks::DeliveryObserver>> = None;
-        let (launcher, runner): (Arc<dyn JobLauncher>, Option<Runner>) = match config.job_runner {
+        // In Kubernetes mode an expiring job's ThumbnailJob goes too (see the sweeper below).
+        let (launcher, runner, reaper): Launch = match config.job_runner {
             JobRunnerKind::Embedded => {
                 let workers = config.worker_count();
                 // A few seconds of uploads at full speed by default; beyond that, jobs read the
@@ -240,7 +245,7 @@ impl Application {
                     runner: handle,
                     handoff,
                 };
-                (Arc::new(launcher), Some(runner))
+                (Arc::new(launcher), Some(runner), None)
             }
             JobRunnerKind::Kubernetes => {
                 // The operator reads the originals and writes the thumbnails: they must be in S3.
@@ -267,9 +272,10 @@ impl Application {
                     client.clone(),
                     &config.kube_namespace,
                 )));
+                let reaper = ThumbnailJobReaper::new(client.clone(), &config.kube_namespace, jobs.clone());
                 let launcher =
                     KubernetesLauncher::new(client, &config.kube_namespace, settings, jobs.clone());
-                (Arc::new(launcher), None)
+                (Arc::new(launcher), None, Some(Arc::new(reaper)))
             }
         };
 
@@ -296,6 +302,7 @@ impl Application {
             idempotency: Some(idempotency.clone()),
             policy: config.retention_policy(),
             metrics: metrics.retention.clone(),
+            reaper,
         });
         let state: SharedState = Arc::new(AppState {
             jobs,

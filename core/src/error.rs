@@ -28,6 +28,9 @@ pub enum CoreError {
     Io(#[from] std::io::Error),
     #[error("internal: {0}")]
     Internal(String),
+    /// The Kubernetes API failed or did not answer (deleting a job's ThumbnailJob).
+    #[error("Kubernetes API: {0}")]
+    Cluster(String),
     /// The render panicked (a bug in a decoder or the pipeline); the job is retried up to the
     /// attempt cap.
     #[error("the render panicked: {0}")]
@@ -44,7 +47,7 @@ impl CoreError {
         match self {
             CoreError::JobStore(e) => sqlx_is_transient(e),
             CoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_is_transient(e),
-            CoreError::ObjectStore(_) | CoreError::Io(_) => true,
+            CoreError::ObjectStore(_) | CoreError::Io(_) | CoreError::Cluster(_) => true,
             _ => false,
         }
     }
@@ -54,6 +57,7 @@ impl CoreError {
         match self {
             CoreError::JobStore(_) | CoreError::Migrate(_) => Some("job store (database)"),
             CoreError::ObjectStore(_) | CoreError::ObjectStoreDenied(_) => Some("object store (S3)"),
+            CoreError::Cluster(_) => Some("the Kubernetes API"),
             _ => None,
         }
     }

@@ -2,8 +2,10 @@
 //! that survives being killed at any point:
 //!
 //! 1. rows written without an expiry get the default (`created_at + RETENTION_SECONDS`);
-//! 2. for each expired finished job: delete its thumbnails and its original (deletes of objects
-//!    already gone succeed), then mark the row purged (a tombstone, answered 410 Gone);
+//! 2. for each expired finished job: delete what it has outside the stores (in Kubernetes mode its
+//!    ThumbnailJob, whose finalizer removes its render Job: a [`ResourceReaper`]), then its
+//!    thumbnails and its original (deletes of things already gone succeed), then mark the row
+//!    purged (a tombstone, answered 410 Gone);
 //! 3. tombstones older than the grace period are deleted (then 404);
 //! 4. expired idempotency keys are deleted;
 //! 5. every `orphan_scan_every`, objects under the service's own key prefixes whose job has no
@@ -11,7 +13,8 @@
 //!    hand) and that are older than `orphan_grace` are deleted ([`Sweeper::scan_orphans`]).
 //!
 //! A sweeper killed between 2's deletes and its mark finds the job again next time and deletes
-//! what is left; one killed after the mark has nothing left to delete. Several sweepers (API
+//! what is left; one killed after the mark has nothing left to delete. A job whose deletes fail
+//! (the Kubernetes API or S3 down) stays unmarked for the next sweep; the others go on. Several sweepers (API
 //! replicas) may run at once: every step is idempotent and the mark is conditional.
 use crate::Result;
 use crate::idempotency::DynIdempotencyStore;
@@ -19,6 +22,7 @@ use crate::jobstore::DynJobStore;
 use crate::keys::KeyLayout;
 use crate::model::JobRecord;
 use crate::objects::DynObjectStore;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -135,7 +139,22 @@ pub struct SweepReport {
     pub keys_deleted: u64,
     /// Expired jobs left for the next sweep (a failure part-way, or more than one sweep takes).
     pub backlog: u64,
+    /// Jobs whose purge failed in this sweep (logged; retried by the next one).
+    pub failed: u64,
 }
+
+/// Deletes what a job has outside the job store and the object store: in Kubernetes mode its
+/// ThumbnailJob (and so, through the operator's finalizer, its render Job). Called by
+/// [`Sweeper::purge`] before the job's objects are deleted and its row becomes a tombstone, so
+/// that a job whose resources could not be deleted is found again by the next sweep.
+#[async_trait]
+pub trait ResourceReaper: Send + Sync {
+    /// Delete the resources of `job`. Idempotent: what is gone already counts as deleted (a
+    /// sweeper killed half-way repeats it). An error leaves the job for the next sweep.
+    async fn reap(&self, job: &JobRecord) -> Result<()>;
+}
+
+pub type DynReaper = Arc<dyn ResourceReaper>;
 
 pub struct Sweeper {
     pub jobs: DynJobStore,
@@ -144,6 +163,9 @@ pub struct Sweeper {
     pub idempotency: Option<DynIdempotencyStore>,
     pub policy: RetentionPolicy,
     pub metrics: Arc<RetentionMetrics>,
+    /// Deletes each purged job's external resources first (Kubernetes mode); `None` when jobs
+    /// have none (the embedded runner).
+    pub reaper: Option<DynReaper>,
 }
 
 /// What one orphan scan did.
@@ -186,9 +208,13 @@ pub fn objects_of(job: &JobRecord, keys: &KeyLayout, bucket: &str) -> Vec<(Strin
 }
 
 impl Sweeper {
-    /// Delete the job's objects, then mark its row purged. Safe to repeat and to run after a
-    /// crash half-way. Returns the objects and bytes deleted by this call.
+    /// Delete the job's resources (the reaper's) and objects, then mark its row purged. Safe to
+    /// repeat and to run after a crash half-way. Returns the objects and bytes deleted by this
+    /// call.
     pub async fn purge(&self, job: &JobRecord, now: DateTime<Utc>) -> Result<(u64, u64)> {
+        if let Some(reaper) = &self.reaper {
+            reaper.reap(job).await?;
+        }
         let objects = objects_of(job, &self.keys, self.objects.bucket());
         let (mut count, mut bytes) = (0, 0);
         for (key, size) in &objects {
@@ -217,13 +243,25 @@ impl Sweeper {
         // Bounded per sweep so that one sweep cannot run for ever behind a huge backlog.
         for _ in 0..100 {
             let batch = self.jobs.expired(now, BATCH).await?;
+            let mut purged = 0;
             for job in &batch {
-                let (objects, bytes) = self.purge(job, now).await?;
-                report.jobs_purged += 1;
-                report.objects_deleted += objects;
-                report.bytes_deleted += bytes;
+                // One job that cannot be purged now (its ThumbnailJob's namespace unreachable,
+                // say) must not stop the others: it stays expired for the next sweep.
+                match self.purge(job, now).await {
+                    Ok((objects, bytes)) => {
+                        purged += 1;
+                        report.jobs_purged += 1;
+                        report.objects_deleted += objects;
+                        report.bytes_deleted += bytes;
+                    }
+                    Err(error) => {
+                        report.failed += 1;
+                        warn!(job_id = %job.id, %error, "could not purge an expired job; retrying at the next sweep");
+                    }
+                }
             }
-            if batch.len() < BATCH as usize {
+            // A full batch of failures would be read again at once: leave it to the next sweep.
+            if batch.len() < BATCH as usize || purged == 0 {
                 break;
             }
         }
@@ -425,5 +463,137 @@ mod tests {
         // A hand-written ThumbnailJob's source is its author's.
         job.source_key = "uploads/mine.jpg".into();
         assert_eq!(objects_of(&job, &keys, "b").len(), 1);
+    }
+
+    /// A reaper that fails its first call, and records whether the row was still unpurged at
+    /// each call.
+    struct FlakyReaper {
+        jobs: DynJobStore,
+        calls: std::sync::Mutex<Vec<(Uuid, bool)>>,
+    }
+
+    #[async_trait]
+    impl ResourceReaper for FlakyReaper {
+        async fn reap(&self, job: &JobRecord) -> Result<()> {
+            let row = self.jobs.get(job.id).await?.expect("the row");
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((job.id, row.purged_at.is_none()));
+            if calls.len() == 1 {
+                return Err(crate::CoreError::Cluster("connection refused".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn resources_are_reaped_before_the_tombstone_and_a_failure_is_retried() {
+        use crate::jobstore::Outcome;
+        use crate::model::{NewJob, OutputSpec};
+        use crate::objects::LocalObjectStore;
+        use bytes::Bytes;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/jobs.db?mode=rwc", dir.path().display());
+        let jobs = crate::jobstore::connect(&url, 1).await.unwrap();
+        let objects: DynObjectStore = Arc::new(
+            LocalObjectStore::new(
+                dir.path().join("objects"),
+                "http://localhost:8080/",
+                crate::signing::LinkSigner::new(vec![7; 32]),
+            )
+            .unwrap(),
+        );
+        let keys = KeyLayout::new("");
+        let id = Uuid::new_v4();
+        let new = NewJob {
+            id,
+            owner: None,
+            source_bucket: objects.bucket().to_owned(),
+            source_key: keys.original(id, "jpg"),
+            source_format: ImageFormat::Jpeg,
+            source_width: 1,
+            source_height: 1,
+            source_bytes: 3,
+            outputs: vec![OutputSpec::default_output(Default::default())],
+            expires_at: None,
+            webhook_url: None,
+            batch: None,
+        };
+        jobs.create(&new).await.unwrap();
+        let started = jobs.start(id).await.unwrap().unwrap();
+        let thumbnail = keys.thumbnail(id, "default", "jpg");
+        objects
+            .put_bytes(&new.source_key, Bytes::from_static(b"abc"), "image/jpeg")
+            .await
+            .unwrap();
+        objects
+            .put_bytes(&thumbnail, Bytes::from_static(b"de"), "image/jpeg")
+            .await
+            .unwrap();
+        let output = JobOutput {
+            name: "default".into(),
+            bucket: objects.bucket().to_owned(),
+            key: thumbnail.clone(),
+            width: 1,
+            height: 1,
+            bytes: 2,
+            content_type: "image/jpeg".into(),
+            sha256: String::new(),
+            thumbhash: None,
+            blurhash: None,
+        };
+        assert!(
+            jobs.finish(id, started.attempts, &Outcome::Success(vec![output]))
+                .await
+                .unwrap()
+        );
+        let now = crate::model::now();
+        assert!(jobs.expire_now(id, now).await.unwrap());
+        let reaper = Arc::new(FlakyReaper {
+            jobs: jobs.clone(),
+            calls: Default::default(),
+        });
+        let sweeper = Sweeper {
+            jobs: jobs.clone(),
+            objects: objects.clone(),
+            keys,
+            idempotency: None,
+            policy: RetentionPolicy {
+                default: Duration::from_secs(3600),
+                max: Duration::from_secs(3600),
+                gone_grace: Duration::from_secs(3600),
+                sweep_every: Duration::from_secs(60),
+                orphan_scan_every: Duration::from_secs(3600),
+                orphan_grace: Duration::from_secs(3600),
+            },
+            metrics: Default::default(),
+            reaper: Some(reaper.clone()),
+        };
+
+        // The reaper fails: nothing else is deleted, the row stays expired, not a tombstone.
+        let first = sweeper.sweep(now).await.unwrap();
+        assert_eq!((first.failed, first.jobs_purged, first.backlog), (1, 0, 1));
+        assert!(jobs.get(id).await.unwrap().unwrap().purged_at.is_none());
+        assert!(objects.exists(&thumbnail).await.unwrap());
+        assert!(objects.exists(&new.source_key).await.unwrap());
+
+        // The next sweep finishes it: reaped again (idempotent), objects gone, then the mark.
+        let second = sweeper.sweep(now).await.unwrap();
+        assert_eq!(
+            (
+                second.failed,
+                second.jobs_purged,
+                second.objects_deleted,
+                second.bytes_deleted
+            ),
+            (0, 1, 2, 5)
+        );
+        assert_eq!(second.backlog, 0);
+        assert!(jobs.get(id).await.unwrap().unwrap().purged_at.is_some());
+        assert!(!objects.exists(&thumbnail).await.unwrap());
+        assert!(!objects.exists(&new.source_key).await.unwrap());
+
+        // A tombstone is not reaped again.
+        assert_eq!(sweeper.sweep(now).await.unwrap(), SweepReport::default());
+        assert_eq!(*reaper.calls.lock().unwrap(), vec![(id, true), (id, true)]);
     }
 }

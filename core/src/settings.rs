@@ -93,3 +93,57 @@ impl LimitArgs {
         ]
     }
 }
+
+/// How long finished jobs are kept and how often the sweeper runs (see
+/// [`crate::retention`]), for the operator's sweeper; the names, defaults and meanings are the
+/// API's (its upload-only MAX_RETENTION_SECONDS aside), so one ConfigMap sets both.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// How long a job is kept after its upload or, for a ThumbnailJob written by hand, after the
+    /// operator first saw it: then its thumbnails, its ThumbnailJob (and render Job) and its row
+    /// are deleted, and the original when the service stored it.
+    #[arg(long, env = "RETENTION_SECONDS", default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_seconds: u64,
+    /// Time between retention sweeps.
+    #[arg(long, env = "RETENTION_SWEEP_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_sweep_seconds: u64,
+    /// How long an expired job answers 410 Gone before it is forgotten (404).
+    #[arg(long, env = "RETENTION_GONE_SECONDS", default_value_t = 86_400)]
+    pub retention_gone_seconds: u64,
+    /// Time between orphan scans: objects under the service's prefixes that no job row knows
+    /// are deleted.
+    #[arg(long, env = "ORPHAN_SCAN_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub orphan_scan_seconds: u64,
+    /// How old an object without a job row must be before the orphan scan deletes it.
+    #[arg(long, env = "ORPHAN_GRACE_SECONDS", default_value_t = 3600)]
+    pub orphan_grace_seconds: u64,
+}
+
+impl Default for RetentionArgs {
+    fn default() -> Self {
+        RetentionArgs {
+            retention_seconds: 7 * 86_400,
+            retention_sweep_seconds: 60,
+            retention_gone_seconds: 86_400,
+            orphan_scan_seconds: 3600,
+            orphan_grace_seconds: 3600,
+        }
+    }
+}
+
+impl RetentionArgs {
+    /// The policy; `max` only bounds what an upload may ask for (the operator has no uploads:
+    /// the default).
+    pub fn policy(&self) -> crate::retention::RetentionPolicy {
+        use std::time::Duration;
+        let default = Duration::from_secs(self.retention_seconds);
+        crate::retention::RetentionPolicy {
+            default,
+            max: default,
+            gone_grace: Duration::from_secs(self.retention_gone_seconds),
+            sweep_every: Duration::from_secs(self.retention_sweep_seconds),
+            orphan_scan_every: Duration::from_secs(self.orphan_scan_seconds),
+            orphan_grace: Duration::from_secs(self.orphan_grace_seconds),
+        }
+    }
+}

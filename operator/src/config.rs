@@ -4,7 +4,7 @@
 use clap::Args;
 use std::time::Duration;
 use thumbnail_core::objects::S3Config;
-pub use thumbnail_core::settings::{LimitArgs, LogArgs, LogFormat};
+pub use thumbnail_core::settings::{LimitArgs, LogArgs, LogFormat, RetentionArgs};
 use thumbnail_engine::ImageFormat;
 
 /// The object store (S3 only: the operator and its render Jobs run in a cluster).
@@ -153,6 +153,9 @@ pub struct OperatorConfig {
     pub s3: S3Args,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Retention: the leader sweeps expired jobs (their ThumbnailJobs included), as the API does.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -254,6 +257,7 @@ impl OperatorConfig {
                 max_image_frames: 1000,
                 max_decode_memory_bytes: 1024 * 1024 * 1024,
             },
+            retention: RetentionArgs::default(),
             log: LogArgs {
                 log_level: "info".into(),
                 log_format: LogFormat::Text,

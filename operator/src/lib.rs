@@ -5,7 +5,8 @@
 //!   [`Operator::run`] serves `/healthz`, `/readyz`, `/metrics`, waits for the leader Lease (when
 //!   leader election is on) and runs the controller until shutdown or until the Lease is lost.
 //! - [`reconcile`]: the reconciler; [`plan`]: its pure steps; [`render`]: rendering a plan;
-//!   [`leader`]: the Lease-based leader election.
+//!   [`leader`]: the Lease-based leader election; [`reaper`]: retention (the leader sweeps
+//!   expired jobs and deletes their ThumbnailJobs).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod reaper;
 pub mod reconcile;
 pub mod render;
 
@@ -41,6 +43,7 @@ use std::time::{Duration, Instant};
 use thumbnail_core::jobstore::{self, DynJobStore};
 use thumbnail_core::keys::KeyLayout;
 use thumbnail_core::objects::{DynObjectStore, S3ObjectStore};
+use thumbnail_core::retention::Sweeper;
 use thumbnail_crds::{Phase, ThumbnailJob};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -420,6 +423,22 @@ async fn run_controller(
             let _ = rx.await;
         });
     *shared.store.lock().expect("store lock") = Some(cache.clone());
+    // Retention runs only where the controller does (the leader), so that the finalizer's
+    // cleanup of the ThumbnailJobs it deletes runs here too. Stopped with the controller; a
+    // sweep cut short is resumed by the next leader (every step is idempotent).
+    let sweeper = Arc::new(Sweeper {
+        jobs: ctx.jobs.clone(),
+        objects: ctx.objects.clone(),
+        keys: ctx.settings.keys.clone(),
+        idempotency: None,
+        policy: config.retention.policy(),
+        metrics: shared.metrics.retention.clone(),
+        reaper: Some(Arc::new(reaper::ThumbnailJobReaper {
+            client: ctx.client.clone(),
+            jobs: ctx.jobs.clone(),
+        })),
+    });
+    let sweeping = AbortOnDrop(tokio::spawn(sweeper.run(CancellationToken::new())));
     let run = controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -462,6 +481,7 @@ async fn run_controller(
             Some(("it lost the leader lease", config.lease_duration() / 3))
         }
     };
+    drop(sweeping);
     if let Some((why, bound)) = hand_back {
         match tokio::time::timeout(bound, reconcile::hand_back_attempts(&ctx, &cache, why)).await {
             Ok(0) => {}
@@ -470,6 +490,15 @@ async fn run_controller(
                 "could not hand every unfinished attempt back in time; the next leader counts them as interrupted"
             ),
         }
+    }
+}
+
+/// Aborts its task when dropped (whichever way `run_controller` returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -7,6 +7,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
 use thumbnail_core::metrics::JobMetrics;
+use thumbnail_core::retention::RetentionMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -43,6 +44,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Durations and failures by reason, shared with the embedded runner.
     pub job: Arc<JobMetrics>,
+    /// What the leader's retention sweeps deleted (the API's `thumbnail_retention_*`).
+    pub retention: Arc<RetentionMetrics>,
     registry: Mutex<Registry>,
 }
 
@@ -56,6 +59,7 @@ impl Metrics {
             jobs_by_phase: Family::default(),
             leader: Gauge::default(),
             job: Arc::new(JobMetrics::new()),
+            retention: Arc::new(RetentionMetrics::default()),
             registry: Mutex::new(Registry::default()),
         };
         {
@@ -91,6 +95,7 @@ impl Metrics {
                 metrics.leader.clone(),
             );
             metrics.job.register(&mut r);
+            metrics.retention.register(&mut r);
         }
         metrics
     }

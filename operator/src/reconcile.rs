@@ -273,6 +273,10 @@ impl Context {
     }
 }
 
+/// The event on a ThumbnailJob that retention deletes (its job expired, or its owner deleted it
+/// through the API). `Expired` is the one of `ttlSecondsAfterFinished`, which keeps the job.
+pub const REASON_RETENTION_EXPIRED: &str = "RetentionExpired";
+
 /// The controller's reconcile function.
 pub async fn reconcile(tj: Arc<ThumbnailJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -1149,6 +1153,20 @@ async fn cleanup(tj: &ThumbnailJob, ctx: &Context) -> Result<Action, Error> {
     if !ours {
         info!(name = %tj.name_any(), namespace, job_id = %v.id, "cleaned up; the job id belongs to another resource, its objects and row stay");
         return Ok(Action::await_change());
+    }
+    // Deleted by retention (the sweeper of the API or of this operator, or an owner's early
+    // DELETE, which expires the job first): say so on the resource.
+    let row = ctx.jobs.get(v.id).await.map_err(Error::MirrorJob)?;
+    if let Some(expires_at) = row
+        .filter(|r| r.is_expired(thumbnail_core::model::now()))
+        .and_then(|r| r.expires_at)
+    {
+        let note = format!(
+            "the job expired at {} (its retention ended, or its owner deleted it): deleting its render Job and thumbnails; the job answers 410 Gone",
+            expires_at.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        ctx.event(tj, EventType::Normal, REASON_RETENTION_EXPIRED, note)
+            .await;
     }
     let keys = plan::possible_keys(tj, v.id, &ctx.settings.keys);
     for key in &keys {
