@@ -57,7 +57,10 @@ for mode in $MODES; do
     auth=()
     env=(AUTH_MODE="$mode" LOG_LEVEL=warn DATA_DIR="$data"
         # Let the generator reach the upload path; the limits have tests of their own.
-        UPLOADS_PER_MINUTE=1000000 UPLOAD_BURST=100000)
+        UPLOADS_PER_MINUTE=1000000 UPLOAD_BURST=100000
+        # Webhooks on, so that `webhook_url` fields are accepted (generated targets are refused
+        # or unreachable at delivery, which does not concern the requests).
+        WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw)
     case "$mode" in
     api-key)
         key=$("$BIN" keys --data-dir "$data" create --owner schemathesis --scope admin 2>/dev/null)

@@ -376,10 +376,15 @@ pub async fn get_thumbnail(
     Query(params): Query<ThumbnailParams>,
 ) -> ApiResult<Json<ThumbnailUrl>> {
     principal.require(Scope::Read)?;
-    if let Some(output) = params.output.as_deref().filter(|o| o.len() > 63) {
+    // Characters, as the OpenAPI document's maxLength counts them (not bytes).
+    if let Some(n) = params
+        .output
+        .as_deref()
+        .map(|o| o.chars().count())
+        .filter(|&n| n > 63)
+    {
         return Err(ApiError::Invalid(format!(
-            "output: at most 63 characters, got {}",
-            output.len()
+            "output: at most 63 characters, got {n}"
         )));
     }
     let job = load(&state, &principal, &job_id).await?;
