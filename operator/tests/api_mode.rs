@@ -11,31 +11,16 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thumbnail_api::Application;
-use thumbnail_api::config::{ApiConfig, JobRunnerKind};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The API in Kubernetes mode against this world's API server, database and bucket.
-fn api_config(world: &World, data_dir: &std::path::Path) -> ApiConfig {
-    let mut config = ApiConfig::for_tests(data_dir);
-    config.store.database_url = Some(world.database_url.clone());
-    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
-    config.store.s3_region = world.s3.s3_region.clone();
-    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
-    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
-    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
-    config.job_runner = JobRunnerKind::Kubernetes;
-    config.kube_namespace = world.ns.clone();
-    config
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() {
     let world = World::new().await;
     let operator = world.operator().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = Application::build_with_kube_client(api_config(&world, dir.path()), Some(world.api_client()))
+    let app = Application::build_with_kube_client(world.api_config(dir.path()), Some(world.api_client()))
         .await
         .expect("the API starts");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -164,7 +149,7 @@ async fn webhook_attempts_are_shown_on_the_thumbnailjob() {
     let operator = world.operator().await;
     let (port, got) = start_receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = api_config(&world, dir.path());
+    let mut config = world.api_config(dir.path());
     config.webhooks.webhook_secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
     config.webhooks.webhook_retry_schedule = "0,200ms,200ms".into();
     config.webhooks.webhook_allow_cidrs = "127.0.0.0/8".into();

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use thumbnail_api::Application;
-use thumbnail_api::config::{ApiConfig, JobRunnerKind};
+use thumbnail_api::config::ApiConfig;
 use thumbnail_core::jobstore::{Binding, ResourceRef};
 use thumbnail_core::model::JobStatus;
 use thumbnail_core::objects::ObjectStore;
@@ -30,21 +30,6 @@ fn sha256(bytes: &[u8]) -> String {
 
 fn spec(key: &str) -> ThumbnailJobSpec {
     ThumbnailJobSpec::for_key(key)
-}
-
-/// The API in Kubernetes mode against this world's API server (as the chart's API
-/// ServiceAccount), database and bucket, creating ThumbnailJobs where the operator watches.
-fn api_config(world: &World, data_dir: &std::path::Path) -> ApiConfig {
-    let mut config = ApiConfig::for_tests(data_dir);
-    config.store.database_url = Some(world.database_url.clone());
-    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
-    config.store.s3_region = world.s3.s3_region.clone();
-    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
-    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
-    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
-    config.job_runner = JobRunnerKind::Kubernetes;
-    config.kube_namespace = world.ns.clone();
-    config
 }
 
 struct RunningApi {
@@ -86,7 +71,7 @@ async fn upload_through_the_api_ends_as_a_thumbnail_in_s3() {
     let world = World::new().await;
     let operator = world.operator().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = api_config(&world, dir.path());
+    let mut config = world.api_config(dir.path());
     config.kube_ttl_seconds_after_finished = 7200;
     config.kube_active_deadline_seconds = 600;
     let api = RunningApi::start(&world, config).await;
@@ -246,7 +231,7 @@ async fn upload_is_undone_when_the_resource_cannot_be_created() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let api = RunningApi::start(&world, api_config(&world, dir.path())).await;
+    let api = RunningApi::start(&world, world.api_config(dir.path())).await;
 
     let form = Form::new().part("image", Part::bytes(fixture("photo.png")).file_name("a.png"));
     let response = api.upload(form).await;
@@ -768,7 +753,7 @@ async fn the_api_refuses_to_start_without_its_permissions() {
     roles.replace(&name, &PostParams::default(), &role).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let err = eventually("start-up to refuse", WAIT, || async {
-        match Application::build_with_kube_client(api_config(&world, dir.path()), Some(world.api_client()))
+        match Application::build_with_kube_client(world.api_config(dir.path()), Some(world.api_client()))
             .await
         {
             Ok(_) => None,

@@ -11,7 +11,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use std::time::Duration;
 use thumbnail_api::Application;
-use thumbnail_api::config::{ApiConfig, JobRunnerKind};
+use thumbnail_api::config::ApiConfig;
 use thumbnail_core::objects::ObjectStore;
 use thumbnail_crds::{Executor, Phase};
 use thumbnail_operator::reconcile::REASON_RETENTION_EXPIRED;
@@ -22,15 +22,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// The API in Kubernetes mode (as the chart's API ServiceAccount) on this world.
 fn api_config(world: &World, data_dir: &std::path::Path) -> ApiConfig {
-    let mut config = ApiConfig::for_tests(data_dir);
-    config.store.database_url = Some(world.database_url.clone());
-    config.store.s3_endpoint_url = world.s3.s3_endpoint_url.clone();
-    config.store.s3_region = world.s3.s3_region.clone();
-    config.store.s3_bucket_name = Some(world.s3.s3_bucket_name.clone());
-    config.store.aws_access_key_id = world.s3.aws_access_key_id.clone();
-    config.store.aws_secret_access_key = world.s3.aws_secret_access_key.clone();
-    config.job_runner = JobRunnerKind::Kubernetes;
-    config.kube_namespace = world.ns.clone();
+    let mut config = world.api_config(data_dir);
     // ttlSecondsAfterFinished must not be what removes the resources here.
     config.kube_ttl_seconds_after_finished = 0;
     config

@@ -101,6 +101,21 @@ pub struct World {
 }
 
 impl World {
+    /// The API in Kubernetes mode against this world's API server (as the chart's API
+    /// ServiceAccount), database and bucket, creating ThumbnailJobs where the operator watches.
+    pub fn api_config(&self, data_dir: &std::path::Path) -> thumbnail_api::config::ApiConfig {
+        let mut config = thumbnail_api::config::ApiConfig::for_tests(data_dir);
+        config.store.database_url = Some(self.database_url.clone());
+        config.store.s3_endpoint_url = self.s3.s3_endpoint_url.clone();
+        config.store.s3_region = self.s3.s3_region.clone();
+        config.store.s3_bucket_name = Some(self.s3.s3_bucket_name.clone());
+        config.store.aws_access_key_id = self.s3.aws_access_key_id.clone();
+        config.store.aws_secret_access_key = self.s3.aws_secret_access_key.clone();
+        config.job_runner = thumbnail_api::config::JobRunnerKind::Kubernetes;
+        config.kube_namespace = self.ns.clone();
+        config
+    }
+
     pub async fn new() -> World {
         World::with_bucket(fresh_bucket().await).await
     }
