@@ -10,8 +10,6 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use thumbnail_api::Application;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -20,17 +18,8 @@ async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() 
     let world = World::new().await;
     let operator = world.operator().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = Application::build_with_kube_client(world.api_config(dir.path()), Some(world.api_client()))
-        .await
-        .expect("the API starts");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let server = tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let api = RunningApi::start(&world, world.api_config(dir.path())).await;
+    let (base, http) = (api.base.clone(), api.http.clone());
 
     let mut form = Form::new().text("width", "32").text("owner", "alice");
     for i in 0..5 {
@@ -113,8 +102,7 @@ async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() 
     assert_eq!(done["progress"]["succeeded"], 5, "{done}");
     assert_eq!(done["progress"]["refused"], 1, "{done}");
 
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    api.stop().await;
     assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
 }
 
@@ -153,17 +141,8 @@ async fn webhook_attempts_are_shown_on_the_thumbnailjob() {
     config.webhooks.webhook_secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
     config.webhooks.webhook_retry_schedule = "0,200ms,200ms".into();
     config.webhooks.webhook_allow_cidrs = "127.0.0.0/8".into();
-    let app = Application::build_with_kube_client(config, Some(world.api_client()))
-        .await
-        .expect("the API starts");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let server = tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let api = RunningApi::start(&world, config).await;
+    let (base, http) = (api.base.clone(), api.http.clone());
     let form = Form::new()
         .part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"))
         .text("webhook_url", format!("http://127.0.0.1:{port}/hook"));
@@ -210,7 +189,6 @@ async fn webhook_attempts_are_shown_on_the_thumbnailjob() {
     assert_eq!(list["deliveries"][0]["id"], webhook.delivery_id.as_str());
     assert_eq!(list["deliveries"][0]["attempts"].as_array().unwrap().len(), 2);
 
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    api.stop().await;
     assert_eq!(operator.shutdown().await, thumbnail_operator::Stopped::Shutdown);
 }

@@ -14,12 +14,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use thumbnail_api::Application;
-use thumbnail_api::config::ApiConfig;
 use thumbnail_core::jobstore::{Binding, ResourceRef};
 use thumbnail_core::model::JobStatus;
 use thumbnail_core::objects::ObjectStore;
 use thumbnail_crds::{Execution, Executor, Fit, Phase, ThumbnailJob, ThumbnailJobSpec};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -30,40 +28,6 @@ fn sha256(bytes: &[u8]) -> String {
 
 fn spec(key: &str) -> ThumbnailJobSpec {
     ThumbnailJobSpec::for_key(key)
-}
-
-struct RunningApi {
-    base: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningApi {
-    async fn start(world: &World, config: ApiConfig) -> RunningApi {
-        let app = Application::build_with_kube_client(config, Some(world.api_client()))
-            .await
-            .expect("the API starts");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
-        RunningApi { base, stop, task }
-    }
-
-    async fn upload(&self, form: Form) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(format!("{}/api/v1/thumbnails/", self.base))
-            .multipart(form)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -86,7 +50,7 @@ async fn upload_through_the_api_ends_as_a_thumbnail_in_s3() {
         .text("height", "48")
         .text("fit", "contain")
         .text("owner", "alice");
-    let response = api.upload(form).await;
+    let response = api.upload_form(form).await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     let id: Uuid = body["job_id"].as_str().unwrap().parse().unwrap();
@@ -234,7 +198,7 @@ async fn upload_is_undone_when_the_resource_cannot_be_created() {
     let api = RunningApi::start(&world, world.api_config(dir.path())).await;
 
     let form = Form::new().part("image", Part::bytes(fixture("photo.png")).file_name("a.png"));
-    let response = api.upload(form).await;
+    let response = api.upload_form(form).await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert!(body["detail"].as_str().unwrap().contains("Kubernetes"), "{body}");

@@ -7,15 +7,11 @@ mod common;
 use common::*;
 use kube::ResourceExt;
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
-use serde_json::Value;
 use std::time::Duration;
-use thumbnail_api::Application;
 use thumbnail_api::config::ApiConfig;
 use thumbnail_core::objects::ObjectStore;
 use thumbnail_crds::{Executor, Phase};
 use thumbnail_operator::reconcile::REASON_RETENTION_EXPIRED;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -26,88 +22,6 @@ fn api_config(world: &World, data_dir: &std::path::Path) -> ApiConfig {
     // ttlSecondsAfterFinished must not be what removes the resources here.
     config.kube_ttl_seconds_after_finished = 0;
     config
-}
-
-struct RunningApi {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningApi {
-    async fn start(world: &World, config: ApiConfig) -> RunningApi {
-        let app = Application::build_with_kube_client(config, Some(world.api_client()))
-            .await
-            .expect("the API starts");
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(app.run_until_stopped(async move { token.cancelled().await }));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        RunningApi {
-            base,
-            http,
-            stop,
-            task,
-        }
-    }
-
-    /// Upload photo.jpg with extra form fields; the job id.
-    async fn upload(&self, fields: &[(&str, &str)]) -> Uuid {
-        let mut form = Form::new().part("image", Part::bytes(fixture("photo.jpg")).file_name("photo.jpg"));
-        for (k, v) in fields {
-            form = form.text(k.to_string(), v.to_string());
-        }
-        let response = self
-            .http
-            .post(format!("{}/api/v1/thumbnails/", self.base))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let body: Value = response.json().await.unwrap();
-        body["job_id"].as_str().unwrap().parse().unwrap()
-    }
-
-    async fn get(&self, id: Uuid) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(format!("{}/api/v1/jobs/{id}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Wait until GET answers `want`.
-    async fn until_status(&self, id: Uuid, want: StatusCode) -> Value {
-        eventually(&format!("GET of job {id} to answer {want}"), WAIT, || async {
-            let (status, body) = self.get(id).await;
-            assert_ne!(body["status"], "FAILURE", "{body}");
-            (status == want).then_some(body)
-        })
-        .await
-    }
-
-    async fn until_success(&self, id: Uuid) -> Value {
-        eventually(&format!("job {id} to succeed"), WAIT, || async {
-            let (_, body) = self.get(id).await;
-            assert_ne!(body["status"], "FAILURE", "{body}");
-            (body["status"] == "SUCCESS").then_some(body)
-        })
-        .await
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 /// What a finished job stored in S3: its original and its thumbnails.
@@ -152,7 +66,7 @@ async fn an_expired_api_job_loses_its_thumbnailjob_and_render_job_too() {
 
     let id = api.upload(&[("retention_seconds", "3")]).await;
     let name = format!("tj-{id}");
-    let job = api.until_success(id).await;
+    let job = api.until_success(id, WAIT).await;
     assert!(job["expires_at"].is_string(), "{job}");
     let tj = world.finished(&name, WAIT).await;
     let status = tj.status.clone().unwrap();
@@ -167,7 +81,7 @@ async fn an_expired_api_job_loses_its_thumbnailjob_and_render_job_too() {
     let keys = stored_keys(&world, id).await;
     assert!(keys.len() >= 2, "{keys:?}");
 
-    let gone = api.until_status(id, StatusCode::GONE).await;
+    let gone = api.until_status(id, StatusCode::GONE, WAIT).await;
     assert!(gone["detail"].is_string(), "{gone}");
     // 410 from the expiry on; the next sweep deletes the objects, then marks the row.
     eventually("the sweep to mark the job purged", WAIT, || async {
@@ -186,7 +100,7 @@ async fn an_expired_api_job_loses_its_thumbnailjob_and_render_job_too() {
     })
     .await;
     assert!(world.events_after(&name, REASON_RETENTION_EXPIRED).await >= 1);
-    api.until_status(id, StatusCode::NOT_FOUND).await;
+    api.until_status(id, StatusCode::NOT_FOUND, WAIT).await;
     assert!(world.jobs.get(id).await.unwrap().is_none(), "the row is gone");
 
     api.stop().await;
@@ -281,7 +195,7 @@ async fn deleting_a_job_through_the_api_deletes_its_thumbnailjob() {
 
     let id = api.upload(&[]).await;
     let name = format!("tj-{id}");
-    api.until_success(id).await;
+    api.until_success(id, WAIT).await;
     world.finished(&name, WAIT).await;
     let keys = stored_keys(&world, id).await;
     operator.shutdown().await;
@@ -302,7 +216,7 @@ async fn deleting_a_job_through_the_api_deletes_its_thumbnailjob() {
         none_exist(&world, &keys).await,
         "the API deleted the objects: {keys:?}"
     );
-    assert_eq!(api.get(id).await.0, StatusCode::GONE);
+    assert_eq!(api.get(&format!("/api/v1/jobs/{id}")).await.0, StatusCode::GONE);
 
     let operator = world.operator().await;
     eventually("the ThumbnailJob to be gone", WAIT, || async {
@@ -311,7 +225,7 @@ async fn deleting_a_job_through_the_api_deletes_its_thumbnailjob() {
     .await;
     assert!(world.events_after(&name, REASON_RETENTION_EXPIRED).await >= 1);
     // The cleanup did not bring anything back.
-    assert_eq!(api.get(id).await.0, StatusCode::GONE);
+    assert_eq!(api.get(&format!("/api/v1/jobs/{id}")).await.0, StatusCode::GONE);
     assert!(none_exist(&world, &keys).await);
 
     api.stop().await;

@@ -6,6 +6,7 @@
 //! (The database and proxy helpers are `thumbnail_core::testsupport`'s.)
 #![allow(dead_code)]
 
+pub mod api;
 pub mod cluster;
 pub mod kubelet;
 
@@ -31,6 +32,10 @@ use thumbnail_operator::{Operator, Stopped};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+// Not every test binary starts the API.
+#[allow(unused_imports)]
+pub use api::RunningApi;
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
