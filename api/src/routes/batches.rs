@@ -11,8 +11,8 @@ use crate::metrics::BufferLabels;
 use crate::pacing::{Pace, pace_uploads};
 use crate::routes::events::keep_alive_every;
 use crate::routes::thumbnails::{
-    Lifecycle, OptionParams, Upload, limit, multipart_error, parse_options, probe_upload, query_fields,
-    read_text, receive, retention, store_and_launch, webhook_url, with_headers,
+    Choices, Lifecycle, OptionParams, Upload, choices, limit, multipart_error, probe_upload, query_fields,
+    read_text, receive, store_and_launch, with_headers,
 };
 use crate::state::SharedState;
 use crate::views::JobView;
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
-use thumbnail_core::apikeys::{Scope, validate_owner};
+use thumbnail_core::apikeys::Scope;
 use thumbnail_core::batches::{BatchEntry, BatchRecord, NewBatch, Progress, progress};
 use thumbnail_core::model::{BatchSlot, JobRecord, JobStatus};
 use tokio::sync::broadcast;
@@ -462,15 +462,12 @@ pub async fn create_batch(
     let form = receive_batch(&state, &query, &headers, multipart).await?;
 
     // Validate what every image shares.
-    let requested = parse_options(&form.fields)?;
-    let requested_owner = form.fields.get("owner").cloned();
-    if let Some(owner) = &requested_owner {
-        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
-    }
-    let owner = principal.owner_for_new_job(requested_owner)?;
-    let retention = retention(&form.fields, state.sweeper.policy.max)?;
-    let batch_webhook = webhook_url(&form.fields, state.webhooks_enabled)?
-        .or_else(|| crate::routes::thumbnails::default_webhook(&state, &principal));
+    let Choices {
+        requested,
+        owner,
+        retention,
+        webhook_url: batch_webhook,
+    } = choices(&state, &principal, &form.fields)?;
     let batch_id = Uuid::new_v4();
     tracing::Span::current().record("batch_id", tracing::field::display(batch_id));
     let created_at = thumbnail_core::model::now();

@@ -606,6 +606,38 @@ async fn receive_form(
     })
 }
 
+/// What every image of an upload shares, validated: the options, the owner (the caller, or whom
+/// an admin names), the lifetime and where to send the completion event.
+pub(crate) struct Choices {
+    pub(crate) requested: RequestedOptions,
+    pub(crate) owner: Option<String>,
+    pub(crate) retention: Option<std::time::Duration>,
+    pub(crate) webhook_url: Option<String>,
+}
+
+/// Step "validate" of an upload's fields (the file aside).
+pub(crate) fn choices(
+    state: &SharedState,
+    principal: &Principal,
+    fields: &HashMap<String, String>,
+) -> ApiResult<Choices> {
+    let requested = parse_options(fields)?;
+    let requested_owner = fields.get("owner").cloned();
+    if let Some(owner) = &requested_owner {
+        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
+    }
+    let owner = principal.owner_for_new_job(requested_owner)?;
+    let retention = retention(fields, state.sweeper.policy.max)?;
+    let webhook_url =
+        webhook_url(fields, state.webhooks_enabled)?.or_else(|| default_webhook(state, principal));
+    Ok(Choices {
+        requested,
+        owner,
+        retention,
+        webhook_url,
+    })
+}
+
 /// Step "limit": the caller's upload rate, and a quota refusal of the last second.
 pub(crate) fn limit(state: &SharedState, principal: &Principal, client: ClientAddr) -> ApiResult<HeaderMap> {
     let key = match principal.owner.as_deref() {
@@ -675,15 +707,12 @@ pub async fn create_thumbnail(
     let form = receive_form(&state, &query, &headers, multipart, idempotency_key.is_some()).await?;
 
     // Validate.
-    let requested = parse_options(&form.fields)?;
-    let requested_owner = form.fields.get("owner").cloned();
-    if let Some(owner) = &requested_owner {
-        validate_owner(owner).map_err(|e| ApiError::Invalid(format!("owner: {e}")))?;
-    }
-    let owner = principal.owner_for_new_job(requested_owner)?;
-    let retention = retention(&form.fields, state.sweeper.policy.max)?;
-    let webhook_url =
-        webhook_url(&form.fields, state.webhooks_enabled)?.or_else(|| default_webhook(&state, &principal));
+    let Choices {
+        requested,
+        owner,
+        retention,
+        webhook_url,
+    } = choices(&state, &principal, &form.fields)?;
     let probe = probe_upload(&form.upload, &state.limits).await?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let options = requested.for_input(accept, &probe);
