@@ -12,9 +12,10 @@ use common::{Stores, TestApp, detail, fixture};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thumbnail_api::config::AuthMode;
 use thumbnail_core::apikeys::Scope;
+use thumbnail_core::testsupport::eventually;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -63,17 +64,13 @@ async fn get_batch(app: &TestApp, key: Option<&str>, id: &str) -> reqwest::Respo
 }
 
 async fn wait_done(app: &TestApp, id: &str) -> Value {
-    let until = Instant::now() + DEADLINE;
-    loop {
+    eventually(&format!("batch {id} to be done"), DEADLINE, || async {
         let response = get_batch(app, None, id).await;
         assert_eq!(response.status(), 200);
         let batch: Value = response.json().await.unwrap();
-        if batch["progress"]["done"] == true {
-            return batch;
-        }
-        assert!(Instant::now() < until, "batch {id} not done: {batch}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (batch["progress"]["done"] == true).then_some(batch)
+    })
+    .await
 }
 
 /// The events of a stream that closes by itself, as (event, data) pairs.
@@ -232,6 +229,41 @@ async fn every_image_counts_against_the_callers_rate() {
     app.stop().await;
 }
 
+/// The owner's stored-bytes cap counts every image of a batch: the image that does not fit fails
+/// its own entry, naming the setting, and the others are jobs.
+#[tokio::test]
+async fn every_image_counts_against_the_owners_quota_on_both_stores() {
+    let photo_bytes = fixture("photo.jpg").len() as u64;
+    for stores in Stores::BOTH {
+        let app = stores
+            .spawn(|c| {
+                c.auth.auth_mode = AuthMode::ApiKey;
+                // Two photos and their thumbnails (a few KiB each) fit; a third photo does not.
+                c.quotas.max_stored_bytes_per_owner = 2 * photo_bytes + 20_000;
+            })
+            .await;
+        let alice = app.create_key("alice", &[Scope::Submit, Scope::Read]).await;
+        let form = (0..3).fold(Form::new(), |form, i| {
+            form.part(
+                "image",
+                Part::bytes(fixture("photo.jpg")).file_name(format!("{i}.jpg")),
+            )
+        });
+        let body = accepted(post_batch(&app, Some(&alice), form, "").await).await;
+        let entries = body["entries"].as_array().unwrap();
+        assert!(
+            entries[0]["job_id"].is_string() && entries[1]["job_id"].is_string(),
+            "{body}"
+        );
+        assert_eq!(entries[2]["status"], 429, "{body}");
+        let detail = entries[2]["detail"].as_str().unwrap();
+        assert!(detail.contains("MAX_STORED_BYTES_PER_OWNER"), "{detail}");
+        let usage = app.state.jobs.usage("alice").await.unwrap();
+        assert!(usage.stored_bytes >= 2 * photo_bytes, "{usage:?}");
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn owners_see_only_their_own_batches_on_both_stores() {
     for stores in Stores::BOTH {
@@ -345,12 +377,10 @@ async fn one_signed_webhook_when_the_whole_batch_is_done_on_both_stores() {
         let form = three_images().text("webhook_url", format!("http://127.0.0.1:{port}/hook"));
         let body = accepted(post_batch(&app, None, form, "").await).await;
         let id = body["batch_id"].as_str().unwrap();
-        let until = Instant::now() + DEADLINE;
-        while received.0.lock().unwrap().is_empty() {
-            assert!(Instant::now() < until, "no batch webhook");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (event, verified) = received.0.lock().unwrap()[0].clone();
+        let (event, verified) = eventually("the batch webhook", DEADLINE, || async {
+            received.0.lock().unwrap().first().cloned()
+        })
+        .await;
         assert!(verified, "the signature does not verify: {event}");
         assert_eq!(event["type"], "thumbnail.batch.completed");
         assert_eq!(event["data"]["batch_id"], id);
@@ -398,19 +428,18 @@ async fn an_expired_batch_answers_410_then_404() {
         .await;
     let body = accepted(post_batch(&app, None, three_images(), "?retention_seconds=1").await).await;
     let id = body["batch_id"].as_str().unwrap();
-    let until = Instant::now() + DEADLINE;
-    let mut seen = Vec::new();
-    loop {
+    // Every status the batch answers until it is forgotten, in order.
+    let seen = std::cell::RefCell::new(Vec::new());
+    eventually("the expired batch to be forgotten", DEADLINE, || async {
         let status = get_batch(&app, None, id).await.status().as_u16();
+        let mut seen = seen.borrow_mut();
         if seen.last() != Some(&status) {
             seen.push(status);
         }
-        if status == 404 {
-            break;
-        }
-        assert!(Instant::now() < until, "statuses so far: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (status == 404).then_some(())
+    })
+    .await;
+    let seen = seen.into_inner();
     assert_eq!(seen.last(), Some(&404));
     assert!(seen.contains(&410), "{seen:?}");
     app.stop().await;

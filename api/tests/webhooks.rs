@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thumbnail_api::config::{ApiConfig, AuthMode};
 use thumbnail_core::apikeys::Scope;
-use thumbnail_core::testsupport::{fresh_postgres_url, test_s3_config};
+use thumbnail_core::testsupport::{eventually, fresh_postgres_url, test_s3_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The Standard Webhooks test secret.
@@ -711,12 +711,11 @@ async fn a_keys_default_webhook_url_applies_unless_the_upload_names_one() {
                 .unwrap(),
         )
         .await;
-    let until = Instant::now() + DEADLINE;
-    while by_default.received().is_empty() || named.received().is_empty() {
-        assert!(Instant::now() < until, "both receivers should have an event");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (a, b) = (by_default.received(), named.received());
+    let (a, b) = eventually("an event at both receivers", DEADLINE, || async {
+        let (a, b) = (by_default.received(), named.received());
+        (!a.is_empty() && !b.is_empty()).then_some((a, b))
+    })
+    .await;
     assert_eq!((a.len(), b.len()), (1, 1));
     assert_eq!(a[0].body["data"]["job_id"], first.as_str());
     assert_eq!(b[0].body["data"]["job_id"], second.as_str());

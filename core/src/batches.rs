@@ -205,27 +205,8 @@ mod tests {
 
     fn job(id: Uuid, status: JobStatus) -> JobRecord {
         let mut job = JobRecord {
-            id,
             status,
-            owner: None,
-            source_bucket: "b".into(),
-            source_key: format!("uploads/{id}.jpg"),
-            source_format: thumbnail_engine::ImageFormat::Jpeg,
-            source_width: 1,
-            source_height: 1,
-            source_bytes: 1,
-            outputs_requested: vec![],
-            outputs: vec![],
-            error: None,
-            attempts: 1,
-            dependency_retries: 0,
-            version: 1,
-            created_at: crate::model::now(),
-            started_at: None,
-            finished_at: None,
-            expires_at: None,
-            purged_at: None,
-            batch_id: None,
+            ..crate::model::record_for_tests(id)
         };
         if status == JobStatus::Failure {
             job.error = Some(JobError {

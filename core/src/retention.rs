@@ -370,7 +370,7 @@ impl Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobOutput, JobStatus};
+    use crate::model::JobOutput;
     use thumbnail_engine::ImageFormat;
     use uuid::Uuid;
 
@@ -431,27 +431,9 @@ mod tests {
             blurhash: None,
         };
         let mut job = JobRecord {
-            id,
-            status: JobStatus::Success,
-            owner: None,
-            source_bucket: "b".into(),
             source_key: keys.original(id, "jpg"),
-            source_format: ImageFormat::Jpeg,
-            source_width: 1,
-            source_height: 1,
-            source_bytes: 100,
-            outputs_requested: vec![],
             outputs: vec![output("b"), output("elsewhere")],
-            error: None,
-            attempts: 1,
-            dependency_retries: 0,
-            version: 1,
-            created_at: crate::model::now(),
-            started_at: None,
-            finished_at: None,
-            expires_at: None,
-            purged_at: None,
-            batch_id: None,
+            ..crate::model::record_for_tests(id)
         };
         assert_eq!(
             objects_of(&job, &keys, "b"),

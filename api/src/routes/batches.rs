@@ -271,7 +271,6 @@ async fn receive_batch(
         .filter(|&len| len <= state.in_memory_upload_bytes);
     let max_images = state.batches.max_images;
     let max_bytes = state.batches.max_bytes;
-    let text_fields = crate::routes::thumbnails::FIELDS.len() - 1;
     let mut images = Vec::new();
     let mut form_fields: Vec<String> = Vec::new();
     let mut bytes = 0u64;
@@ -310,17 +309,12 @@ async fn receive_batch(
                 "{name:?}: this field holds a file, but images must be sent in fields named 'image' \
                  (e.g. curl -F image=@a.jpg -F image=@b.jpg)"
             )));
-        } else if name == "image" || !crate::routes::thumbnails::FIELDS.contains(&name.as_str()) {
+        } else if !crate::routes::thumbnails::FIELDS.contains(&name.as_str()) {
             return Err(ApiError::Invalid(format!(
                 "{name:?}: unknown field; the form's fields are image (repeated), {}",
                 crate::routes::thumbnails::FIELDS[1..].join(", ")
             )));
         } else {
-            if form_fields.len() >= text_fields {
-                return Err(ApiError::Invalid(format!(
-                    "the form has more than {text_fields} option fields"
-                )));
-            }
             let text = read_text(field, &name).await?;
             if form_fields.contains(&name) {
                 return Err(ApiError::Invalid(format!(
@@ -633,7 +627,7 @@ struct FollowBatch {
     principal: Principal,
     raw_id: String,
     batch: BatchRecord,
-    /// The status last sent per job.
+    /// The status last sent per job: every live job of the batch after the first read.
     sent: HashMap<Uuid, JobStatus>,
     /// Events ready to go, oldest first.
     queue: std::collections::VecDeque<Event>,
@@ -644,13 +638,15 @@ struct FollowBatch {
 }
 
 impl FollowBatch {
-    /// Wait until a job may have changed: a finish announced, or the re-read interval.
+    /// Wait until one of the batch's jobs may have changed: its finish announced, or the re-read
+    /// interval. Finishes of other jobs do not wake the stream.
     async fn changed(&mut self) {
         let recheck = self.state.long_poll_recheck;
-        let finished = &mut self.finished;
+        let (finished, members) = (&mut self.finished, &self.sent);
         let _ = tokio::time::timeout(recheck, async {
             loop {
                 match finished.recv().await {
+                    Ok(id) if !members.contains_key(&id) => continue,
                     Err(RecvError::Closed) => std::future::pending::<()>().await,
                     Ok(_) | Err(RecvError::Lagged(_)) => return,
                 }

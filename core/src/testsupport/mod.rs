@@ -37,6 +37,25 @@ fn required_env(name: &str) -> String {
 
 /// A name unique to this call: `{prefix}-{12 random hex digits}`, lower case, at most 63 bytes,
 /// usable as a bucket or database name.
+/// Poll `check` until it returns `Some`, or panic with `what` after `timeout`: how tests wait for
+/// a state (never a fixed sleep).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 pub fn unique_name(prefix: &str) -> String {
     let prefix: String = prefix
         .chars()

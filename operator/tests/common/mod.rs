@@ -19,7 +19,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,23 +72,7 @@ pub async fn fresh_bucket() -> S3Args {
     bucket(&format!("op-{}", &Uuid::new_v4().simple().to_string()[..16])).await
 }
 
-/// Poll `check` until it returns `Some`, or panic with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use thumbnail_core::testsupport::eventually;
 
 /// One test's world: its tenant of the cluster, a database, a bucket.
 pub struct World {
