@@ -37,7 +37,10 @@ pub(crate) fn read_header(bytes: &[u8], format: ImageFormat) -> Result<Facts, En
         ImageFormat::Tiff => {
             let mut d = image::codecs::tiff::TiffDecoder::new(cursor).map_err(|e| corrupt(format, e))?;
             let orientation = d.orientation().map_or(1, |o| o.to_exif());
-            Ok(facts(&d, orientation))
+            Ok(Facts {
+                band_bytes: crate::tiff_strips::band_bytes(bytes),
+                ..facts(&d, orientation)
+            })
         }
         ImageFormat::Bmp => {
             let d = image::codecs::bmp::BmpDecoder::new(cursor).map_err(|e| corrupt(format, e))?;

@@ -24,6 +24,9 @@ pub struct Facts {
     pub max_frame_pixels: u64,
     /// How often an animation plays (GIF NETSCAPE2.0, WebP ANIM; 0: for ever); `None`: once.
     pub loop_count: Option<u16>,
+    /// TIFF read strip by strip: the bytes one strip or row of tiles takes (`tiff_strips`);
+    /// `None`: the whole picture is decoded.
+    pub band_bytes: Option<u64>,
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {

@@ -12,6 +12,7 @@
 
 mod animation;
 mod bitmap;
+mod box_shrink;
 pub mod cli;
 mod container;
 mod encode;
@@ -26,6 +27,7 @@ pub mod preview;
 mod smartcrop;
 mod sniff;
 mod svg;
+mod tiff_strips;
 
 pub use options::{
     Fit, FormatChoice, Gravity, Limits, OptionError, OutputFormat, ThumbnailOptions, negotiate_format,

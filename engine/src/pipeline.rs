@@ -11,7 +11,7 @@ use crate::options::Anchor;
 use crate::preview::{self, Preview};
 use crate::{
     EngineError, Fit, Gravity, ImageFormat, Limits, OutputFormat, ProbeInfo, ThumbnailOptions, animation,
-    bitmap, encode as encoders, heif, jxl, smartcrop, sniff, svg,
+    bitmap, box_shrink::BoxShrink, encode as encoders, heif, jxl, smartcrop, sniff, svg, tiff_strips,
 };
 use fast_image_resize as fir;
 use image::ImageDecoder;
@@ -348,18 +348,15 @@ fn contain_size(w: u32, h: u32, bw: u32, bh: u32, upscale: bool) -> (u32, u32) {
 }
 
 /// An upper bound of the bytes one render allocates besides the input, from the header alone.
-fn memory_needed(hdr: &Header, plan: &Plan, jpeg_scale: u32, box_factor: u32) -> u64 {
+fn memory_needed(hdr: &Header, plan: &Plan, dct_scale: u32, box_factor: u32) -> u64 {
     let (w, h) = (u64::from(hdr.info.width), u64::from(hdr.info.height));
     let decoded = match (hdr.info.format, &hdr.jpeg) {
         (ImageFormat::Jpeg, Some(j)) => {
-            let (sw, sh) = (
-                w.div_ceil(u64::from(jpeg_scale)),
-                h.div_ceil(u64::from(jpeg_scale)),
-            );
-            if jpeg_scale == 8 && j.huffman.is_some() {
+            let (sw, sh) = (w.div_ceil(u64::from(dct_scale)), h.div_ceil(u64::from(dct_scale)));
+            if dct_scale == 8 && j.huffman.is_some() {
                 jpeg::dc_memory(j)
-            } else if (jpeg_scale == 2 || jpeg_scale == 4) && j.huffman.is_some() {
-                jpeg::scaled_memory(j, jpeg_scale)
+            } else if (dct_scale == 2 || dct_scale == 4) && j.huffman.is_some() {
+                jpeg::scaled_memory(j, dct_scale)
             } else {
                 // jpeg-decoder: whole-image coefficients for progressive files, a few rows of
                 // planes otherwise, plus the output and its colour-converted copy.
@@ -383,7 +380,16 @@ fn memory_needed(hdr: &Header, plan: &Plan, jpeg_scale: u32, box_factor: u32) ->
         // WebP: YUV/ARGB working planes and the RGBA output.
         (ImageFormat::Webp, _) => w * h * 4 + hdr.facts.max_frame_pixels * 6,
         (ImageFormat::Heic | ImageFormat::Avif, _) => heif::memory(w, h, hdr.facts.bits_per_sample),
+        // At 1/8 a JPEG XL picture comes from its LF image (see `jxl::decode`).
+        (ImageFormat::Jxl, _) if dct_scale == 8 => jxl::lf_memory(w, h, hdr.bytes as u64),
         (ImageFormat::Jxl, _) => jxl::memory(w, h),
+        // TIFF strip by strip: a band, and the box-shrunk picture.
+        (ImageFormat::Tiff, _) if hdr.facts.band_bytes.is_some() => {
+            let f = u64::from(box_factor.max(1));
+            hdr.facts
+                .band_bytes
+                .map_or(0, |band| band + (w / f + 1) * (h / f + 1) * 4)
+        }
         (ImageFormat::Tiff | ImageFormat::Bmp | ImageFormat::Ico, _) => {
             bitmap::memory(w, h, hdr.facts.bits_per_sample)
         }
@@ -426,7 +432,7 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
     // shrink, because the reduced IDCT alone aliases: r03 (1622 wide) to 400 at 1/4 leaves 1.01x
     // and its SSIM against libvips falls to 0.88; at 1/2 it is 0.97. At 1/8 each pixel is its
     // block's exact mean (a box filter), which needs no margin (r04 to 400 at 1.2x: 0.96).
-    let jpeg_scale = [8u32, 4, 2]
+    let dct_scale = [8u32, 4, 2]
         .into_iter()
         .find(|&n| {
             let margin = if n == 8 { 1.0 } else { JPEG_LANCZOS_MARGIN };
@@ -446,7 +452,7 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
     let needed = if animate {
         animation::memory(&info, hdr.facts.max_frame_pixels, &plan)
     } else {
-        memory_needed(&hdr, &plan, jpeg_scale, box_factor)
+        memory_needed(&hdr, &plan, dct_scale, box_factor)
     };
     if needed > limits.max_memory_bytes {
         return Err(EngineError::MemoryLimit {
@@ -482,7 +488,7 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
             icc_from_webp(bytes),
             Colour::Rgb,
         )
-    } else if let Some(planes) = decode_jpeg_planes(bytes, hdr.jpeg.as_ref(), jpeg_scale)? {
+    } else if let Some(planes) = decode_jpeg_planes(bytes, hdr.jpeg.as_ref(), dct_scale)? {
         let icc = hdr.jpeg.as_ref().and_then(|h| h.icc_profile(bytes));
         if format == OutputFormat::Jpeg
             && icc.is_none()
@@ -508,15 +514,19 @@ pub fn render(bytes: &[u8], options: &ThumbnailOptions, limits: &Limits) -> Resu
         (drawn, None, Colour::Rgb)
     } else {
         let (raster, icc) = match info.format {
-            ImageFormat::Jpeg => decode_jpeg(bytes, hdr.jpeg.as_ref(), jpeg_scale, limits)?,
+            ImageFormat::Jpeg => decode_jpeg(bytes, hdr.jpeg.as_ref(), dct_scale, limits)?,
             ImageFormat::Png if !hdr.facts.interlaced => decode_png_streaming(bytes, box_factor, limits)?,
             ImageFormat::Heic | ImageFormat::Avif => {
                 heif::decode(bytes, (need_w, need_h), limits, info.format)?
             }
-            ImageFormat::Jxl => (jxl::decode(bytes, limits)?, None),
+            ImageFormat::Jxl => (jxl::decode(bytes, limits, dct_scale == 8)?, None),
+            ImageFormat::Tiff => match tiff_strips::decode(bytes, box_factor, limits)? {
+                Some(decoded) => decoded,
+                None => decode_with_image(bytes, info.format, limits)?,
+            },
             _ => decode_with_image(bytes, info.format, limits)?,
         };
-        let resized = if info.format == ImageFormat::Jpeg {
+        let resized = if matches!(info.format, ImageFormat::Jpeg | ImageFormat::Jxl) {
             let (sx, sy) = (
                 jpeg_per_source(raster.width, info.width),
                 jpeg_per_source(raster.height, info.height),
@@ -897,94 +907,27 @@ fn decode_png_streaming(
         png::ColorType::Rgba => 4,
         png::ColorType::Indexed => return Err(corrupt(f, "palette was not expanded")),
     };
-    let fct = factor as usize;
-    let (ow, oh) = ((w / fct).max(1), (h / fct).max(1));
-    let mut acc = vec![0u32; ow * channels];
-    let mut out = Vec::with_capacity(ow * oh * channels);
-    let mut rows_in_band = 0usize;
-    let mut y = 0usize;
-    let row_len = w * channels;
-    let alpha = channels == 2 || channels == 4;
-    while y < h {
+    let mut shrink = BoxShrink::new(w, h, factor as usize, channels);
+    let row_len = (w * channels).max(shrink.row_len());
+    let mut read = 0;
+    for y in 0..h {
         let row = match reader.next_row() {
             Ok(Some(row)) => row,
             Ok(None) => break,
-            Err(e) => {
-                if y == 0 {
-                    return Err(corrupt(f, e));
-                }
-                return Err(corrupt(f, format!("{e} (after {y} of {h} rows)")));
-            }
+            Err(e) if y == 0 => return Err(corrupt(f, e)),
+            Err(e) => return Err(corrupt(f, format!("{e} (after {y} of {h} rows)"))),
         };
         let data = row.data();
         if data.len() < row_len {
             return Err(corrupt(f, "short row"));
         }
-        y += 1;
-        if out.len() >= ow * oh * channels {
-            continue; // rows past the last whole band
-        }
-        if fct == 1 {
-            out.extend_from_slice(&data[..ow * channels]);
-            continue;
-        }
-        accumulate_row(&mut acc, data, ow, fct, channels, alpha);
-        rows_in_band += 1;
-        if rows_in_band == fct {
-            flush_band(&mut acc, &mut out, fct, channels, alpha);
-            rows_in_band = 0;
-        }
+        shrink.push_row(data);
+        read += 1;
     }
-    if out.len() < ow * oh * channels {
-        return Err(corrupt(f, format!("image data ends after {y} of {h} rows")));
-    }
-    Ok((
-        Raster {
-            width: ow,
-            height: oh,
-            channels,
-            data: out,
-        },
-        icc,
-    ))
-}
-
-/// Add one source row into the box accumulators (colour premultiplied by alpha).
-fn accumulate_row(acc: &mut [u32], row: &[u8], ow: usize, f: usize, ch: usize, alpha: bool) {
-    for ox in 0..ow {
-        let a = &mut acc[ox * ch..(ox + 1) * ch];
-        for px in row[ox * f * ch..(ox + 1) * f * ch].chunks_exact(ch) {
-            if alpha {
-                let al = u32::from(px[ch - 1]);
-                for c in 0..ch - 1 {
-                    a[c] += u32::from(px[c]) * al;
-                }
-                a[ch - 1] += al;
-            } else {
-                for c in 0..ch {
-                    a[c] += u32::from(px[c]);
-                }
-            }
-        }
-    }
-}
-
-fn flush_band(acc: &mut [u32], out: &mut Vec<u8>, f: usize, ch: usize, alpha: bool) {
-    let n = (f * f) as u32;
-    for a in acc.chunks_exact_mut(ch) {
-        if alpha {
-            let al = a[ch - 1];
-            for &v in &a[..ch - 1] {
-                out.push((v + al / 2).checked_div(al).map_or(0, |c| c.min(255) as u8));
-            }
-            out.push(((al + n / 2) / n) as u8);
-        } else {
-            for &v in a.iter() {
-                out.push(((v + n / 2) / n) as u8);
-            }
-        }
-        a.fill(0);
-    }
+    let raster = shrink
+        .finish()
+        .ok_or_else(|| corrupt(f, format!("image data ends after {read} of {h} rows")))?;
+    Ok((raster, icc))
 }
 
 /// Still WebP through libwebp (the `webp` crate): several times faster than the pure-Rust
@@ -1028,7 +971,7 @@ fn icc_from_webp(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// Animated WebP, GIF, interlaced PNG, TIFF, BMP and ICO through the `image` crate (first
 /// frame of animations; TIFF's first page).
-fn decode_with_image(
+pub(crate) fn decode_with_image(
     bytes: &[u8],
     format: ImageFormat,
     limits: &Limits,
@@ -1095,6 +1038,7 @@ pub(crate) fn resize(r: &RasterView<'_>, plan: &Plan, src_w: u32, src_h: u32) ->
 /// Samples per source pixel of a JPEG axis `source` pixels long decoded to `decoded` samples. At
 /// 1/2, 1/4 and 1/8 libjpeg rounds the count up and every sample stands for exactly 2, 4 or 8
 /// source pixels, the last one included (the grid libvips samples on, see [`reference_grid`]).
+/// A JPEG XL LF image is the same at 1/8.
 fn jpeg_per_source(decoded: usize, source: u32) -> f64 {
     [2u32, 4, 8]
         .into_iter()

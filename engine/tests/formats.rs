@@ -178,9 +178,62 @@ fn iphone_style_heic_comes_out_upright_once() {
     }
 }
 
+/// A `w` x `h` RGB TIFF in strips (the `tiff` crate's default of about 8 KiB each), the quad's
+/// colours in its quadrants.
+fn quad_tiff(w: u32, h: u32) -> Vec<u8> {
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let px = match (x < w / 2, y < h / 2) {
+                (true, true) => RED,
+                (false, true) => GREEN,
+                (true, false) => BLUE,
+                (false, false) => WHITE,
+            };
+            data.extend_from_slice(&px[..3]);
+        }
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    tiff::encoder::TiffEncoder::new(&mut out)
+        .unwrap()
+        .write_image::<tiff::encoder::colortype::RGB8>(w, h, &data)
+        .unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn a_tiff_larger_than_the_memory_limit_is_read_strip_by_strip() {
+    // 3000x2000 RGB is 18 MB decoded, and a whole decode is planned at 72 MB (the `image`
+    // crate's reader holds it twice, plus working buffers); strip by strip the thumbnail needs
+    // a band of rows and the box-shrunk picture (1500x1000 for 400x400 cover).
+    let bytes = quad_tiff(3000, 2000);
+    let limits = Limits {
+        max_memory_bytes: 16 * 1024 * 1024,
+        ..Limits::default()
+    };
+    for o in [
+        opts(100, 100, Fit::Contain, Some(OutputFormat::Png)),
+        opts(400, 400, Fit::Cover, Some(OutputFormat::Png)),
+    ] {
+        let t = render(&bytes, &o, &limits).unwrap_or_else(|e| panic!("{}px: {e}", o.width));
+        assert_quad(&t.bytes, &format!("3000x2000 TIFF at {}px", o.width), 8);
+    }
+    // Planar TIFFs are read whole, and their estimate says so: refused under the same limit.
+    let planar = fixture("quad_planar.tif");
+    let tiny = Limits {
+        max_memory_bytes: 100 * 1024,
+        ..Limits::default()
+    };
+    let err = render(&planar, &opts(12, 12, Fit::Contain, None), &tiny).unwrap_err();
+    assert_eq!(err.reason(), "MemoryLimit", "{err}");
+    let strips = fixture("quad_strips.tif");
+    render(&strips, &opts(12, 12, Fit::Contain, None), &tiny).unwrap();
+}
+
 #[test]
 fn tiff_and_jpeg_xl_orientation_is_honoured() {
-    for name in ["orient6.tif", "orient6.jxl"] {
+    // orient6_xyb.jxl at 12px comes from its LF image, which is oriented by the engine itself.
+    for name in ["orient6.tif", "orient6.jxl", "orient6_xyb.jxl"] {
         let bytes = fixture(name);
         let info = probe(&bytes, &Limits::default()).unwrap();
         let (w, h) = info.display_size();
@@ -191,6 +244,85 @@ fn tiff_and_jpeg_xl_orientation_is_honoured() {
             assert_quad(&t.bytes, &format!("{name} at {}px", o.width), 40);
         }
     }
+}
+
+/// Mean absolute difference per sample of two same-sized images, and the largest.
+fn difference(a: &image::RgbaImage, b: &image::RgbaImage) -> (f64, u8) {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let diffs: Vec<u8> = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| x.abs_diff(y))
+        .collect();
+    let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+    (mean, diffs.iter().copied().max().unwrap_or(0))
+}
+
+#[test]
+fn jpeg_xl_thumbnails_of_an_eighth_come_from_the_lf_image() {
+    // lf.jxl: 512x384, lossy (XYB VarDCT). Its LF image is 64x48.
+    let bytes = fixture("lf.jxl");
+    // Enough for the LF image, far from the 10 MB a whole 512x384 render takes.
+    let small = Limits {
+        max_memory_bytes: 2 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let eighth = opts(64, 48, Fit::Contain, Some(OutputFormat::Png));
+    let quarter = opts(128, 96, Fit::Contain, Some(OutputFormat::Png));
+    let from_lf = render(&bytes, &eighth, &small).unwrap();
+    assert_eq!((from_lf.width, from_lf.height), (64, 48));
+    // A quarter needs the whole render: refused under the same limit, before any decoding.
+    let err = render(&bytes, &quarter, &small).unwrap_err();
+    assert_eq!(err.reason(), "MemoryLimit", "{err}");
+
+    // It looks like the whole render: that render at a quarter, halved by 2x2 means.
+    let whole = pixels(&render(&bytes, &quarter, &Limits::default()).unwrap().bytes);
+    let halved = image::RgbaImage::from_fn(64, 48, |x, y| {
+        let px = |dx, dy| whole.get_pixel(2 * x + dx, 2 * y + dy).0;
+        let quad = [px(0, 0), px(1, 0), px(0, 1), px(1, 1)];
+        image::Rgba(std::array::from_fn(|c| {
+            (quad.iter().map(|p| u32::from(p[c])).sum::<u32>().div_ceil(4)) as u8
+        }))
+    });
+    let (mean, max) = difference(&pixels(&from_lf.bytes), &halved);
+    assert!(mean < 1.5, "mean difference {mean:.2} from the whole render");
+    assert!(
+        max < 48,
+        "largest difference {max} from the whole render (edges of the shapes)"
+    );
+    // The shapes are where they were drawn: red disc, white triangle, blue square.
+    let img = pixels(&from_lf.bytes);
+    for ((x, y), want) in [
+        ((16, 15), [230, 32, 28]),
+        ((31, 12), [255, 255, 255]),
+        ((48, 34), [20, 40, 220]),
+    ] {
+        let p = img.get_pixel(x, y).0;
+        assert!(
+            close(p, [want[0], want[1], want[2], 255], 24),
+            "at ({x}, {y}) got {p:?}, want {want:?}"
+        );
+    }
+}
+
+#[test]
+fn jpeg_xl_without_a_usable_lf_image_is_rendered_whole_within_the_memory_limit() {
+    // rgba.jxl (lossless, Modular, with alpha) has no LF image to shrink from; at an eighth the
+    // engine plans for one, then renders the frame whole, after checking it fits the limit.
+    let bytes = fixture("rgba.jxl");
+    let eighth = opts(12, 8, Fit::Contain, Some(OutputFormat::Png));
+    let t = render(&bytes, &eighth, &Limits::default()).unwrap();
+    let img = pixels(&t.bytes);
+    assert!(img.get_pixel(1, 4).0[3] < 8, "transparent left");
+    assert!(close(img.get_pixel(10, 6).0, WHITE, 40), "opaque right");
+    // 96x64 whole takes about 320 KB; the LF plan about 100 KB.
+    let small = Limits {
+        max_memory_bytes: 200 * 1024,
+        ..Limits::default()
+    };
+    let err = render(&bytes, &eighth, &small).unwrap_err();
+    assert_eq!(err.reason(), "MemoryLimit", "{err}");
 }
 
 #[test]
