@@ -59,6 +59,9 @@ fn to_8bit(chunk: DecodingResult, layout: Layout) -> Option<Vec<u8>> {
 
 type TiffDecoder<'a> = Decoder<Cursor<&'a [u8]>>;
 
+/// A decoded picture and its ICC profile, if it has one.
+type WithProfile = (Raster, Option<Vec<u8>>);
+
 fn open<'a>(bytes: &'a [u8], limits: &Limits) -> Result<TiffDecoder<'a>, EngineError> {
     let max = usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX);
     let mut tiff_limits = tiff::decoder::Limits::default();
@@ -120,11 +123,7 @@ pub(crate) fn band_bytes(bytes: &[u8]) -> Option<u64> {
 
 /// The first page, box-shrunk by `factor`, and its ICC profile; `None` when its layout is not one
 /// this path covers (see the module's documentation).
-pub(crate) fn decode(
-    bytes: &[u8],
-    factor: u32,
-    limits: &Limits,
-) -> Result<Option<(Raster, Option<Vec<u8>>)>, EngineError> {
+pub(crate) fn decode(bytes: &[u8], factor: u32, limits: &Limits) -> Result<Option<WithProfile>, EngineError> {
     let mut d = open(bytes, limits)?;
     let Some(layout) = layout(&mut d)? else {
         return Ok(None);
