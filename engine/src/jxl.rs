@@ -119,8 +119,9 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits, eighth: bool) -> Result<Rast
 }
 
 /// The first frame's LF image in sRGB, upright, when it stands for the whole picture: a single
-/// VarDCT frame in XYB, covering the image, without alpha or other extra channels, patches,
-/// splines, upsampling or a separate LF frame, and not HDR. `None` otherwise.
+/// VarDCT frame covering the image, in XYB (what `cjxl` makes of pixels) or YCbCr (a JPEG
+/// transcoded without loss, chroma subsampled or not), without alpha or other extra channels,
+/// patches, splines, upsampling or a separate LF frame, and not HDR. `None` otherwise.
 ///
 /// In a VarDCT frame every 8x8 block's lowest-frequency coefficient is the block's mean, and the
 /// frame carries them first, as an image an eighth of the size: the file's own box-filtered
@@ -128,8 +129,8 @@ pub(crate) fn decode(bytes: &[u8], limits: &Limits, eighth: bool) -> Result<Rast
 /// decoded, and the full-size float planes, inverse DCTs and restoration filters of a whole render
 /// are never made: f03 (4032x3024) to 100x100 goes from about 900 ms and 330 MiB to tens of
 /// milliseconds. The steps are those of the specification (and of jxl-oxide's own LF pass):
-/// dequantise, chroma from luma, adaptive LF smoothing, then XYB to sRGB. Noise is left out, as
-/// it averages away at an eighth; the restoration filters act within blocks.
+/// dequantise, chroma from luma, adaptive LF smoothing, then to sRGB. Noise is left out, as it
+/// averages away at an eighth; the restoration filters act within blocks.
 fn lf_image(image: &JxlImage) -> Result<Option<Raster>, EngineError> {
     let image_header = image.image_header();
     let metadata = &image_header.metadata;
@@ -142,8 +143,10 @@ fn lf_image(image: &JxlImage) -> Result<Option<Raster>, EngineError> {
         && header.y0 == 0
         && header.width == image_header.size.width
         && header.height == image_header.size.height;
+    let ycbcr = header.do_ycbcr;
+    let subsampled = header.jpeg_upsampling != [0; 3];
     if image.num_loaded_frames() != 1
-        || !metadata.xyb_encoded
+        || !(metadata.xyb_encoded || ycbcr)
         || !metadata.ec_info.is_empty()
         || image.hdr_type().is_some()
         || header.encoding != Encoding::VarDct
@@ -151,7 +154,7 @@ fn lf_image(image: &JxlImage) -> Result<Option<Raster>, EngineError> {
         || flags.splines()
         || flags.use_lf_frame()
         || header.upsampling != 1
-        || header.jpeg_upsampling != [0; 3]
+        || (subsampled && !flags.skip_adaptive_lf_smoothing())
         || !whole_image
     {
         return Ok(None);
@@ -167,7 +170,8 @@ fn lf_image(image: &JxlImage) -> Result<Option<Raster>, EngineError> {
         header.width.div_ceil(8) as usize,
         header.height.div_ceil(8) as usize,
     );
-    // X, Y and B, dequantised: LfCoeff's channels are stored Y, X, B.
+    // X, Y and B (for YCbCr: Cb, Y and Cr), dequantised, each at the LF size (subsampled chroma
+    // repeated); LfCoeff's channels are stored Y, X, B.
     let mut planes: [Vec<f32>; 3] = std::array::from_fn(|_| vec![0.0; lw * lh]);
     let dequant = &lf_global.lf_dequant;
     let multipliers = [(1, dequant.m_x_lf), (0, dequant.m_y_lf), (2, dequant.m_b_lf)];
@@ -188,40 +192,72 @@ fn lf_image(image: &JxlImage) -> Result<Option<Raster>, EngineError> {
         let (channels, extra_precision) = channels;
         let left = (idx % per_row) as usize * group_dim;
         let top = (idx / per_row) as usize * group_dim;
+        let (group_w, group_h) = header.lf_group_size_for(idx);
+        let (group_w, group_h) = (group_w.div_ceil(8) as usize, group_h.div_ceil(8) as usize);
+        if left + group_w > lw || top + group_h > lh {
+            return Err(corrupt("an LF group is larger than the frame"));
+        }
         let precision = f64::from(1u32 << 9u8.saturating_sub(extra_precision));
         for (plane, (channel, m_lf)) in planes.iter_mut().zip(multipliers) {
             let grid = &channels[channel];
             let (gw, gh) = (grid.width(), grid.height());
-            if left + gw > lw || top + gh > lh {
-                return Err(corrupt("an LF group is larger than the frame"));
+            // A subsampled channel has half the samples along its subsampled axes.
+            let (hs, vs) = (usize::from(gw < group_w), usize::from(gh < group_h));
+            if (group_w - 1) >> hs >= gw || (group_h - 1) >> vs >= gh {
+                return Err(corrupt("an LF group's channel is smaller than the group"));
             }
             let scale = (f64::from(m_lf) * precision / scale_inv) as f32;
-            for (y, row) in grid.buf().chunks_exact(gw.max(1)).take(gh).enumerate() {
-                let out = &mut plane[(top + y) * lw + left..][..gw];
-                for (o, &q) in out.iter_mut().zip(row) {
-                    *o = q as f32 * scale;
+            let buf = grid.buf();
+            for y in 0..group_h {
+                let row = &buf[(y >> vs) * gw..][..gw];
+                let out = &mut plane[(top + y) * lw + left..][..group_w];
+                for (x, o) in out.iter_mut().enumerate() {
+                    *o = row[x >> hs] as f32 * scale;
                 }
             }
         }
     }
-    let corr = &vardct.lf_chan_corr;
-    let factor = |f: u32| (f64::from(f) - 128.0) / f64::from(corr.colour_factor);
-    let kx = corr.base_correlation_x + factor(corr.x_factor_lf) as f32;
-    let kb = corr.base_correlation_b + factor(corr.b_factor_lf) as f32;
-    chroma_from_luma(&mut planes, kx, kb);
+    if !subsampled {
+        let corr = &vardct.lf_chan_corr;
+        let factor = |f: u32| (f64::from(f) - 128.0) / f64::from(corr.colour_factor);
+        let kx = corr.base_correlation_x + factor(corr.x_factor_lf) as f32;
+        let kb = corr.base_correlation_b + factor(corr.b_factor_lf) as f32;
+        chroma_from_luma(&mut planes, kx, kb);
+    }
     if !flags.skip_adaptive_lf_smoothing() {
         let lf_scale = multipliers.map(|(_, m)| (512.0 * f64::from(m) / scale_inv) as f32);
         planes = adaptive_lf_smoothing(&planes, lw, lh, lf_scale);
     }
-    let transform = ColorTransform::builder()
-        .build(
+    let srgb = ColorEncodingWithProfile::new(EnumColourEncoding::srgb(RenderingIntent::Relative));
+    let transform = if ycbcr {
+        let [cb, y, cr] = &mut planes;
+        jxl_color::ycbcr_to_rgb([cb.as_mut_slice(), y.as_mut_slice(), cr.as_mut_slice()]);
+        // The samples are now in the colour space the header names (an enumerated one or the
+        // JPEG's ICC profile).
+        let source = match image.original_icc() {
+            Some(icc) => ColorEncodingWithProfile::with_icc(icc).map_err(corrupt)?,
+            None => match &metadata.colour_encoding {
+                jxl_oxide::color::ColourEncoding::Enum(e) => ColorEncodingWithProfile::new(e.clone()),
+                jxl_oxide::color::ColourEncoding::IccProfile(_) => return Ok(None),
+            },
+        };
+        ColorTransform::builder().build(
+            &source,
+            &srgb,
+            &metadata.opsin_inverse_matrix,
+            &metadata.tone_mapping,
+            &jxl_oxide::Moxcms,
+        )
+    } else {
+        ColorTransform::builder().build(
             &ColorEncodingWithProfile::new(EnumColourEncoding::xyb(RenderingIntent::Perceptual)),
-            &ColorEncodingWithProfile::new(EnumColourEncoding::srgb(RenderingIntent::Relative)),
+            &srgb,
             &metadata.opsin_inverse_matrix,
             &metadata.tone_mapping,
             &NullCms,
         )
-        .map_err(corrupt)?;
+    }
+    .map_err(corrupt)?;
     let [x, y, b] = &mut planes;
     let channels = transform
         .run(&mut [x.as_mut_slice(), y.as_mut_slice(), b.as_mut_slice()])

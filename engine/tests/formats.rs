@@ -307,6 +307,25 @@ fn jpeg_xl_thumbnails_of_an_eighth_come_from_the_lf_image() {
 }
 
 #[test]
+fn a_transcoded_jpeg_at_an_eighth_matches_the_jpeg_at_an_eighth() {
+    // `cjxl --lossless_jpeg=1` keeps the JPEG's DCT coefficients: the LF image of the JPEG XL is
+    // the JPEG's DC, which is what the JPEG route decodes at 1/8. Chroma 4:2:0 and 4:4:4.
+    for name in ["jpeg_420", "jpeg_444"] {
+        let (jxl, jpeg) = (fixture(&format!("{name}.jxl")), fixture(&format!("{name}.jpg")));
+        let eighth = opts(17, 13, Fit::Contain, Some(OutputFormat::Png));
+        let small = Limits {
+            max_memory_bytes: 256 * 1024,
+            ..Limits::default()
+        };
+        let from_jxl = render(&jxl, &eighth, &small).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let from_jpeg = render(&jpeg, &eighth, &Limits::default()).unwrap();
+        assert_eq!((from_jxl.width, from_jxl.height), (17, 13), "{name}");
+        let (mean, max) = difference(&pixels(&from_jxl.bytes), &pixels(&from_jpeg.bytes));
+        assert!(mean < 1.0 && max < 8, "{name}: mean {mean:.2}, largest {max}");
+    }
+}
+
+#[test]
 fn jpeg_xl_without_a_usable_lf_image_is_rendered_whole_within_the_memory_limit() {
     // rgba.jxl (lossless, Modular, with alpha) has no LF image to shrink from; at an eighth the
     // engine plans for one, then renders the frame whole, after checking it fits the limit.
