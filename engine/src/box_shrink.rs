@@ -17,6 +17,30 @@ pub(crate) struct BoxShrink {
     rows_in_band: usize,
 }
 
+/// Add one row into the accumulators of its blocks: `CH` channels, the last one alpha (by which
+/// the others are weighted) when `ALPHA`. Fixed sizes let the compiler keep the sums in registers.
+fn accumulate<const CH: usize, const ALPHA: bool>(acc: &mut [u32], row: &[u8], factor: usize) {
+    for (a, block) in acc.chunks_exact_mut(CH).zip(row.chunks_exact(factor * CH)) {
+        let mut sum = [0u32; CH];
+        for px in block.chunks_exact(CH) {
+            if ALPHA {
+                let alpha = u32::from(px[CH - 1]);
+                for c in 0..CH - 1 {
+                    sum[c] += u32::from(px[c]) * alpha;
+                }
+                sum[CH - 1] += alpha;
+            } else {
+                for c in 0..CH {
+                    sum[c] += u32::from(px[c]);
+                }
+            }
+        }
+        for (a, s) in a.iter_mut().zip(sum) {
+            *a += s;
+        }
+    }
+}
+
 impl BoxShrink {
     /// For a `width` x `height` source of 8-bit samples with `channels` channels (the last one
     /// alpha when there are 2 or 4), shrunk by `factor` (at least 1, at most the smaller side).
@@ -56,24 +80,13 @@ impl BoxShrink {
             self.out.extend_from_slice(&row[..self.out_w * ch]);
             return;
         }
-        for (a, block) in self
-            .acc
-            .chunks_exact_mut(ch)
-            .zip(row[..self.used_row].chunks_exact(f * ch))
-        {
-            for px in block.chunks_exact(ch) {
-                if self.alpha {
-                    let al = u32::from(px[ch - 1]);
-                    for c in 0..ch - 1 {
-                        a[c] += u32::from(px[c]) * al;
-                    }
-                    a[ch - 1] += al;
-                } else {
-                    for (a, &p) in a.iter_mut().zip(px) {
-                        *a += u32::from(p);
-                    }
-                }
-            }
+        let (acc, row) = (&mut self.acc[..], &row[..self.used_row]);
+        // Grey, grey+alpha, RGB or RGBA.
+        match ch {
+            1 => accumulate::<1, false>(acc, row, f),
+            2 => accumulate::<2, true>(acc, row, f),
+            3 => accumulate::<3, false>(acc, row, f),
+            _ => accumulate::<4, true>(acc, row, f),
         }
         self.rows_in_band += 1;
         if self.rows_in_band == f {
