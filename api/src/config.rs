@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 use thumbnail_core::objects::S3Config;
-pub use thumbnail_core::settings::{LimitArgs, LogArgs, LogFormat};
+pub use thumbnail_core::settings::{LimitArgs, LogArgs, LogFormat, RetentionArgs};
 
 /// How callers are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -267,26 +267,9 @@ pub struct ApiConfig {
     /// first when it is full (their jobs then read the store). 0 turns the handoff off.
     #[arg(long, env = "HANDOFF_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub handoff_budget_bytes: u64,
-    /// How long a job is kept after its upload: then its original, thumbnails, links and row are
-    /// deleted. An upload may ask for another lifetime with `retention_seconds`.
-    #[arg(long, env = "RETENTION_SECONDS", default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(1..))]
-    pub retention_seconds: u64,
-    /// The longest `retention_seconds` an upload may ask for.
+    /// The longest `retention_seconds` an upload may ask for (RETENTION_SECONDS is the default).
     #[arg(long, env = "MAX_RETENTION_SECONDS", default_value_t = 30 * 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_retention_seconds: u64,
-    /// Time between retention sweeps (each also removes expired idempotency keys).
-    #[arg(long, env = "RETENTION_SWEEP_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub retention_sweep_seconds: u64,
-    /// How long an expired job answers 410 Gone before it is forgotten (404).
-    #[arg(long, env = "RETENTION_GONE_SECONDS", default_value_t = 86_400)]
-    pub retention_gone_seconds: u64,
-    /// Time between orphan scans: objects under the service's prefixes that no job row knows
-    /// (a crash between storing an original and recording its job) are deleted.
-    #[arg(long, env = "ORPHAN_SCAN_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub orphan_scan_seconds: u64,
-    /// How old an object without a job row must be before the orphan scan deletes it.
-    #[arg(long, env = "ORPHAN_GRACE_SECONDS", default_value_t = 3600)]
-    pub orphan_grace_seconds: u64,
     /// Most images in one batch upload (`POST /api/v1/batches/`).
     #[arg(long, env = "MAX_BATCH_IMAGES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_batch_images: u32,
@@ -313,6 +296,9 @@ pub struct ApiConfig {
     pub long_poll_recheck_milliseconds: u64,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Shared with the operator, which sweeps with the same settings.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -386,13 +372,12 @@ impl WebhookArgs {
 
 impl ApiConfig {
     pub fn retention_policy(&self) -> thumbnail_core::retention::RetentionPolicy {
+        let shared = self.retention.policy();
+        let max = Duration::from_secs(self.max_retention_seconds);
         thumbnail_core::retention::RetentionPolicy {
-            default: Duration::from_secs(self.retention_seconds.min(self.max_retention_seconds)),
-            max: Duration::from_secs(self.max_retention_seconds),
-            gone_grace: Duration::from_secs(self.retention_gone_seconds),
-            sweep_every: Duration::from_secs(self.retention_sweep_seconds),
-            orphan_scan_every: Duration::from_secs(self.orphan_scan_seconds),
-            orphan_grace: Duration::from_secs(self.orphan_grace_seconds),
+            default: shared.default.min(max),
+            max,
+            ..shared
         }
     }
     pub fn url_expiry(&self) -> Duration {

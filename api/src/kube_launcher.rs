@@ -307,7 +307,7 @@ impl ResourceReaper for ThumbnailJobReaper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thumbnail_core::model::{JobStatus, OutputSpec as CoreOutput, now};
+    use thumbnail_core::model::{JobStatus, OutputSpec as CoreOutput};
     use thumbnail_engine::ThumbnailOptions;
 
     #[test]
@@ -315,7 +315,6 @@ mod tests {
         let id = Uuid::new_v4();
         let batch = Uuid::new_v4();
         let job = JobRecord {
-            id,
             status: JobStatus::Pending,
             owner: Some("alice".into()),
             source_bucket: "thumbnails".into(),
@@ -323,7 +322,6 @@ mod tests {
             source_format: thumbnail_engine::ImageFormat::Png,
             source_width: 10,
             source_height: 10,
-            source_bytes: 100,
             outputs_requested: vec![CoreOutput::default_output(ThumbnailOptions {
                 width: 40,
                 height: 30,
@@ -333,17 +331,9 @@ mod tests {
                 upscale: true,
                 ..ThumbnailOptions::default()
             })],
-            outputs: vec![],
-            error: None,
             attempts: 0,
-            dependency_retries: 0,
-            version: 1,
-            created_at: now(),
-            started_at: None,
-            finished_at: None,
-            expires_at: None,
-            purged_at: None,
             batch_id: Some(batch),
+            ..thumbnail_core::testsupport::job_record(id)
         };
         let settings = ResourceSettings {
             ttl_seconds_after_finished: Some(3600),

@@ -430,8 +430,8 @@ async fn one_signed_webhook_when_the_whole_batch_is_done_on_both_stores() {
 async fn an_expired_batch_answers_410_then_404() {
     let app = Stores::Embedded
         .spawn(|c| {
-            c.retention_sweep_seconds = 1;
-            c.retention_gone_seconds = 1;
+            c.retention.retention_sweep_seconds = 1;
+            c.retention.retention_gone_seconds = 1;
         })
         .await;
     let body = accepted(post_batch(&app, None, three_images(), "?retention_seconds=1").await).await;

@@ -65,8 +65,8 @@ async fn expired_jobs_lose_their_images_answer_410_then_404() {
     for stores in Stores::BOTH {
         let app = stores
             .spawn(|c| {
-                c.retention_sweep_seconds = 1;
-                c.retention_gone_seconds = 2;
+                c.retention.retention_sweep_seconds = 1;
+                c.retention.retention_gone_seconds = 2;
             })
             .await;
         let id = app
@@ -181,7 +181,7 @@ async fn retention_seconds_is_checked() {
 async fn an_interrupted_sweep_resumes_and_leaves_nothing_behind() {
     for stores in Stores::BOTH {
         // Sweeps only when the test says so.
-        let app = stores.spawn(|c| c.retention_sweep_seconds = 3600).await;
+        let app = stores.spawn(|c| c.retention.retention_sweep_seconds = 3600).await;
         let ids: Vec<String> =
             futures::future::join_all((0..3).map(|_| async { app.accepted(upload(&app, &[]).await).await }))
                 .await;
@@ -229,8 +229,8 @@ async fn rows_without_an_expiry_get_the_default_and_usage_drops_when_purged() {
     for stores in Stores::BOTH {
         let app = stores
             .spawn(|c| {
-                c.retention_sweep_seconds = 3600;
-                c.retention_seconds = 600;
+                c.retention.retention_sweep_seconds = 3600;
+                c.retention.retention_seconds = 600;
                 c.auth.auth_mode = AuthMode::ApiKey;
             })
             .await;
@@ -349,9 +349,9 @@ async fn objects_no_row_knows_are_found_and_removed_after_the_grace() {
     for stores in Stores::BOTH {
         let app = stores
             .spawn(|c| {
-                c.retention_sweep_seconds = 3600;
-                c.orphan_scan_seconds = 3600;
-                c.orphan_grace_seconds = 600;
+                c.retention.retention_sweep_seconds = 3600;
+                c.retention.orphan_scan_seconds = 3600;
+                c.retention.orphan_grace_seconds = 600;
             })
             .await;
         let kept = app.accepted(upload(&app, &[]).await).await;

@@ -206,7 +206,7 @@ mod tests {
     fn job(id: Uuid, status: JobStatus) -> JobRecord {
         let mut job = JobRecord {
             status,
-            ..crate::model::record_for_tests(id)
+            ..crate::testsupport::job_record(id)
         };
         if status == JobStatus::Failure {
             job.error = Some(JobError {

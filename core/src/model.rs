@@ -172,34 +172,6 @@ pub struct JobRecord {
     pub batch_id: Option<Uuid>,
 }
 
-/// A finished job of 100 bytes with no outputs, for unit tests to adjust.
-#[cfg(test)]
-pub(crate) fn record_for_tests(id: Uuid) -> JobRecord {
-    JobRecord {
-        id,
-        status: JobStatus::Success,
-        owner: None,
-        source_bucket: "b".into(),
-        source_key: format!("uploads/{id}.jpg"),
-        source_format: ImageFormat::Jpeg,
-        source_width: 1,
-        source_height: 1,
-        source_bytes: 100,
-        outputs_requested: vec![],
-        outputs: vec![],
-        error: None,
-        attempts: 1,
-        dependency_retries: 0,
-        version: 1,
-        created_at: now(),
-        started_at: None,
-        finished_at: None,
-        expires_at: None,
-        purged_at: None,
-        batch_id: None,
-    }
-}
-
 impl JobRecord {
     /// Expired: deleted or due for deletion at `now` (only finished jobs expire).
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {

@@ -433,7 +433,7 @@ mod tests {
         let mut job = JobRecord {
             source_key: keys.original(id, "jpg"),
             outputs: vec![output("b"), output("elsewhere")],
-            ..crate::model::record_for_tests(id)
+            ..crate::testsupport::job_record(id)
         };
         assert_eq!(
             objects_of(&job, &keys, "b"),

@@ -94,24 +94,25 @@ impl LimitArgs {
     }
 }
 
-/// How long finished jobs are kept and how often the sweeper runs (see
-/// [`crate::retention`]), for the operator's sweeper; the names, defaults and meanings are the
-/// API's (its upload-only MAX_RETENTION_SECONDS aside), so one ConfigMap sets both.
+/// How long finished jobs are kept and how often the sweeper runs (see [`crate::retention`]), for
+/// the API's sweeper and the operator leader's alike, so one ConfigMap sets both (the API adds its
+/// upload-only MAX_RETENTION_SECONDS).
 #[derive(Debug, Clone, Args)]
 pub struct RetentionArgs {
-    /// How long a job is kept after its upload or, for a ThumbnailJob written by hand, after the
-    /// operator first saw it: then its thumbnails, its ThumbnailJob (and render Job) and its row
-    /// are deleted, and the original when the service stored it.
+    /// How long a job is kept after its upload (an upload may ask for another lifetime with
+    /// `retention_seconds`) or, for a ThumbnailJob written by hand, after the operator first saw
+    /// it: then its thumbnails, links, ThumbnailJob (and render Job) and row are deleted, and the
+    /// original when the service stored it.
     #[arg(long, env = "RETENTION_SECONDS", default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_seconds: u64,
-    /// Time between retention sweeps.
+    /// Time between retention sweeps (the API's also remove expired idempotency keys).
     #[arg(long, env = "RETENTION_SWEEP_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_sweep_seconds: u64,
     /// How long an expired job answers 410 Gone before it is forgotten (404).
     #[arg(long, env = "RETENTION_GONE_SECONDS", default_value_t = 86_400)]
     pub retention_gone_seconds: u64,
     /// Time between orphan scans: objects under the service's prefixes that no job row knows
-    /// are deleted.
+    /// (a crash between storing an original and recording its job) are deleted.
     #[arg(long, env = "ORPHAN_SCAN_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub orphan_scan_seconds: u64,
     /// How old an object without a job row must be before the orphan scan deletes it.

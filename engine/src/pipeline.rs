@@ -383,16 +383,15 @@ fn memory_needed(hdr: &Header, plan: &Plan, dct_scale: u32, box_factor: u32) -> 
         // At 1/8 a JPEG XL picture comes from its LF image (see `jxl::decode`).
         (ImageFormat::Jxl, _) if dct_scale == 8 => jxl::lf_memory(w, h, hdr.bytes as u64),
         (ImageFormat::Jxl, _) => jxl::memory(w, h),
-        // TIFF strip by strip: a band, and the box-shrunk picture.
-        (ImageFormat::Tiff, _) if hdr.facts.band_bytes.is_some() => {
+        // TIFF strip by strip: a band, and the box-shrunk picture; other layouts whole.
+        (ImageFormat::Tiff, _) => {
             let f = u64::from(box_factor.max(1));
-            hdr.facts
-                .band_bytes
-                .map_or(0, |band| band + (w / f + 1) * (h / f + 1) * 4)
+            hdr.facts.band_bytes.map_or_else(
+                || bitmap::memory(w, h, hdr.facts.bits_per_sample),
+                |band| band + (w / f + 1) * (h / f + 1) * 4,
+            )
         }
-        (ImageFormat::Tiff | ImageFormat::Bmp | ImageFormat::Ico, _) => {
-            bitmap::memory(w, h, hdr.facts.bits_per_sample)
-        }
+        (ImageFormat::Bmp | ImageFormat::Ico, _) => bitmap::memory(w, h, hdr.facts.bits_per_sample),
         // SVG is drawn at the output size: nothing scales with the declared size.
         (ImageFormat::Svg, _) => return svg::memory(hdr.bytes, u64::from(plan.out_w), u64::from(plan.out_h)),
         (ImageFormat::Jpeg, None) => 0,

@@ -19,7 +19,6 @@ async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() 
     let operator = world.operator().await;
     let dir = tempfile::tempdir().unwrap();
     let api = RunningApi::start(&world, world.api_config(dir.path())).await;
-    let (base, http) = (api.base.clone(), api.http.clone());
 
     let mut form = Form::new().text("width", "32").text("owner", "alice");
     for i in 0..5 {
@@ -32,12 +31,7 @@ async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() 
         "image",
         Part::bytes(b"not an image".to_vec()).file_name("bad.txt"),
     );
-    let response = http
-        .post(format!("{base}/api/v1/batches/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = api.post_form("/api/v1/batches/", form).await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     let batch = body["batch_id"].as_str().unwrap().to_owned();
@@ -87,14 +81,7 @@ async fn a_batchs_thumbnailjobs_carry_its_label_and_the_operator_completes_it() 
 
     // The operator renders them; the batch's progress comes from the rows it updates.
     let done = eventually("the batch to complete", WAIT, || async {
-        let v: Value = http
-            .get(format!("{base}/api/v1/batches/{batch}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let (_, v) = api.get(&format!("/api/v1/batches/{batch}")).await;
         (v["progress"]["done"] == true).then_some(v)
     })
     .await;
@@ -142,19 +129,8 @@ async fn webhook_attempts_are_shown_on_the_thumbnailjob() {
     config.webhooks.webhook_retry_schedule = "0,200ms,200ms".into();
     config.webhooks.webhook_allow_cidrs = "127.0.0.0/8".into();
     let api = RunningApi::start(&world, config).await;
-    let (base, http) = (api.base.clone(), api.http.clone());
-    let form = Form::new()
-        .part("image", Part::bytes(fixture("photo.jpg")).file_name("p.jpg"))
-        .text("webhook_url", format!("http://127.0.0.1:{port}/hook"));
-    let response = http
-        .post(format!("{base}/api/v1/thumbnails/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let body: Value = response.json().await.unwrap();
-    let id = body["job_id"].as_str().unwrap().to_owned();
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let id = api.upload(&[("webhook_url", &hook)]).await;
     let name = format!("tj-{id}");
 
     // The operator's status and the API's `status.webhook` side by side: a 500, then delivered.
@@ -178,14 +154,7 @@ async fn webhook_attempts_are_shown_on_the_thumbnailjob() {
     assert!(webhook.next_attempt_time.is_none());
     assert_eq!(*got.lock().unwrap(), 2);
     // The same attempts as the REST API lists.
-    let list: Value = http
-        .get(format!("{base}/api/v1/jobs/{id}/deliveries"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = api.get(&format!("/api/v1/jobs/{id}/deliveries")).await;
     assert_eq!(list["deliveries"][0]["id"], webhook.delivery_id.as_str());
     assert_eq!(list["deliveries"][0]["attempts"].as_array().unwrap().len(), 2);
 

@@ -60,8 +60,8 @@ async fn an_expired_api_job_loses_its_thumbnailjob_and_render_job_too() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = api_config(&world, dir.path());
-    config.retention_sweep_seconds = 1;
-    config.retention_gone_seconds = 3;
+    config.retention.retention_sweep_seconds = 1;
+    config.retention.retention_gone_seconds = 3;
     let api = RunningApi::start(&world, config).await;
 
     let id = api.upload(&[("retention_seconds", "3")]).await;
@@ -190,7 +190,7 @@ async fn deleting_a_job_through_the_api_deletes_its_thumbnailjob() {
     let operator = world.operator().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = api_config(&world, dir.path());
-    config.retention_sweep_seconds = 3600;
+    config.retention.retention_sweep_seconds = 3600;
     let api = RunningApi::start(&world, config).await;
 
     let id = api.upload(&[]).await;

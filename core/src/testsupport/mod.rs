@@ -15,7 +15,7 @@
 
 pub mod proxy;
 use crate::jobstore::{DynJobStore, PostgresJobStore, SqliteJobStore};
-use crate::model::{NewJob, OutputSpec};
+use crate::model::{JobRecord, JobStatus, NewJob, OutputSpec, now};
 use crate::objects::{DynObjectStore, LocalObjectStore, S3Config, S3ObjectStore};
 use crate::signing::LinkSigner;
 use chrono::{DateTime, Utc};
@@ -32,6 +32,33 @@ fn required_env(name: &str) -> String {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => value,
         _ => panic!("{name} is not set: this test needs a real server; {HOW_TO_RUN}"),
+    }
+}
+
+/// A finished job of 100 bytes with no outputs, for tests to adjust.
+pub fn job_record(id: Uuid) -> JobRecord {
+    JobRecord {
+        id,
+        status: JobStatus::Success,
+        owner: None,
+        source_bucket: "b".into(),
+        source_key: format!("uploads/{id}.jpg"),
+        source_format: ImageFormat::Jpeg,
+        source_width: 1,
+        source_height: 1,
+        source_bytes: 100,
+        outputs_requested: vec![],
+        outputs: vec![],
+        error: None,
+        attempts: 1,
+        dependency_retries: 0,
+        version: 1,
+        created_at: now(),
+        started_at: None,
+        finished_at: None,
+        expires_at: None,
+        purged_at: None,
+        batch_id: None,
     }
 }
 
